@@ -1,0 +1,650 @@
+//! The runtime: one event loop per thread, and the handle that reaches them from anywhere.
+//!
+//! A runtime thread owns a [`Core`]: an executor (tasks, run queue), a reactor (`mio::Poll`),
+//! a timer wheel and a clock. Nothing in a core is shared with another thread; the only shared
+//! piece is each thread's [`RemoteQueue`], where other threads drop wakes and spawns and then
+//! write the thread's `mio::Waker`.
+//!
+//! `Runtime::new()` has one thread: the one that calls [`Runtime::block_on`].
+//! `Runtime::builder().threads(n)` adds `n - 1` background threads; [`Handle`] spawns `Send`
+//! futures (or `Send` closures that build `!Send` futures) onto any of them. No thread starts
+//! behind the user's back.
+//!
+//! # The loop
+//!
+//! 1. poll the `block_on` future if it was woken;
+//! 2. poll up to 128 queued tasks;
+//! 3. wait for I/O: not at all when tasks are queued, else until the next timer (or forever);
+//!    take cross-thread messages; fire due timers; go to 1.
+//!
+//! With a [paused clock](Builder::paused_clock), step 3 never sleeps on a timer: when no task
+//! is runnable and no I/O event is ready, virtual time jumps to the next timer.
+
+use crate::executor::{
+    Completion, Executor, JoinHandle, JoinSlot, MAIN, POLLS_PER_TURN, PanicSink, RemoteJoinHandle,
+    TaskFuture, TaskId, TaskWaker, lock,
+};
+use crate::reactor::{Reactor, WAKE_TOKEN, coop};
+use crate::time::{Clock, wheel::Wheel};
+use slab::Slab;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// A unit of work sent to a thread from outside it.
+enum Msg {
+    /// Wake a task of that thread.
+    Wake(TaskId),
+    /// Run a closure on that thread (it spawns a task there).
+    Run(Box<dyn FnOnce() + Send>),
+}
+
+/// The one part of a runtime thread that other threads touch.
+pub(crate) struct RemoteQueue {
+    msgs: Mutex<Vec<Msg>>,
+    /// Set when messages are waiting and the thread was (or is being) woken for them.
+    notified: AtomicBool,
+    /// Set when the thread stopped: messages are no longer taken.
+    closed: AtomicBool,
+    waker: mio::Waker,
+}
+
+impl RemoteQueue {
+    fn new(poll: &mio::Poll) -> io::Result<Self> {
+        Ok(RemoteQueue {
+            msgs: Mutex::new(Vec::new()),
+            notified: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            waker: mio::Waker::new(poll.registry(), WAKE_TOKEN)?,
+        })
+    }
+
+    pub(crate) fn push_wake(&self, id: TaskId) {
+        self.push(Msg::Wake(id));
+    }
+
+    /// Queues a message; returns false if the thread has stopped.
+    fn push(&self, msg: Msg) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        lock(&self.msgs).push(msg);
+        if !self.notified.swap(true, Ordering::AcqRel)
+            && let Err(e) = self.waker.wake()
+        {
+            log::error!("failed to wake a runtime thread: {e}");
+        }
+        true
+    }
+}
+
+/// Everything one runtime thread owns.
+pub(crate) struct Core {
+    /// Unique among all runtime threads of the process (0 means "none").
+    pub(crate) id: usize,
+    pub(crate) exec: Executor,
+    pub(crate) reactor: Reactor,
+    pub(crate) timers: RefCell<Wheel>,
+    pub(crate) clock: Clock,
+    pub(crate) remote: Arc<RemoteQueue>,
+    /// Spare buffer swapped with the remote queue's, so draining it allocates nothing.
+    spare: RefCell<Vec<Msg>>,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("id", &self.id)
+            .field("exec", &self.exec)
+            .field("reactor", &self.reactor)
+            .finish()
+    }
+}
+
+static NEXT_CORE_ID: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
+    static CURRENT_ID: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The id of the core running on this thread, or 0.
+pub(crate) fn current_thread_id() -> usize {
+    CURRENT_ID.with(|c| c.get())
+}
+
+/// Runs `f` with this thread's core; `None` outside a runtime thread.
+pub(crate) fn try_with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
+    CURRENT.with(|c| c.borrow().as_deref().map(f))
+}
+
+/// Runs `f` with this thread's core; panics outside a runtime thread.
+pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> R {
+    try_with_core(f).expect(
+        "sheave: this must be called on a runtime thread (inside block_on or a spawned task)",
+    )
+}
+
+/// Sets the thread's current core for the life of the guard.
+struct Enter {
+    prev: Option<Rc<Core>>,
+    prev_id: usize,
+}
+
+impl Enter {
+    fn new(core: &Rc<Core>) -> Enter {
+        let prev = CURRENT.with(|c| c.borrow_mut().replace(core.clone()));
+        let prev_id = CURRENT_ID.with(|c| c.replace(core.id));
+        Enter { prev, prev_id }
+    }
+}
+
+impl Drop for Enter {
+    fn drop(&mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = self.prev.take());
+        CURRENT_ID.with(|c| c.set(self.prev_id));
+    }
+}
+
+impl Core {
+    fn new(poll: mio::Poll, remote: Arc<RemoteQueue>, paused: bool) -> Rc<Core> {
+        Rc::new(Core {
+            id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
+            exec: Executor::new(),
+            reactor: Reactor::new(poll),
+            timers: RefCell::new(Wheel::new()),
+            clock: Clock::new(paused),
+            remote,
+            spare: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Spawns a future on this core (which need not be the current thread's yet).
+    fn spawn<F: Future + 'static>(&self, future: F) -> JoinHandle<F::Output> {
+        let slot = Rc::new(RefCell::new(JoinSlot::new()));
+        let task = TaskFuture::new(future, slot.clone());
+        let id = self
+            .exec
+            .spawn(self.id, &self.remote, Box::pin(task), slot.clone());
+        JoinHandle { slot, id }
+    }
+
+    /// Drives `future` to completion, running this core's tasks, I/O and timers meanwhile.
+    fn run<F: Future>(self: &Rc<Core>, future: F) -> F::Output {
+        let mut future = pin!(future);
+        let main = TaskWaker::new(self.id, MAIN, self.remote.clone());
+        let waker = Waker::from(main.clone());
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if self.exec.take_main_woken() {
+                main.unschedule();
+                coop::reset();
+                if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                    return out;
+                }
+            }
+            self.exec.run_queued(POLLS_PER_TURN);
+            self.park();
+        }
+    }
+
+    /// Waits for and dispatches I/O, cross-thread messages and timers.
+    fn park(&self) {
+        let busy = self.exec.has_work() || self.remote.notified.load(Ordering::Acquire);
+        let next_timer = self.timers.borrow().next_expiration();
+        let timeout = if busy {
+            Some(Duration::ZERO)
+        } else {
+            match next_timer {
+                None => None,
+                Some(_) if self.clock.is_paused() => Some(Duration::ZERO),
+                Some(tick) => Some(self.clock.until_tick(tick)),
+            }
+        };
+        let events = match self.reactor.turn(timeout) {
+            Ok(n) => n,
+            Err(e) => {
+                log::error!("poll failed: {e}");
+                0
+            }
+        };
+        self.reactor.take_woken();
+        self.drain_remote();
+        if self.clock.is_paused()
+            && events == 0
+            && !self.exec.has_work()
+            && let Some(tick) = next_timer
+        {
+            self.clock.advance_to_tick(tick);
+        }
+        let now = self.clock.now_tick();
+        self.timers.borrow_mut().advance(now, |_, waker| {
+            if let Some(w) = waker {
+                w.wake();
+            }
+        });
+    }
+
+    fn drain_remote(&self) {
+        if !self.remote.notified.load(Ordering::Acquire) {
+            return;
+        }
+        self.remote.notified.store(false, Ordering::SeqCst);
+        let mut msgs = self.spare.take();
+        std::mem::swap(&mut msgs, &mut *lock(&self.remote.msgs));
+        for msg in msgs.drain(..) {
+            match msg {
+                Msg::Wake(id) => self.exec.enqueue(id),
+                Msg::Run(f) => f(),
+            }
+        }
+        *self.spare.borrow_mut() = msgs;
+    }
+
+    /// Stops taking messages and drops every task, with this core current.
+    fn shutdown(self: &Rc<Core>) {
+        self.remote.closed.store(true, Ordering::Release);
+        let _enter = Enter::new(self);
+        // Closures still queued would spawn on a stopped thread: drop them (their join
+        // handles report `Cancelled`).
+        drop(std::mem::take(&mut *lock(&self.remote.msgs)));
+        self.exec.clear();
+    }
+}
+
+/// Configures a [`Runtime`].
+///
+/// ```
+/// let rt = sheave_core::Runtime::builder().threads(2).build().unwrap();
+/// assert_eq!(rt.handle().threads(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    threads: usize,
+    paused: bool,
+    name: String,
+}
+
+impl Builder {
+    /// How many runtime threads, counting the one that calls `block_on` (default 1).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Starts every thread with a paused clock: virtual time, which jumps to the next timer
+    /// whenever no task is runnable and no I/O is ready. For tests: a 30 s timeout takes
+    /// microseconds and fires exactly on its millisecond. `Instant`s from
+    /// [`time::now`](crate::time::now) are ordinary `std::time::Instant`s, comparable with
+    /// deadlines computed from them.
+    ///
+    /// Real I/O still happens in real time; while a test waits for a socket, virtual time may
+    /// run ahead to the next timer.
+    pub fn paused_clock(mut self) -> Self {
+        self.paused = true;
+        self
+    }
+
+    /// Prefix of the background threads' names (default `"sheave"`; threads are `sheave-1`, …).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Creates the pollers and starts the background threads.
+    pub fn build(self) -> io::Result<Runtime> {
+        let mut polls = Vec::with_capacity(self.threads);
+        let mut remotes = Vec::with_capacity(self.threads);
+        for _ in 0..self.threads {
+            let poll = mio::Poll::new()?;
+            remotes.push(Arc::new(RemoteQueue::new(&poll)?));
+            polls.push(poll);
+        }
+        let handle = Handle {
+            inner: Arc::new(HandleInner {
+                remotes: remotes.clone(),
+                next: AtomicUsize::new(0),
+                shutdown: ShutdownState::default(),
+            }),
+        };
+        let mut polls = polls.into_iter();
+        let first = polls.next().expect("at least one thread");
+        let core = Core::new(first, remotes[0].clone(), self.paused);
+        let mut threads = Vec::with_capacity(self.threads - 1);
+        for (i, poll) in polls.enumerate() {
+            let remote = remotes[i + 1].clone();
+            let handle = handle.clone();
+            let paused = self.paused;
+            let thread = std::thread::Builder::new()
+                .name(format!("{}-{}", self.name, i + 1))
+                .spawn(move || {
+                    let core = Core::new(poll, remote, paused);
+                    {
+                        let _enter = Enter::new(&core);
+                        core.run(handle.shutdown_signal());
+                    }
+                    core.shutdown();
+                })?;
+            threads.push(thread);
+        }
+        Ok(Runtime {
+            core,
+            handle,
+            threads,
+        })
+    }
+}
+
+/// A thread-per-core runtime: an event loop on the calling thread (driven by
+/// [`block_on`](Runtime::block_on)) and optionally more on background threads.
+///
+/// Tasks spawned with [`spawn`](crate::spawn) stay on the thread that spawned them and need not
+/// be `Send`. A `Runtime` is not `Send` itself: it belongs to the thread whose loop it drives.
+///
+/// ```
+/// use sheave_core::{Runtime, time};
+/// use std::time::Duration;
+///
+/// let rt = Runtime::builder().paused_clock().build().unwrap();
+/// let waited = rt.block_on(async {
+///     let start = time::now();
+///     time::sleep(Duration::from_secs(30)).await; // virtual: returns at once
+///     time::now() - start
+/// });
+/// assert_eq!(waited, Duration::from_secs(30));
+/// ```
+///
+/// A runtime is bound to its thread:
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>(_: T) {}
+/// assert_send(sheave_core::Runtime::new().unwrap());
+/// ```
+pub struct Runtime {
+    core: Rc<Core>,
+    handle: Handle,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("threads", &(self.threads.len() + 1))
+            .field("paused_clock", &self.core.clock.is_paused())
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// A runtime of one thread: the caller of [`block_on`](Runtime::block_on).
+    pub fn new() -> io::Result<Runtime> {
+        Runtime::builder().build()
+    }
+
+    /// A [`Builder`] with the defaults: one thread, real clock.
+    pub fn builder() -> Builder {
+        Builder {
+            threads: 1,
+            paused: false,
+            name: "sheave".to_string(),
+        }
+    }
+
+    /// Runs `future` to completion on this thread, together with every task of this thread.
+    ///
+    /// # Panics
+    /// When called from inside a runtime thread (a nested `block_on` would stall the outer
+    /// loop), and when `future` panics.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        assert!(
+            current_thread_id() == 0,
+            "sheave: block_on called from within a runtime thread"
+        );
+        let _enter = Enter::new(&self.core);
+        self.core.run(future)
+    }
+
+    /// Spawns a task on this runtime's `block_on` thread; it starts running at the next
+    /// `block_on`.
+    pub fn spawn<F: Future + 'static>(&self, future: F) -> JoinHandle<F::Output> {
+        self.core.spawn(future)
+    }
+
+    /// A `Send + Sync` handle to every thread of this runtime.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                log::error!("a runtime thread panicked");
+            }
+        }
+        if current_thread_id() == 0 {
+            self.core.shutdown();
+        } else {
+            // Dropped inside another runtime's loop: drop our tasks without entering ours.
+            self.core.remote.closed.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Spawns a task on the current runtime thread. The future need not be `Send`: it never leaves
+/// this thread.
+///
+/// # Panics
+/// Outside a runtime thread.
+///
+/// ```
+/// use std::rc::Rc;
+/// let rt = sheave_core::Runtime::new().unwrap();
+/// rt.block_on(async {
+///     let local = Rc::new(5); // not Send, and that is fine
+///     let task = sheave_core::spawn(async move { *local + 1 });
+///     assert_eq!(task.await.unwrap(), 6);
+/// });
+/// ```
+pub fn spawn<F: Future + 'static>(future: F) -> JoinHandle<F::Output> {
+    CURRENT.with(|c| {
+        let core = c.borrow();
+        let core = core
+            .as_ref()
+            .expect("sheave::spawn called outside a runtime thread");
+        core.spawn(future)
+    })
+}
+
+/// Yields once to the other tasks of this thread.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+#[derive(Default)]
+struct ShutdownState {
+    flag: AtomicBool,
+    waiters: Mutex<Slab<Waker>>,
+}
+
+struct HandleInner {
+    remotes: Vec<Arc<RemoteQueue>>,
+    next: AtomicUsize,
+    shutdown: ShutdownState,
+}
+
+/// Reaches a runtime's threads from any thread: spawns onto them and signals shutdown.
+/// `Send + Sync + Clone`; cloning is one reference count.
+///
+/// ```
+/// let rt = sheave_core::Runtime::builder().threads(2).build().unwrap();
+/// let handle = rt.handle().clone();
+/// let answer = std::thread::spawn(move || {
+///     // From a plain OS thread: run on runtime thread 1, wait for the result.
+///     futures::executor::block_on(handle.spawn_on(1, async { 40 + 2 })).unwrap()
+/// })
+/// .join()
+/// .unwrap();
+/// assert_eq!(answer, 42);
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<HandleInner>,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("threads", &self.threads())
+            .field("shutdown", &self.is_shutdown())
+            .finish()
+    }
+}
+
+impl Handle {
+    /// How many runtime threads there are (thread 0 is the `block_on` thread).
+    pub fn threads(&self) -> usize {
+        self.inner.remotes.len()
+    }
+
+    /// Spawns a `Send` future on the next thread in round-robin order.
+    pub fn spawn<F>(&self, future: F) -> RemoteJoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let thread = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.threads();
+        self.spawn_on(thread, future)
+    }
+
+    /// Spawns a `Send` future on thread `thread` (modulo the thread count).
+    pub fn spawn_on<F>(&self, thread: usize, future: F) -> RemoteJoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_with(thread, move || future)
+    }
+
+    /// Runs `make` on thread `thread` and spawns the future it returns there. The future need
+    /// not be `Send` — this is how each thread builds its own `!Send` state (a per-thread
+    /// service stack, a listener) from a `Send` recipe.
+    ///
+    /// After [`shutdown`](Handle::shutdown), the task is not started and its handle reports
+    /// [`JoinError::Cancelled`](crate::JoinError::Cancelled).
+    pub fn spawn_with<M, F>(&self, thread: usize, make: M) -> RemoteJoinHandle<F::Output>
+    where
+        M: FnOnce() -> F + Send + 'static,
+        F: Future + 'static,
+        F::Output: Send + 'static,
+    {
+        let slot = Arc::new(Mutex::new(JoinSlot::new()));
+        let handle = RemoteJoinHandle { slot: slot.clone() };
+        let remote = &self.inner.remotes[thread % self.threads()];
+        let run = Box::new(move || {
+            with_core(|core| {
+                let sink: Rc<dyn PanicSink> = Rc::new(slot.clone());
+                let task = TaskFuture::new(make(), slot);
+                core.exec.spawn(core.id, &core.remote, Box::pin(task), sink);
+            })
+        });
+        if self.is_shutdown() || !remote.push(Msg::Run(run)) {
+            Completion::finish(&handle.slot, Err(crate::JoinError::Cancelled));
+        }
+        handle
+    }
+
+    /// Signals shutdown: background threads drop their tasks and stop, spawns are refused, and
+    /// every [`ShutdownSignal`] completes (a `block_on` future waiting on one returns).
+    pub fn shutdown(&self) {
+        let state = &self.inner.shutdown;
+        if state.flag.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let waiters: Vec<Waker> = lock(&state.waiters).drain().collect();
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Whether [`shutdown`](Handle::shutdown) was called.
+    pub fn is_shutdown(&self) -> bool {
+        self.inner.shutdown.flag.load(Ordering::Acquire)
+    }
+
+    /// A future that completes when [`shutdown`](Handle::shutdown) is called.
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        ShutdownSignal {
+            handle: self.clone(),
+            key: None,
+        }
+    }
+}
+
+/// Completes when the runtime's [`Handle::shutdown`] is called. Cheap to poll; cancel-safe.
+pub struct ShutdownSignal {
+    handle: Handle,
+    key: Option<usize>,
+}
+
+impl fmt::Debug for ShutdownSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownSignal")
+            .field("fired", &self.handle.is_shutdown())
+            .finish()
+    }
+}
+
+impl Future for ShutdownSignal {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.handle.is_shutdown() {
+            return Poll::Ready(());
+        }
+        let state = &this.handle.inner.shutdown;
+        let mut waiters = lock(&state.waiters);
+        // Re-check under the lock: `shutdown` sets the flag before taking the lock.
+        if state.flag.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        match this.key {
+            Some(key) if waiters.contains(key) => {
+                if !waiters[key].will_wake(cx.waker()) {
+                    waiters[key] = cx.waker().clone();
+                }
+            }
+            _ => {
+                this.key = Some(waiters.insert(cx.waker().clone()));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for ShutdownSignal {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            lock(&self.handle.inner.shutdown.waiters).try_remove(key);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The executor, cross-thread spawning and waking, panics, shutdown.
+
+use futures::channel::{mpsc, oneshot};
+use futures::{SinkExt, StreamExt};
+use sheave_core::{JoinError, Runtime, spawn, time};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+#[test]
+fn eight_threads_spawn_ten_thousand_send_tasks_through_the_handle_and_all_complete() {
+    let rt = Runtime::builder().threads(2).build().unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let spawners: Vec<_> = (0..8)
+        .map(|t| {
+            let handle = rt.handle().clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                (0..1250)
+                    .map(|i| {
+                        let done = done.clone();
+                        handle.spawn(async move {
+                            done.fetch_add(1, Ordering::Relaxed);
+                            t * 10_000 + i
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let handles: Vec<_> = spawners
+        .into_iter()
+        .flat_map(|s| s.join().unwrap())
+        .collect();
+    let sum: usize = rt.block_on(async {
+        let mut sum = 0;
+        for h in handles {
+            sum += h.await.unwrap();
+        }
+        sum
+    });
+    assert_eq!(done.load(Ordering::Relaxed), 10_000);
+    let expected: usize = (0..8)
+        .map(|t| (0..1250).map(|i| t * 10_000 + i).sum::<usize>())
+        .sum();
+    assert_eq!(sum, expected);
+}
+
+#[test]
+fn two_runtime_threads_ping_pong_a_hundred_thousand_rounds_without_losing_a_wakeup() {
+    const ROUNDS: u64 = 100_000;
+    let rt = Runtime::builder().threads(2).build().unwrap();
+    let (mut to_pong, mut pings) = mpsc::channel::<u64>(1);
+    let (mut to_ping, mut pongs) = mpsc::channel::<u64>(1);
+    // The ponger lives on background thread 1; the pinger on the block_on thread.
+    let ponger = rt.handle().spawn_on(1, async move {
+        while let Some(n) = pings.next().await {
+            if to_ping.send(n + 1).await.is_err() {
+                break;
+            }
+        }
+    });
+    let last = rt.block_on(async move {
+        let mut n = 0;
+        for _ in 0..ROUNDS {
+            to_pong.send(n).await.unwrap();
+            n = pongs.next().await.unwrap();
+        }
+        drop(to_pong);
+        ponger.await.unwrap();
+        n
+    });
+    assert_eq!(last, ROUNDS);
+}
+
+#[test]
+fn a_panicking_task_does_not_take_the_runtime_down_and_its_handle_reports_it() {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let bad = spawn(async {
+            if true {
+                panic!("boom");
+            }
+        });
+        let good = spawn(async { 1 });
+        assert_eq!(bad.await, Err(JoinError::Panicked("boom".into())));
+        assert_eq!(good.await, Ok(1));
+        // The runtime still schedules work.
+        assert_eq!(spawn(async { 2 }).await, Ok(2));
+    });
+}
+
+#[test]
+fn a_panicking_remote_task_reports_the_panic_to_its_remote_handle() {
+    let rt = Runtime::builder().threads(2).build().unwrap();
+    let h = rt.handle().spawn_on(1, async {
+        if true {
+            panic!("remote boom");
+        }
+    });
+    let got = futures::executor::block_on(h);
+    assert_eq!(got, Err(JoinError::Panicked("remote boom".into())));
+}
+
+#[test]
+fn an_aborted_task_reports_aborted_and_its_future_is_dropped() {
+    let rt = Runtime::builder().paused_clock().build().unwrap();
+    rt.block_on(async {
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = spawn(async move {
+            let _tx = tx; // dropped with the future
+            time::sleep(Duration::from_secs(3600)).await;
+        });
+        sheave_core::yield_now().await;
+        task.abort();
+        assert_eq!(task.await, Err(JoinError::Aborted));
+        assert!(rx.await.is_err(), "the aborted future was dropped");
+    });
+}
+
+#[test]
+fn shutdown_stops_background_threads_and_lets_block_on_return() {
+    let rt = Runtime::builder().threads(2).build().unwrap();
+    let handle = rt.handle().clone();
+    let (started_tx, started_rx) = oneshot::channel();
+    let forever = handle.spawn_on(1, async move {
+        started_tx.send(()).unwrap();
+        futures::future::pending::<()>().await
+    });
+    let stopper = handle.clone();
+    rt.block_on(async move {
+        started_rx.await.unwrap();
+        std::thread::spawn(move || stopper.shutdown());
+        handle.shutdown_signal().await;
+    });
+    assert_eq!(
+        futures::executor::block_on(forever),
+        Err(JoinError::Cancelled)
+    );
+    let refused = rt.handle().spawn_on(1, async {});
+    assert_eq!(
+        futures::executor::block_on(refused),
+        Err(JoinError::Cancelled)
+    );
+}
+
+#[test]
+fn spawn_with_builds_a_non_send_future_on_the_target_thread() {
+    let rt = Runtime::builder().threads(2).build().unwrap();
+    let h = rt.handle().spawn_with(1, || {
+        let local = std::rc::Rc::new(std::cell::Cell::new(20)); // !Send
+        async move {
+            sheave_core::yield_now().await;
+            local.set(local.get() + 1);
+            (
+                local.get(),
+                std::thread::current().name().map(str::to_owned),
+            )
+        }
+    });
+    let (n, name) = futures::executor::block_on(h).unwrap();
+    assert_eq!(n, 21);
+    assert_eq!(name.as_deref(), Some("sheave-1"));
+}
