@@ -56,21 +56,21 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
-mod boxed;
-mod builder;
-mod call_all;
+pub mod boxed;
+pub mod builder;
+pub mod call_all;
 pub mod classify;
 pub mod combinators;
 pub mod deadline;
-mod either;
-mod error;
-mod ext;
-mod layer;
+pub mod either;
+pub mod error;
+pub mod ext;
+pub mod layer;
 #[cfg(feature = "test-util")]
 pub mod mock;
-mod new_service;
-mod service;
-mod service_fn;
+pub mod new_service;
+pub mod service;
+pub mod service_fn;
 
 pub use boxed::{BoxLocalService, BoxNewService, BoxPermit, BoxService};
 pub use builder::ServiceBuilder;
