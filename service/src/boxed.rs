@@ -1,4 +1,4 @@
-//! Type erasure: [`BoxService`], [`BoxLocalService`] and [`BoxNewService`].
+//! Type erasure: [`BoxService`], [`BoxLocalService`], [`BoxNewService`] and [`BoxLayer`].
 //!
 //! Deep generic stacks cost compile time; erase them at boundaries (a client handed to user
 //! code, a router's routes). The cost is one allocation per call, and only there:
@@ -34,7 +34,9 @@
 use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 
+use crate::layer::Layer;
 use crate::new_service::NewService;
 use crate::service::{Service, TryReady};
 
@@ -249,5 +251,59 @@ impl<T, Req, Res, E> NewService<T> for BoxNewService<T, Req, Res, E> {
 impl<T, Req, Res, E> fmt::Debug for BoxNewService<T, Req, Res, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BoxNewService").finish_non_exhaustive()
+    }
+}
+
+/// A type-erased layer producing [`BoxService`]s: the boundary where a deep generic stack
+/// stops growing its type. Cheap to clone.
+///
+/// ```
+/// use sheave_service::{BoxLayer, Error, MapResponseLayer, ServiceBuilder, ServiceExt};
+///
+/// let double = BoxLayer::new(MapResponseLayer::new(|n: u32| n * 2));
+/// let svc = ServiceBuilder::new()
+///     .layer(double)
+///     .service_fn(|n: u32| async move { Ok::<_, Error>(n + 1) });
+/// # futures::executor::block_on(async {
+/// assert_eq!(svc.oneshot(1).await?, 4);
+/// # Ok::<_, Error>(()) }).unwrap();
+/// ```
+pub struct BoxLayer<S, Req, Res, E> {
+    layer: Arc<dyn Fn(S) -> BoxService<Req, Res, E> + Send + Sync>,
+}
+
+impl<S, Req, Res, E> BoxLayer<S, Req, Res, E> {
+    /// Erases the type of `layer` and of the services it makes.
+    pub fn new<L>(layer: L) -> Self
+    where
+        L: Layer<S> + Send + Sync + 'static,
+        L::Service: Service<Req, Response = Res, Error = E> + Send + Sync + 'static,
+        <L::Service as Service<Req>>::Permit: 'static,
+    {
+        BoxLayer {
+            layer: Arc::new(move |inner| BoxService::new(layer.layer(inner))),
+        }
+    }
+}
+
+impl<S, Req, Res, E> Layer<S> for BoxLayer<S, Req, Res, E> {
+    type Service = BoxService<Req, Res, E>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        (self.layer)(inner)
+    }
+}
+
+impl<S, Req, Res, E> Clone for BoxLayer<S, Req, Res, E> {
+    fn clone(&self) -> Self {
+        BoxLayer {
+            layer: Arc::clone(&self.layer),
+        }
+    }
+}
+
+impl<S, Req, Res, E> fmt::Debug for BoxLayer<S, Req, Res, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxLayer").finish_non_exhaustive()
     }
 }

@@ -31,7 +31,9 @@
 
 use std::fmt;
 
-use crate::combinators::{MapErrLayer, MapRequestLayer, MapResponseLayer};
+use crate::combinators::{
+    AndThenLayer, FilterLayer, MapErrLayer, MapRequestLayer, MapResponseLayer, ThenLayer,
+};
 use crate::either::{Either, option_layer};
 use crate::layer::{Identity, Layer, LayerFn, Stack, is_identity, layer_fn};
 use crate::service_fn::{ServiceFn, service_fn};
@@ -83,6 +85,21 @@ impl<L> ServiceBuilder<L> {
     /// Adds a [`MapErr`](crate::combinators::MapErr) layer.
     pub fn map_err<F>(self, f: F) -> ServiceBuilder<Stack<MapErrLayer<F>, L>> {
         self.layer(MapErrLayer::new(f))
+    }
+
+    /// Adds an [`AndThen`](crate::combinators::AndThen) layer.
+    pub fn and_then<F>(self, f: F) -> ServiceBuilder<Stack<AndThenLayer<F>, L>> {
+        self.layer(AndThenLayer::new(f))
+    }
+
+    /// Adds a [`Then`](crate::combinators::Then) layer.
+    pub fn then<F>(self, f: F) -> ServiceBuilder<Stack<ThenLayer<F>, L>> {
+        self.layer(ThenLayer::new(f))
+    }
+
+    /// Adds a [`Filter`](crate::combinators::Filter) layer.
+    pub fn filter<F>(self, f: F) -> ServiceBuilder<Stack<FilterLayer<F>, L>> {
+        self.layer(FilterLayer::new(f))
     }
 
     /// The composed layer.
@@ -151,6 +168,7 @@ mod tests {
         assert_eq!(format!("{b:?}"), "ServiceBuilder []");
         let b = b.layer(A).layer(B).layer(C);
         assert_eq!(format!("{b:?}"), "ServiceBuilder [A, B, C]");
+        assert_eq!(format!("{b:#?}"), "ServiceBuilder [\nA,\nB,\nC\n]");
     }
 
     #[test]

@@ -47,7 +47,7 @@
 //! * [`Service`], [`TryReady`], [`NewService`], [`Layer`]: the traits.
 //! * [`ServiceBuilder`], [`Identity`], [`Stack`], [`layer_fn`], [`option_layer`]: composing.
 //! * [`ServiceExt`] and [`combinators`]: `map_request`, `and_then`, `filter`, `call_all`, ...
-//! * [`BoxService`], [`BoxLocalService`], [`BoxNewService`]: erasing types.
+//! * [`BoxService`], [`BoxLocalService`], [`BoxNewService`], [`BoxLayer`]: erasing types.
 //! * [`Error`], [`ErrorKind`], [`classify`]: what failed, and what that means to policies.
 //! * [`deadline`]: the timeout primitive, carried by the task.
 //! * `mock` (feature `test-util`): a mock service and handle for testing middleware.
@@ -72,7 +72,7 @@ pub mod new_service;
 pub mod service;
 pub mod service_fn;
 
-pub use boxed::{BoxLocalService, BoxNewService, BoxPermit, BoxService};
+pub use boxed::{BoxLayer, BoxLocalService, BoxNewService, BoxPermit, BoxService};
 pub use builder::ServiceBuilder;
 pub use call_all::{CallAll, call_all};
 pub use combinators::{

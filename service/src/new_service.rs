@@ -63,6 +63,10 @@ use std::fmt;
 use std::future::ready;
 
 /// Makes a service for each target.
+///
+/// There are no forwarding impls for `&N`, `Rc<N>` or `Arc<N>`: `&F` is itself a closure
+/// when `F` is, so they would overlap the closure impl. Share a factory with a closure
+/// instead: `move |t| factory.new_service(t)`.
 pub trait NewService<Target> {
     /// The service made.
     type Service;

@@ -7,8 +7,8 @@ use std::convert::Infallible;
 
 use futures::executor::block_on;
 use sheave_service::{
-    BoxLocalService, BoxService, Error, ErrorKind, NewService, Service, ServiceBuilder, ServiceExt,
-    mock, service_fn, shared,
+    BoxLayer, BoxLocalService, BoxNewService, BoxService, Error, ErrorKind, NewService, Service,
+    ServiceBuilder, ServiceExt, mock, service_fn, shared,
 };
 use support::{assert_send, assert_sync};
 
@@ -225,4 +225,60 @@ fn an_either_called_with_a_foreign_permit_panics() {
         std::future::ready(Ok::<_, Infallible>(n))
     }));
     drop(svc.call(Either::Right(()), 1));
+}
+
+#[test]
+fn a_box_layer_erases_the_stack_below_a_boundary() {
+    let erase = BoxLayer::new(
+        ServiceBuilder::new()
+            .map_request(|s: &'static str| s.len() as u64)
+            .filter(|n: u64| std::future::ready(admit(n))),
+    );
+    let svc = ServiceBuilder::new()
+        .map_response(label)
+        .layer(erase.clone())
+        .service_fn(|n: u64| async move { Ok::<_, Error>(format!("<{}>", n * 3 + 1)) });
+    assert_send(&erase);
+    assert_sync(&erase);
+    assert_eq!(block_on(svc.oneshot("ab")).unwrap(), "<7>!");
+    assert!(block_on(svc.oneshot("")).unwrap_err().is_service());
+}
+
+#[test]
+fn a_box_new_service_is_shareable_across_threads() {
+    let factory: BoxNewService<u8, u8, u8, Error> = BoxNewService::new(|k: u8| async move {
+        Ok::<_, Error>(service_fn(
+            move |n: u8| async move { Ok::<_, Error>(n * k) },
+        ))
+    });
+    assert_send(&factory);
+    assert_sync(&factory);
+    std::thread::scope(|scope| {
+        for k in 1..=2 {
+            let factory = &factory;
+            scope.spawn(move || {
+                let svc = block_on(factory.new_service(k)).unwrap();
+                assert_eq!(block_on(svc.oneshot(5)).unwrap(), 5 * k);
+            });
+        }
+    });
+}
+
+#[test]
+fn builder_shortcuts_match_the_ext_methods() {
+    let built = ServiceBuilder::new()
+        .map_request(parse)
+        .filter(|n: u64| std::future::ready(admit(n)))
+        .map_response(label)
+        .then(|r| async move { render(r) })
+        .and_then(|n| async move { plus_one(n) })
+        .service_fn(|n: u64| async move { triple(n) });
+    for input in INPUTS {
+        let got = block_on(built.oneshot(input)).map_err(|e| e.to_string());
+        assert_eq!(
+            got,
+            by_hand(input).map_err(|e| e.to_string()),
+            "input {input:?}"
+        );
+    }
 }
