@@ -1,1 +1,195 @@
-fn main() {}
+//! The cost of the Service model itself, beside tower 0.5 in the same run.
+//!
+//! Run: `cargo bench -p sheave-benches --bench service` (valgrind, if installed, adds the
+//! instruction column).
+//!
+//! Every case makes one request through a stack over a `service_fn` that answers at once, with
+//! readiness + call (`oneshot` for sheave; `ready().await` + `call` on `&mut` for tower), polled
+//! directly with a no-op waker (no runtime in the measurement):
+//! - **bare**: the `service_fn` alone;
+//! - **5 combinators**: `map_request`, `map_response`, `map_err`, `and_then`, `then`;
+//! - **5 combinators, boxed**: the same stack behind `BoxService` (tower's `util::BoxService`).
+//!
+//! Columns: ns per call (best of 5 runs of 2M calls), heap allocations per call (a counting
+//! global allocator), and instructions per call from callgrind — deterministic, where ns below
+//! ~10 vary 2x between processes here — computed as (count at 2N − count at N) / N so
+//! start-up cancels out.
+
+use sheave_benches::{CountingAlloc, alloc_counts, callgrind_instructions, print_table};
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Polls a future that must complete at once.
+fn now_or_never<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the benchmarked stack must answer at once"),
+    }
+}
+
+mod ours {
+    use super::*;
+    use sheave_service::{BoxService, Service, ServiceExt, service_fn};
+
+    pub(crate) fn bare() -> impl Service<u64, Response = u64, Error = Infallible> {
+        service_fn(|x: u64| async move { Ok::<_, Infallible>(x + 1) })
+    }
+
+    pub(crate) fn stack() -> impl Service<u64, Response = u64, Error = Infallible> {
+        bare()
+            .map_request(|x: u64| x ^ 1)
+            .map_response(|x: u64| x.wrapping_mul(3))
+            .map_err(|e: Infallible| e)
+            .and_then(|x: u64| async move { Ok::<_, Infallible>(x + 2) })
+            .then(|r: Result<u64, Infallible>| async move { r })
+    }
+
+    pub(crate) fn boxed() -> BoxService<u64, u64, Infallible> {
+        stack().boxed()
+    }
+
+    pub(crate) fn run<S: Service<u64, Response = u64, Error = Infallible>>(svc: &S, n: u64) -> u64 {
+        let mut acc = 0u64;
+        for i in 0..n {
+            acc = acc.wrapping_add(now_or_never(svc.oneshot(black_box(i))).unwrap());
+        }
+        acc
+    }
+}
+
+mod peer {
+    use super::*;
+    use tower::util::BoxService;
+    use tower::{Service, ServiceExt, service_fn};
+
+    pub(crate) fn bare() -> impl Service<u64, Response = u64, Error = Infallible> {
+        service_fn(|x: u64| async move { Ok::<_, Infallible>(x + 1) })
+    }
+
+    pub(crate) fn stack() -> impl Service<u64, Response = u64, Error = Infallible> {
+        bare()
+            .map_request(|x: u64| x ^ 1)
+            .map_response(|x: u64| x.wrapping_mul(3))
+            .map_err(|e: Infallible| e)
+            .and_then(|x: u64| async move { Ok::<_, Infallible>(x + 2) })
+            .then(|r: Result<u64, Infallible>| async move { r })
+    }
+
+    pub(crate) fn boxed() -> BoxService<u64, u64, Infallible> {
+        // Built inline: an `impl Service` return type would hide that the futures are `Send`.
+        BoxService::new(
+            service_fn(|x: u64| async move { Ok::<_, Infallible>(x + 1) })
+                .map_request(|x: u64| x ^ 1)
+                .map_response(|x: u64| x.wrapping_mul(3))
+                .map_err(|e: Infallible| e)
+                .and_then(|x: u64| async move { Ok::<_, Infallible>(x + 2) })
+                .then(|r: Result<u64, Infallible>| async move { r }),
+        )
+    }
+
+    pub(crate) fn run<S: Service<u64, Response = u64, Error = Infallible>>(
+        svc: &mut S,
+        n: u64,
+    ) -> u64 {
+        let mut acc = 0u64;
+        for i in 0..n {
+            let ready = now_or_never(svc.ready()).unwrap();
+            acc = acc.wrapping_add(now_or_never(ready.call(black_box(i))).unwrap());
+        }
+        acc
+    }
+}
+
+const CASES: [&str; 3] = ["bare", "5 combinators", "5 combinators, boxed"];
+
+/// Runs `n` calls of one case on one side; returns a checksum.
+fn run_case(side: &str, case: &str, n: u64) -> u64 {
+    match (side, case) {
+        ("sheave", "bare") => ours::run(&ours::bare(), n),
+        ("sheave", "5 combinators") => ours::run(&ours::stack(), n),
+        ("sheave", _) => ours::run(&ours::boxed(), n),
+        (_, "bare") => peer::run(&mut peer::bare(), n),
+        (_, "5 combinators") => peer::run(&mut peer::stack(), n),
+        _ => peer::run(&mut peer::boxed(), n),
+    }
+}
+
+/// (ns per call, allocations per call).
+fn time_case(side: &str, case: &str) -> (f64, f64) {
+    const N: u64 = 2_000_000;
+    run_case(side, case, N / 10); // warm up
+    let mut best = f64::MAX;
+    let mut allocs = 0.0;
+    for _ in 0..5 {
+        let (a0, _) = alloc_counts();
+        let t = Instant::now();
+        black_box(run_case(side, case, N));
+        let ns = t.elapsed().as_nanos() as f64 / N as f64;
+        let (a1, _) = alloc_counts();
+        best = best.min(ns);
+        allocs = (a1 - a0) as f64 / N as f64;
+    }
+    (best, allocs)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    // Child mode for callgrind: `one <side> <case index> <n>`.
+    if args.first().map(String::as_str) == Some("one") {
+        let case = CASES[args[2].parse::<usize>().unwrap()];
+        black_box(run_case(&args[1], case, args[3].parse().unwrap()));
+        return;
+    }
+    println!("## Service model: one request through a stack (sheave vs tower 0.5, same run)\n");
+    let instructions = |side: &str, case: usize| -> Option<f64> {
+        const N: u64 = 200_000;
+        let at = |n: u64| callgrind_instructions(&["one", side, &case.to_string(), &n.to_string()]);
+        Some((at(2 * N)? as f64 - at(N)? as f64) / N as f64)
+    };
+    let mut rows = Vec::new();
+    for (i, case) in CASES.iter().enumerate() {
+        // Interleave the sides.
+        let (ns_a, al_a) = time_case("sheave", case);
+        let (ns_b, al_b) = time_case("tower", case);
+        let (ins_a, ins_b) = (instructions("sheave", i), instructions("tower", i));
+        let fmt_ins = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let ratio = match (ins_a, ins_b) {
+            (Some(a), Some(b)) => format!("{:.2}", a / b),
+            _ => "-".to_string(),
+        };
+        rows.push(vec![
+            case.to_string(),
+            format!("{ns_a:.1}"),
+            format!("{ns_b:.1}"),
+            format!("{al_a:.2}"),
+            format!("{al_b:.2}"),
+            fmt_ins(ins_a),
+            fmt_ins(ins_b),
+            ratio,
+        ]);
+    }
+    print_table(
+        &[
+            "stack",
+            "sheave ns",
+            "tower ns",
+            "sheave allocs",
+            "tower allocs",
+            "sheave instr",
+            "tower instr",
+            "instr sheave ÷ tower",
+        ],
+        &rows,
+    );
+}

@@ -25,14 +25,22 @@ use futures::Stream;
 use crate::boxed::{BoxLocalService, BoxService};
 use crate::call_all::{CallAll, call_all};
 use crate::combinators::{AndThen, Filter, MapErr, MapRequest, MapResponse, Then};
-use crate::service::Service;
+use crate::service::{Service, TryReady};
 
 /// Combinators and conveniences, implemented for every [`Service`].
 pub trait ServiceExt<Req>: Service<Req> {
     /// Waits for readiness, then calls: for callers that do not manage permits.
+    ///
+    /// Asks [`try_ready`](Service::try_ready) first and builds the `ready()` future only when
+    /// the service is busy: a ready stack answers without constructing its chain of readiness
+    /// futures.
     fn oneshot(&self, req: Req) -> impl Future<Output = Result<Self::Response, Self::Error>> {
         async move {
-            let permit = self.ready().await?;
+            let permit = match self.try_ready() {
+                TryReady::Ready(permit) => permit,
+                TryReady::Busy => self.ready().await?,
+                TryReady::Closed(err) => return Err(err),
+            };
             self.call(permit, req).await
         }
     }

@@ -24,21 +24,17 @@ where
     type Error = E;
     type Permit = S::Permit;
 
-    fn ready(&self) -> impl Future<Output = Result<S::Permit, E>> {
-        let ready = self.inner.ready();
-        async move { ready.await.map_err(Into::into) }
+    async fn ready(&self) -> Result<S::Permit, E> {
+        self.inner.ready().await.map_err(Into::into)
     }
 
     fn try_ready(&self) -> TryReady<S::Permit, E> {
         self.inner.try_ready().map_err(Into::into)
     }
 
-    fn call(&self, permit: S::Permit, req: Req) -> impl Future<Output = Result<R, E>> {
-        let call = self.inner.call(permit, req);
-        async move {
-            let res = call.await.map_err(Into::into)?;
-            (self.f)(res).await
-        }
+    async fn call(&self, permit: S::Permit, req: Req) -> Result<R, E> {
+        let res = self.inner.call(permit, req).await.map_err(Into::into)?;
+        (self.f)(res).await
     }
 }
 
@@ -62,17 +58,15 @@ where
     type Error = E;
     type Permit = S::Permit;
 
-    fn ready(&self) -> impl Future<Output = Result<S::Permit, E>> {
-        let ready = self.inner.ready();
-        async move { ready.await.map_err(Into::into) }
+    async fn ready(&self) -> Result<S::Permit, E> {
+        self.inner.ready().await.map_err(Into::into)
     }
 
     fn try_ready(&self) -> TryReady<S::Permit, E> {
         self.inner.try_ready().map_err(Into::into)
     }
 
-    fn call(&self, permit: S::Permit, req: Req) -> impl Future<Output = Result<R, E>> {
-        let call = self.inner.call(permit, req);
-        async move { (self.f)(call.await).await }
+    async fn call(&self, permit: S::Permit, req: Req) -> Result<R, E> {
+        (self.f)(self.inner.call(permit, req).await).await
     }
 }

@@ -35,15 +35,8 @@ where
         self.inner.try_ready()
     }
 
-    fn call(
-        &self,
-        permit: S::Permit,
-        req: R,
-    ) -> impl Future<Output = Result<S::Response, S::Error>> {
-        let check = (self.f)(req);
-        async move {
-            let req = check.await?;
-            self.inner.call(permit, req).await
-        }
+    async fn call(&self, permit: S::Permit, req: R) -> Result<S::Response, S::Error> {
+        let req = (self.f)(req).await?;
+        self.inner.call(permit, req).await
     }
 }

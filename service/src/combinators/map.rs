@@ -63,9 +63,8 @@ where
         self.inner.try_ready()
     }
 
-    fn call(&self, permit: S::Permit, req: Req) -> impl Future<Output = Result<R, S::Error>> {
-        let call = self.inner.call(permit, req);
-        async move { call.await.map(&self.f) }
+    async fn call(&self, permit: S::Permit, req: Req) -> Result<R, S::Error> {
+        self.inner.call(permit, req).await.map(&self.f)
     }
 }
 
@@ -86,17 +85,15 @@ where
     type Error = E;
     type Permit = S::Permit;
 
-    fn ready(&self) -> impl Future<Output = Result<S::Permit, E>> {
-        let ready = self.inner.ready();
-        async move { ready.await.map_err(&self.f) }
+    async fn ready(&self) -> Result<S::Permit, E> {
+        self.inner.ready().await.map_err(&self.f)
     }
 
     fn try_ready(&self) -> TryReady<S::Permit, E> {
         self.inner.try_ready().map_err(&self.f)
     }
 
-    fn call(&self, permit: S::Permit, req: Req) -> impl Future<Output = Result<S::Response, E>> {
-        let call = self.inner.call(permit, req);
-        async move { call.await.map_err(&self.f) }
+    async fn call(&self, permit: S::Permit, req: Req) -> Result<S::Response, E> {
+        self.inner.call(permit, req).await.map_err(&self.f)
     }
 }
