@@ -41,3 +41,8 @@ pub use sheave_core::{
 };
 pub use sheave_service as service;
 pub use sheave_service::Error;
+
+/// The README's code, compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
