@@ -182,6 +182,7 @@ impl Core {
         let main = TaskWaker::new(self.id, MAIN, self.remote.clone());
         let waker = Waker::from(main.clone());
         let mut cx = Context::from_waker(&waker);
+        self.clock.refresh();
         loop {
             if self.exec.take_main_woken() {
                 main.unschedule();
@@ -224,7 +225,7 @@ impl Core {
         {
             self.clock.advance_to_tick(tick);
         }
-        let now = self.clock.now_tick();
+        let now = self.clock.tick_of(self.clock.refresh());
         self.timers.borrow_mut().advance(now, |_, waker| {
             if let Some(w) = waker {
                 w.wake();

@@ -40,6 +40,8 @@ pub(crate) struct Clock {
     start: Instant,
     /// The virtual time, when paused.
     paused: Option<Cell<Instant>>,
+    /// The time the loop last woke up: read by [`now_cached`] without a clock read.
+    cached: Cell<Instant>,
 }
 
 impl Clock {
@@ -48,6 +50,7 @@ impl Clock {
         Clock {
             start,
             paused: paused.then(|| Cell::new(start)),
+            cached: Cell::new(start),
         }
     }
 
@@ -62,9 +65,17 @@ impl Clock {
         }
     }
 
-    /// The current tick (rounded down: a tick counts as reached only once it fully elapsed).
-    pub(crate) fn now_tick(&self) -> u64 {
-        self.now().saturating_duration_since(self.start).as_millis() as u64
+    /// Reads the clock into the cached time (once per loop turn).
+    pub(crate) fn refresh(&self) -> Instant {
+        let now = self.now();
+        self.cached.set(now);
+        now
+    }
+
+    /// The tick an instant falls in (rounded down: a tick counts as reached only once it fully
+    /// elapsed).
+    pub(crate) fn tick_of(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_millis() as u64
     }
 
     /// The tick of a deadline, rounded up so a timer never fires before its deadline.
@@ -105,6 +116,23 @@ impl Clock {
 /// monotonic clock outside a runtime.
 pub fn now() -> Instant {
     runtime::try_with_core(|core| core.clock.now()).unwrap_or_else(Instant::now)
+}
+
+/// The time at which this thread's event loop last woke up (virtual when paused): no clock
+/// read, so it costs a thread-local access. It lags the real time by at most one loop turn
+/// (the time tasks have run since), which makes it the right clock for hot paths that only
+/// need millisecond-scale deadlines — a per-request timeout, a rate limiter's refill — and
+/// the wrong one for measuring latencies. Outside a runtime it reads the system clock.
+///
+/// ```
+/// let rt = sheave_core::Runtime::new().unwrap();
+/// rt.block_on(async {
+///     let cached = sheave_core::time::now_cached();
+///     assert!(cached <= sheave_core::time::now());
+/// });
+/// ```
+pub fn now_cached() -> Instant {
+    runtime::try_with_core(|core| core.clock.cached.get()).unwrap_or_else(Instant::now)
 }
 
 /// Waits until `duration` has passed.
