@@ -94,6 +94,9 @@ pub(crate) struct Core {
     pub(crate) timers: RefCell<Wheel>,
     pub(crate) clock: Clock,
     pub(crate) remote: Arc<RemoteQueue>,
+    /// The runtime this thread belongs to, and this thread's index in it.
+    handle: Handle,
+    index: usize,
     /// Spare buffer swapped with the remote queue's, so draining it allocates nothing.
     spare: RefCell<Vec<Msg>>,
 }
@@ -154,8 +157,16 @@ impl Drop for Enter {
 }
 
 impl Core {
-    fn new(poll: mio::Poll, remote: Arc<RemoteQueue>, paused: bool) -> Rc<Core> {
+    fn new(
+        poll: mio::Poll,
+        remote: Arc<RemoteQueue>,
+        paused: bool,
+        handle: Handle,
+        index: usize,
+    ) -> Rc<Core> {
         Rc::new(Core {
+            handle,
+            index,
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed),
             exec: Executor::new(),
             reactor: Reactor::new(poll),
@@ -317,7 +328,7 @@ impl Builder {
         };
         let mut polls = polls.into_iter();
         let first = polls.next().expect("at least one thread");
-        let core = Core::new(first, remotes[0].clone(), self.paused);
+        let core = Core::new(first, remotes[0].clone(), self.paused, handle.clone(), 0);
         let mut threads = Vec::with_capacity(self.threads - 1);
         for (i, poll) in polls.enumerate() {
             let remote = remotes[i + 1].clone();
@@ -326,7 +337,7 @@ impl Builder {
             let thread = std::thread::Builder::new()
                 .name(format!("{}-{}", self.name, i + 1))
                 .spawn(move || {
-                    let core = Core::new(poll, remote, paused);
+                    let core = Core::new(poll, remote, paused, handle.clone(), i + 1);
                     {
                         let _enter = Enter::new(&core);
                         core.run(handle.shutdown_signal());
@@ -522,6 +533,32 @@ impl fmt::Debug for Handle {
 }
 
 impl Handle {
+    /// The handle of the runtime whose thread is running this code.
+    ///
+    /// # Panics
+    /// Outside a runtime thread; see [`try_current`](Handle::try_current).
+    pub fn current() -> Handle {
+        Handle::try_current().expect("Handle::current called outside a runtime thread")
+    }
+
+    /// The handle of the current thread's runtime, or `None` outside a runtime thread.
+    pub fn try_current() -> Option<Handle> {
+        try_with_core(|core| core.handle.clone())
+    }
+
+    /// The index of the runtime thread running this code (0 is the `block_on` thread), or
+    /// `None` outside a runtime thread.
+    ///
+    /// ```
+    /// let rt = sheave_core::Runtime::builder().threads(2).build().unwrap();
+    /// assert_eq!(rt.block_on(async { sheave_core::Handle::thread_index() }), Some(0));
+    /// let on_1 = rt.handle().spawn_on(1, async { sheave_core::Handle::thread_index() });
+    /// assert_eq!(futures::executor::block_on(on_1).unwrap(), Some(1));
+    /// ```
+    pub fn thread_index() -> Option<usize> {
+        try_with_core(|core| core.index)
+    }
+
     /// How many runtime threads there are (thread 0 is the `block_on` thread).
     pub fn threads(&self) -> usize {
         self.inner.remotes.len()
