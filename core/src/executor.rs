@@ -91,6 +91,9 @@ struct Task {
     generation: u32,
     future: Pin<Box<dyn Future<Output = ()>>>,
     waker: Arc<TaskWaker>,
+    /// `waker` as a `std::task::Waker`, built once: lent to each poll without touching the
+    /// reference count.
+    std_waker: Waker,
     /// Told when the task panics, so its `JoinHandle` reports it.
     on_panic: Rc<dyn PanicSink>,
 }
@@ -163,6 +166,7 @@ impl Executor {
         entry.insert(Task {
             generation,
             future,
+            std_waker: Waker::from(waker.clone()),
             waker,
             on_panic,
         });
@@ -199,7 +203,7 @@ impl Executor {
             let placeholder: Pin<Box<dyn Future<Output = ()>>> = Box::pin(std::future::pending());
             (
                 std::mem::replace(&mut task.future, placeholder),
-                Waker::from(task.waker.clone()),
+                std::mem::replace(&mut task.std_waker, Waker::noop().clone()),
             )
         };
         let mut cx = Context::from_waker(&waker);
@@ -213,6 +217,7 @@ impl Executor {
                     .filter(|t| t.generation == id.generation)
                 {
                     task.future = future;
+                    task.std_waker = waker;
                 }
             }
             Ok(Poll::Ready(())) => {

@@ -210,7 +210,14 @@ impl Core {
     /// Waits for and dispatches I/O, cross-thread messages and timers.
     fn park(&self) {
         let busy = self.exec.has_work() || self.remote.notified.load(Ordering::Acquire);
-        let next_timer = self.timers.borrow().next_expiration();
+        let next_timer = {
+            let wheel = self.timers.borrow();
+            if wheel.has_pending() {
+                wheel.next_expiration()
+            } else {
+                None
+            }
+        };
         let timeout = if busy {
             Some(Duration::ZERO)
         } else {
@@ -236,12 +243,15 @@ impl Core {
         {
             self.clock.advance_to_tick(tick);
         }
-        let now = self.clock.tick_of(self.clock.refresh());
-        self.timers.borrow_mut().advance(now, |_, waker| {
-            if let Some(w) = waker {
-                w.wake();
-            }
-        });
+        let now = self.clock.refresh();
+        if next_timer.is_some() {
+            let tick = self.clock.tick_of(now);
+            self.timers.borrow_mut().advance(tick, |_, waker| {
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            });
+        }
     }
 
     fn drain_remote(&self) {

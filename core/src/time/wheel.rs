@@ -61,6 +61,8 @@ pub(crate) struct Wheel {
     levels: [Level; LEVELS],
     /// Every deadline at or before this tick has fired.
     elapsed: u64,
+    /// How many timers are linked into a slot (pending): with none, `advance` has no work.
+    linked: usize,
 }
 
 impl Wheel {
@@ -72,7 +74,13 @@ impl Wheel {
                 heads: [NIL; SLOTS],
             }),
             elapsed: 0,
+            linked: 0,
         }
+    }
+
+    /// Whether any timer is pending.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.linked > 0
     }
 
     /// Ticks that have been processed.
@@ -151,6 +159,10 @@ impl Wheel {
     /// Advances to tick `now`, firing every timer whose deadline is at or before it.
     /// `fire` gets each fired timer's key and waker (if one was set).
     pub(crate) fn advance(&mut self, now: u64, mut fire: impl FnMut(usize, Option<Waker>)) {
+        if self.linked == 0 {
+            self.elapsed = self.elapsed.max(now);
+            return;
+        }
         while let Some(tick) = self.next_expiration() {
             if tick > now {
                 break;
@@ -164,6 +176,7 @@ impl Wheel {
             self.levels[level].heads[slot] = NIL;
             self.levels[level].occupied &= !(1 << slot);
             while key != NIL {
+                self.linked -= 1;
                 let next = self.entries[key].next;
                 let entry = &mut self.entries[key];
                 entry.prev = NIL;
@@ -219,6 +232,7 @@ impl Wheel {
         }
         self.levels[level].heads[slot] = key;
         self.levels[level].occupied |= 1 << slot;
+        self.linked += 1;
     }
 
     /// Unlinks an entry from its slot list (no-op if it had fired).
@@ -246,6 +260,7 @@ impl Wheel {
         e.prev = NIL;
         e.next = NIL;
         e.place = Place::Fired;
+        self.linked -= 1;
     }
 }
 
@@ -359,6 +374,7 @@ mod tests {
                     }
                     _ => {}
                 }
+                prop_assert_eq!(wheel.has_pending(), !reference.is_empty());
                 // The next expiration never lies past the earliest pending deadline.
                 if let Some(earliest) = reference.values().min() {
                     let next = wheel.next_expiration();
