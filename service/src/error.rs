@@ -47,7 +47,7 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A boxed error, the common currency for sources.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -75,6 +75,18 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order (the index of a kind in this list is `kind as usize`).
+    const ALL: [ErrorKind; 8] = [
+        ErrorKind::Timeout,
+        ErrorKind::Overloaded,
+        ErrorKind::Unavailable,
+        ErrorKind::Closed,
+        ErrorKind::Canceled,
+        ErrorKind::Protocol,
+        ErrorKind::Io,
+        ErrorKind::Service,
+    ];
+
     /// The short description used by `Display`, e.g. `"timed out"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,6 +115,11 @@ const NON_RETRYABLE: u8 = 2;
 ///
 /// One pointer wide, so `Result<Response, Error>` stays small, and cheap to clone (the
 /// payload is shared), so a dispatcher can fail every in-flight request with the same error.
+///
+/// A bare error — a kind and flags, no context, no source, as `Error::overloaded()` or
+/// `Error::timeout().retryable()` — does not allocate: it shares one of 32 preallocated
+/// payloads, so a load shedder rejecting at full speed costs a reference count, not a
+/// `malloc`.
 #[derive(Clone)]
 pub struct Error {
     inner: Arc<Inner>,
@@ -116,7 +133,33 @@ struct Inner {
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
+/// The shared payloads of bare errors, one per (kind, flags).
+fn bare_table() -> &'static [Arc<Inner>] {
+    static TABLE: OnceLock<Vec<Arc<Inner>>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        ErrorKind::ALL
+            .iter()
+            .flat_map(|&kind| {
+                (0..4u8).map(move |flags| {
+                    Arc::new(Inner {
+                        kind,
+                        flags,
+                        context: None,
+                        source: None,
+                    })
+                })
+            })
+            .collect()
+    })
+}
+
 impl Error {
+    fn bare(kind: ErrorKind, flags: u8) -> Self {
+        Error {
+            inner: bare_table()[kind as usize * 4 + (flags & 3) as usize].clone(),
+        }
+    }
+
     fn from_parts(
         kind: ErrorKind,
         context: Option<Cow<'static, str>>,
@@ -134,7 +177,7 @@ impl Error {
 
     /// An error of `kind` with no context and no source.
     pub fn from_kind(kind: ErrorKind) -> Self {
-        Self::from_parts(kind, None, None)
+        Self::bare(kind, 0)
     }
 
     /// An error of `kind` caused by `source`.
@@ -218,6 +261,23 @@ impl Error {
     }
 
     fn update(mut self, f: impl FnOnce(&mut Inner)) -> Self {
+        if self.inner.context.is_none() && self.inner.source.is_none() {
+            // A bare error: compute the new payload; stay bare (shared) if it still is.
+            let mut next = Inner {
+                kind: self.inner.kind,
+                flags: self.inner.flags,
+                context: None,
+                source: None,
+            };
+            f(&mut next);
+            return if next.context.is_none() {
+                Self::bare(next.kind, next.flags)
+            } else {
+                Error {
+                    inner: Arc::new(next),
+                }
+            };
+        }
         f(Arc::make_mut(&mut self.inner));
         self
     }
@@ -370,6 +430,22 @@ mod tests {
         assert_eq!(err.source().unwrap().to_string(), "bad frame");
         let err = err.with_context("redis");
         assert_eq!(err.to_string(), "protocol error: redis");
+    }
+
+    #[test]
+    fn bare_errors_share_a_preallocated_payload() {
+        let a = Error::overloaded().retryable();
+        let b = Error::overloaded().retryable();
+        assert!(Arc::ptr_eq(&a.inner, &b.inner));
+        assert!(a.is_retryable() && a.is_overloaded());
+        let c = a.clone().with_context("queue full");
+        assert!(!Arc::ptr_eq(&a.inner, &c.inner));
+        assert_eq!(c.to_string(), "overloaded: queue full");
+        assert!(c.is_retryable());
+        assert!(Error::timeout().non_retryable().is_non_retryable());
+        for kind in ErrorKind::ALL {
+            assert_eq!(Error::from_kind(kind).kind(), kind);
+        }
     }
 
     #[test]
