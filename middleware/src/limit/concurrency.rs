@@ -1,0 +1,308 @@
+//! [`ConcurrencyLimit`]: at most `n` requests in flight, FIFO waiters.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use sheave_service::{Error, Layer, Service, TryReady};
+
+use super::waiters::{Canceled, WaitQueue};
+
+/// The local semaphore behind a [`ConcurrencyLimit`].
+///
+/// Invariant: `available > 0` only while nobody waits (a release hands its slot to the first
+/// waiter instead of returning it to the pool).
+struct Semaphore {
+    max: usize,
+    available: Cell<usize>,
+    waiters: RefCell<WaitQueue>,
+}
+
+impl Semaphore {
+    fn try_acquire(&self) -> bool {
+        let n = self.available.get();
+        if n == 0 {
+            return false;
+        }
+        self.available.set(n - 1);
+        true
+    }
+
+    fn release(&self) {
+        let n = self.available.get();
+        if n > 0 {
+            // Nobody waits (the invariant): straight back to the pool.
+            self.available.set(n + 1);
+            return;
+        }
+        let waker = self.waiters.borrow_mut().grant_front();
+        match waker {
+            Some(waker) => waker.wake(),
+            None => self.available.set(1),
+        }
+    }
+}
+
+/// One slot of a [`ConcurrencyLimit`]: held by its permit, then by the call; released when
+/// dropped.
+pub struct Slot {
+    sem: Rc<Semaphore>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.sem.release();
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+/// A queued `ready()`; removes its entry, or passes on a slot it was handed, when dropped.
+struct Waiter<'a> {
+    sem: &'a Semaphore,
+    id: Option<u64>,
+}
+
+impl Waiter<'_> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut waiters = self.sem.waiters.borrow_mut();
+        match self.id {
+            None => {
+                if self.sem.try_acquire() {
+                    return Poll::Ready(());
+                }
+                self.id = Some(waiters.push(cx.waker()));
+                Poll::Pending
+            }
+            Some(id) if waiters.take_grant(id) => {
+                self.id = None;
+                Poll::Ready(())
+            }
+            Some(id) => {
+                waiters.set_waker(id, cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let held = self.sem.waiters.borrow_mut().cancel(id);
+            if held == Canceled::Granted {
+                self.sem.release();
+            }
+        }
+    }
+}
+
+/// At most `max` requests in flight; waiters queue FIFO. See the [module docs](super).
+pub struct ConcurrencyLimit<S> {
+    inner: S,
+    sem: Rc<Semaphore>,
+}
+
+impl<S> ConcurrencyLimit<S> {
+    /// Wraps `inner`, allowing at most `max` requests in flight.
+    ///
+    /// # Panics
+    ///
+    /// If `max` is zero.
+    pub fn new(inner: S, max: usize) -> Self {
+        assert!(max > 0, "a concurrency limit of zero admits nothing");
+        ConcurrencyLimit {
+            inner,
+            sem: Rc::new(Semaphore {
+                max,
+                available: Cell::new(max),
+                waiters: RefCell::new(WaitQueue::default()),
+            }),
+        }
+    }
+
+    /// The configured limit.
+    pub fn max(&self) -> usize {
+        self.sem.max
+    }
+
+    /// Slots free right now.
+    pub fn available(&self) -> usize {
+        self.sem.available.get()
+    }
+
+    /// `ready()` calls waiting for a slot.
+    pub fn waiting(&self) -> usize {
+        self.sem.waiters.borrow().len()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming the wrapper.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    async fn acquire(&self) -> Slot {
+        if !self.sem.try_acquire() {
+            let mut waiter = Waiter {
+                sem: &self.sem,
+                id: None,
+            };
+            poll_fn(|cx| waiter.poll(cx)).await;
+        }
+        Slot {
+            sem: Rc::clone(&self.sem),
+        }
+    }
+}
+
+impl<S: Clone> Clone for ConcurrencyLimit<S> {
+    /// The clone shares the limit.
+    fn clone(&self) -> Self {
+        ConcurrencyLimit {
+            inner: self.inner.clone(),
+            sem: Rc::clone(&self.sem),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ConcurrencyLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrencyLimit")
+            .field("max", &self.sem.max)
+            .field("available", &self.sem.available.get())
+            .field("waiting", &self.waiting())
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+/// The permit of a [`ConcurrencyLimit`]: the inner permit and the slot.
+#[derive(Debug)]
+pub struct ConcurrencyPermit<P> {
+    inner: P,
+    slot: Slot,
+}
+
+impl<S, Req> Service<Req> for ConcurrencyLimit<S>
+where
+    S: Service<Req>,
+    S::Error: Into<Error>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Permit = ConcurrencyPermit<S::Permit>;
+
+    /// Waits (FIFO) for a slot, then for the inner service; the slot is held meanwhile.
+    async fn ready(&self) -> Result<Self::Permit, Error> {
+        let slot = self.acquire().await;
+        let inner = self.inner.ready().await.map_err(Into::into)?;
+        Ok(ConcurrencyPermit { inner, slot })
+    }
+
+    /// `Busy` when every slot is taken (or the inner service is busy), without queueing.
+    fn try_ready(&self) -> TryReady<Self::Permit, Error> {
+        if !self.sem.try_acquire() {
+            return TryReady::Busy;
+        }
+        let slot = Slot {
+            sem: Rc::clone(&self.sem),
+        };
+        match self.inner.try_ready() {
+            TryReady::Ready(inner) => TryReady::Ready(ConcurrencyPermit { inner, slot }),
+            TryReady::Busy => TryReady::Busy,
+            TryReady::Closed(err) => TryReady::Closed(err.into()),
+        }
+    }
+
+    /// The slot is released when the call finishes (or its future is dropped).
+    async fn call(&self, permit: Self::Permit, req: Req) -> Result<S::Response, Error> {
+        let ConcurrencyPermit { inner, slot } = permit;
+        let out = self.inner.call(inner, req).await;
+        drop(slot);
+        out.map_err(Into::into)
+    }
+}
+
+/// Wraps services in a [`ConcurrencyLimit`]; each service gets its own limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ConcurrencyLimitLayer {
+    max: usize,
+}
+
+impl ConcurrencyLimitLayer {
+    /// At most `max` requests in flight per wrapped service.
+    pub fn new(max: usize) -> Self {
+        ConcurrencyLimitLayer { max }
+    }
+}
+
+impl<S> Layer<S> for ConcurrencyLimitLayer {
+    type Service = ConcurrencyLimit<S>;
+
+    fn layer(&self, inner: S) -> ConcurrencyLimit<S> {
+        ConcurrencyLimit::new(inner, self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sheave_service::service_fn;
+    use std::pin::pin;
+    use std::task::Waker;
+
+    fn svc(max: usize) -> ConcurrencyLimit<impl Service<u8, Response = u8, Error = Error>> {
+        ConcurrencyLimit::new(service_fn(|n: u8| async move { Ok::<_, Error>(n) }), max)
+    }
+
+    #[test]
+    fn try_ready_is_busy_when_full_and_a_dropped_permit_frees_the_slot() {
+        let svc = svc(1);
+        let permit = svc.try_ready().ready().unwrap();
+        assert!(svc.try_ready().is_busy());
+        assert_eq!(svc.waiting(), 0, "try_ready never queues");
+        drop(permit);
+        assert!(svc.try_ready().is_ready());
+    }
+
+    #[test]
+    fn a_dropped_waiter_passes_on_a_slot_it_was_handed() {
+        let svc = svc(1);
+        let cx = &mut Context::from_waker(Waker::noop());
+        let held = svc.try_ready().ready().unwrap();
+        let mut a = Box::pin(svc.ready());
+        let mut b = pin!(svc.ready());
+        assert!(a.as_mut().poll(cx).is_pending());
+        assert!(b.as_mut().poll(cx).is_pending());
+        drop(held); // handed to `a`
+        drop(a); // which never takes it
+        assert!(matches!(b.as_mut().poll(cx), Poll::Ready(Ok(_))));
+    }
+
+    #[test]
+    fn debug_shows_the_config() {
+        let layer = ConcurrencyLimitLayer::new(4);
+        assert_eq!(format!("{layer:?}"), "ConcurrencyLimitLayer { max: 4 }");
+        let svc = layer.layer(());
+        assert_eq!(
+            format!("{svc:?}"),
+            "ConcurrencyLimit { max: 4, available: 4, waiting: 0, inner: () }"
+        );
+    }
+}
