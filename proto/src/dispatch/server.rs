@@ -1,0 +1,525 @@
+//! The server side of the dispatcher: one connection, one service, many requests in flight.
+
+use super::wake::{SlotWaker, WakeQueue};
+use super::{Mode, Multiplex, Pipeline};
+use crate::codec::{Decoder, Encoder};
+use crate::framed::Framed;
+use futures::io::{AsyncRead, AsyncWrite};
+use sheave_core::time::{self, Sleep};
+use sheave_service::{Error, Service, TryReady};
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::{Future, pending, poll_fn};
+use std::marker::PhantomData;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Units of work (requests taken, responses completed) before a connection yields.
+const BUDGET: usize = 256;
+
+/// Serves one connection with one service: the server half of the dispatch engine.
+///
+/// Configure it once and call [`serve`](ServerConnection::serve) per connection (it is
+/// `Clone` and cheap). Defaults: 128 requests in flight, a 256 KiB write buffer bound, no idle
+/// or read timeout. See the [module docs](super) for the backpressure path.
+///
+/// A protocol error (malformed input, a frame over a limit), a service error, or a read
+/// timeout ends the connection: what was already encoded is flushed, then `serve` returns the
+/// error. A service that wants to answer with an error *frame* (redis's `-ERR`) returns it as
+/// an `Ok` response.
+///
+/// ```
+/// use sheave_proto::dispatch::ServerConnection;
+/// use std::time::Duration;
+///
+/// let conn = ServerConnection::pipeline()
+///     .max_in_flight(64)
+///     .idle_timeout(Duration::from_secs(60))
+///     .read_timeout(Duration::from_secs(5));
+/// assert_eq!(conn.get_max_in_flight(), 64);
+/// ```
+pub struct ServerConnection<M = Pipeline> {
+    max_in_flight: usize,
+    max_write_buffer: usize,
+    idle_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+    mode: PhantomData<M>,
+}
+
+impl<M> Clone for ServerConnection<M> {
+    fn clone(&self) -> Self {
+        ServerConnection { ..*self }
+    }
+}
+
+impl<M> fmt::Debug for ServerConnection<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConnection")
+            .field("mode", &std::any::type_name::<M>())
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_write_buffer", &self.max_write_buffer)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .finish()
+    }
+}
+
+impl ServerConnection<Pipeline> {
+    /// A pipelined connection: responses in request order.
+    pub fn pipeline() -> Self {
+        ServerConnection::new()
+    }
+}
+
+impl ServerConnection<Multiplex> {
+    /// A multiplexed connection: responses as they complete, tagged with their request's id.
+    pub fn multiplex() -> Self {
+        ServerConnection::new()
+    }
+}
+
+impl<M> ServerConnection<M> {
+    fn new() -> Self {
+        ServerConnection {
+            max_in_flight: 128,
+            max_write_buffer: 256 * 1024,
+            idle_timeout: None,
+            read_timeout: None,
+            mode: PhantomData,
+        }
+    }
+
+    /// At most this many requests of one connection run at once (at least 1).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// The configured in-flight bound.
+    pub fn get_max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// No new request is taken while this many response bytes wait to be written.
+    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
+        self.max_write_buffer = bytes.max(1);
+        self
+    }
+
+    /// Closes a connection that has had no request in flight and read nothing for this long.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Closes a connection that takes longer than this to deliver the rest of a frame whose
+    /// first bytes arrived: the guard against slow-loris peers.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = Some(timeout);
+        self
+    }
+
+    /// Serves requests from `framed` with `service` until the peer closes, an error occurs, or
+    /// the idle timeout passes.
+    pub async fn serve<T, C, S>(&self, framed: Framed<T, C>, service: S) -> Result<(), Error>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+        C: Decoder + Encoder<S::Response>,
+        S: Service<C::Item>,
+        S::Error: Into<Error>,
+        M: Mode<C::Item, S::Response>,
+    {
+        self.serve_until(framed, service, pending()).await
+    }
+
+    /// Like [`serve`](ServerConnection::serve), and once `drain` completes: takes no new
+    /// request, lets the ones in flight finish, flushes their responses and returns.
+    pub async fn serve_until<T, C, S, D>(
+        &self,
+        mut framed: Framed<T, C>,
+        service: S,
+        drain: D,
+    ) -> Result<(), Error>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+        C: Decoder + Encoder<S::Response>,
+        S: Service<C::Item>,
+        S::Error: Into<Error>,
+        M: Mode<C::Item, S::Response>,
+        D: Future<Output = ()>,
+    {
+        let svc = &service;
+        let mut drain = pin!(drain);
+        let mut conn = Conn::new();
+        poll_fn(|cx| {
+            if !conn.draining && drain.as_mut().poll(cx).is_ready() {
+                conn.draining = true;
+            }
+            conn.poll(
+                self,
+                &mut framed,
+                svc,
+                |permit, req| svc.call(permit, req),
+                || svc.ready(),
+                cx,
+            )
+        })
+        .await
+    }
+}
+
+/// One in-flight request: its future (boxed once, reused), its waker, and its answer.
+struct Slot<F, R> {
+    future: Pin<Box<Option<F>>>,
+    flag: Arc<SlotWaker>,
+    waker: Waker,
+    tag: u64,
+    out: Option<Result<R, Error>>,
+}
+
+/// The state of one served connection.
+struct Conn<F, RF, Req, Resp> {
+    slots: Vec<Slot<F, Resp>>,
+    free: Vec<usize>,
+    /// Pipeline: in-flight slots in request order.
+    order: VecDeque<usize>,
+    queue: Arc<WakeQueue>,
+    woken: Vec<usize>,
+    in_flight: usize,
+    /// A decoded request waiting for a permit.
+    waiting: Option<Req>,
+    ready: Pin<Box<Option<RF>>>,
+    /// Once set, no request is taken; the result is returned when the write buffer is empty.
+    closing: Option<Result<(), Error>>,
+    draining: bool,
+    last_activity: Instant,
+    idle: Option<Sleep>,
+    /// When the partial frame at the end of the read buffer began to arrive.
+    partial_since: Option<Instant>,
+    read_deadline: Option<Sleep>,
+}
+
+impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
+    fn new() -> Self {
+        Conn {
+            slots: Vec::new(),
+            free: Vec::new(),
+            order: VecDeque::new(),
+            queue: Arc::new(WakeQueue::default()),
+            woken: Vec::new(),
+            in_flight: 0,
+            waiting: None,
+            ready: Box::pin(None),
+            closing: None,
+            draining: false,
+            last_activity: time::now_cached(),
+            idle: None,
+            partial_since: None,
+            read_deadline: None,
+        }
+    }
+
+    fn close(&mut self, result: Result<(), Error>) {
+        if self.closing.is_none() {
+            self.closing = Some(result);
+        }
+    }
+}
+
+impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
+    /// Polls slot `idx` once; on completion, hands its result to `complete`.
+    fn poll_slot<M, T, C, E>(&mut self, idx: usize, framed: &mut Framed<T, C>)
+    where
+        F: Future<Output = Result<Resp, E>>,
+        E: Into<Error>,
+        C: Encoder<Resp>,
+        M: Mode<Req, Resp>,
+    {
+        let slot = &mut self.slots[idx];
+        let Some(fut) = slot.future.as_mut().as_pin_mut() else {
+            return; // a stale wake of a free slot
+        };
+        slot.flag.clear();
+        let mut cx = Context::from_waker(&slot.waker);
+        if let Poll::Ready(result) = fut.poll(&mut cx) {
+            slot.future.set(None);
+            self.complete::<M, T, C>(idx, result.map_err(Into::into), framed);
+        }
+    }
+
+    fn complete<M: Mode<Req, Resp>, T, C: Encoder<Resp>>(
+        &mut self,
+        idx: usize,
+        result: Result<Resp, Error>,
+        framed: &mut Framed<T, C>,
+    ) {
+        if !M::ORDERED {
+            self.free.push(idx);
+            self.in_flight -= 1;
+            let tag = self.slots[idx].tag;
+            self.write::<M, T, C>(result, tag, framed);
+            return;
+        }
+        self.slots[idx].out = Some(result);
+        while let Some(&head) = self.order.front() {
+            let Some(out) = self.slots[head].out.take() else {
+                break;
+            };
+            self.order.pop_front();
+            self.free.push(head);
+            self.in_flight -= 1;
+            self.write::<M, T, C>(out, 0, framed);
+        }
+    }
+
+    fn write<M: Mode<Req, Resp>, T, C: Encoder<Resp>>(
+        &mut self,
+        result: Result<Resp, Error>,
+        tag: u64,
+        framed: &mut Framed<T, C>,
+    ) {
+        if self.closing.is_some() {
+            return;
+        }
+        match result {
+            Ok(mut resp) => {
+                M::set_response_tag(&mut resp, tag);
+                if let Err(e) = framed.encode(resp) {
+                    self.close(Err(e));
+                }
+            }
+            Err(e) => self.close(Err(e)),
+        }
+    }
+
+    /// Puts a new call future in a free slot (allocating only while the pool grows).
+    fn insert(&mut self, future: F, tag: u64) -> usize {
+        let idx = match self.free.pop() {
+            Some(idx) => {
+                self.slots[idx].future.set(Some(future));
+                idx
+            }
+            None => {
+                let idx = self.slots.len();
+                let (flag, waker) = self.queue.slot_waker(idx);
+                self.slots.push(Slot {
+                    future: Box::pin(Some(future)),
+                    flag,
+                    waker,
+                    tag,
+                    out: None,
+                });
+                idx
+            }
+        };
+        self.slots[idx].tag = tag;
+        self.in_flight += 1;
+        idx
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn poll<M, T, C, S, CallFn, ReadyFn>(
+        &mut self,
+        cfg: &ServerConnection<M>,
+        framed: &mut Framed<T, C>,
+        svc: &S,
+        call: CallFn,
+        ready: ReadyFn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>>
+    where
+        M: Mode<Req, Resp>,
+        T: AsyncRead + AsyncWrite + Unpin,
+        C: Decoder<Item = Req> + Encoder<Resp>,
+        S: Service<Req, Response = Resp>,
+        S::Error: Into<Error>,
+        CallFn: Fn(S::Permit, Req) -> F,
+        F: Future<Output = Result<Resp, S::Error>>,
+        ReadyFn: Fn() -> RF,
+        RF: Future<Output = Result<S::Permit, S::Error>>,
+    {
+        self.queue.register(cx.waker());
+        let mut budget = BUDGET;
+        let mut waiting_on_read = false;
+        loop {
+            let mut progress = false;
+
+            // 1. Poll only the slots whose wakers fired.
+            let mut woken = std::mem::take(&mut self.woken);
+            self.queue.take(&mut woken);
+            for &idx in &woken {
+                self.poll_slot::<M, T, C, S::Error>(idx, framed);
+                budget = budget.saturating_sub(1);
+                progress = true;
+            }
+            woken.clear();
+            self.woken = woken;
+
+            // 2. Take new requests while the bounds allow.
+            let taking = |c: &Self, f: &Framed<T, C>| {
+                c.closing.is_none()
+                    && !c.draining
+                    && c.in_flight < cfg.max_in_flight
+                    && f.write_buffer().len() < cfg.max_write_buffer
+            };
+            let mut need_input = false;
+            while budget > 0 && taking(self, framed) {
+                if self.waiting.is_none() {
+                    match framed.decode() {
+                        Ok(Some(req)) => {
+                            self.waiting = Some(req);
+                            self.partial_since = None;
+                        }
+                        Ok(None) => {
+                            need_input = !framed.is_eof();
+                            if framed.read_buffer().is_empty() {
+                                self.partial_since = None;
+                            } else if self.partial_since.is_none() {
+                                self.partial_since = Some(time::now_cached());
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            self.close(Err(e));
+                            break;
+                        }
+                    }
+                }
+                let permit = if let Some(fut) = self.ready.as_mut().as_pin_mut() {
+                    match fut.poll(cx) {
+                        Poll::Ready(result) => {
+                            self.ready.set(None);
+                            result
+                        }
+                        Poll::Pending => break,
+                    }
+                } else {
+                    match svc.try_ready() {
+                        TryReady::Ready(permit) => Ok(permit),
+                        TryReady::Busy => {
+                            self.ready.set(Some(ready()));
+                            continue;
+                        }
+                        TryReady::Closed(e) => Err(e),
+                    }
+                };
+                let permit = match permit {
+                    Ok(permit) => permit,
+                    Err(e) => {
+                        self.close(Err(e.into()));
+                        break;
+                    }
+                };
+                let req = self.waiting.take().expect("a decoded request");
+                let tag = M::request_tag(&req);
+                let idx = self.insert(call(permit, req), tag);
+                if M::ORDERED {
+                    self.order.push_back(idx);
+                }
+                // Fast path: most services answer on the first poll.
+                self.poll_slot::<M, T, C, S::Error>(idx, framed);
+                budget -= 1;
+                progress = true;
+            }
+
+            // 3. Read when the decoder needs more and the bounds allow.
+            if need_input && taking(self, framed) {
+                match framed.poll_fill(cx) {
+                    Poll::Ready(Ok(_)) => {
+                        self.last_activity = time::now_cached();
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => self.close(Err(e)),
+                    Poll::Pending => waiting_on_read = true,
+                }
+            }
+
+            // 4. Write when there is no more input to batch, or the batch is big.
+            let blocked = framed.write_buffer().len() >= cfg.max_write_buffer;
+            if !framed.write_buffer().is_empty() && (!progress || framed.over_high_water()) {
+                let before = framed.write_buffer().len();
+                match framed.poll_flush_buf(cx) {
+                    Poll::Ready(Ok(())) => progress |= blocked,
+                    Poll::Ready(Err(e)) => {
+                        // The peer is gone: nothing more can be written.
+                        return Poll::Ready(self.closing.take().unwrap_or(Err(e)));
+                    }
+                    Poll::Pending => progress |= blocked && framed.write_buffer().len() < before,
+                }
+            }
+
+            if let Some(result) = &self.closing
+                && framed.write_buffer().is_empty()
+            {
+                if let Err(e) = result {
+                    log::debug!("closing connection: {e}");
+                }
+                return Poll::Ready(self.closing.take().expect("closing"));
+            }
+            if !progress {
+                break;
+            }
+            if budget == 0 {
+                // Let the other connections of this thread run; come back right after.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+
+        let quiet = self.in_flight == 0 && framed.write_buffer().is_empty();
+        if quiet && (self.draining || (framed.is_eof() && self.waiting.is_none())) {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_timers(
+            cfg.read_timeout,
+            cfg.idle_timeout,
+            quiet,
+            waiting_on_read,
+            cx,
+        )
+    }
+
+    fn poll_timers(
+        &mut self,
+        read_timeout: Option<Duration>,
+        idle_timeout: Option<Duration>,
+        quiet: bool,
+        waiting_on_read: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        if let (Some(limit), Some(since)) = (read_timeout, self.partial_since)
+            && waiting_on_read
+        {
+            let deadline = since + limit;
+            let sleep = self
+                .read_deadline
+                .get_or_insert_with(|| time::sleep_until(deadline));
+            if sleep.deadline() != deadline {
+                sleep.reset(deadline);
+            }
+            if Pin::new(sleep).poll(cx).is_ready() {
+                log::debug!("closing connection: no complete frame within {limit:?}");
+                return Poll::Ready(Err(Error::timeout().with_context("read timeout")));
+            }
+        }
+        if let Some(limit) = idle_timeout {
+            if !quiet {
+                self.last_activity = time::now_cached();
+            }
+            let deadline = self.last_activity + limit;
+            let sleep = self.idle.get_or_insert_with(|| time::sleep_until(deadline));
+            // Re-armed lazily: only when it fires early, never per request.
+            while Pin::new(&mut *sleep).poll(cx).is_ready() {
+                let deadline = self.last_activity + limit;
+                if time::now() >= deadline {
+                    log::debug!("closing connection: idle for {limit:?}");
+                    return Poll::Ready(Ok(()));
+                }
+                sleep.reset(deadline);
+            }
+        }
+        Poll::Pending
+    }
+}

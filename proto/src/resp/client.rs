@@ -1,0 +1,189 @@
+//! A typed redis client: `get`, `set`, `incr`, ... over a pipelined [`dispatch::Client`].
+
+use super::{Frame, RespCodec};
+use crate::dispatch::{self, ClientConfig, Connector, Pipeline};
+use bytes::Bytes;
+use sheave_service::{Error, ErrorKind, NewService, Service, TryReady};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A redis client over one pipelined connection. Concurrent calls share the connection and are
+/// written in batches; every helper is `ready` + `call` on the inner [`dispatch::Client`].
+///
+/// It is also a `Service<Frame>` (any command, raw reply), so middleware can wrap it. The
+/// helpers turn a redis error reply into an [`ErrorKind::Service`] error carrying redis's
+/// message, and an unexpected reply type into [`ErrorKind::Protocol`].
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo() -> Result<(), sheave_service::Error> {
+/// use sheave_proto::resp::Client;
+///
+/// let redis = Client::connect("127.0.0.1:6379".parse().unwrap()).await?;
+/// redis.set("greeting", "hello").await?;
+/// assert_eq!(redis.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
+/// assert_eq!(redis.incr("visits").await?, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: dispatch::Client<RespCodec, Pipeline>,
+}
+
+impl Client {
+    /// Wraps a pipelined RESP client.
+    pub fn new(inner: dispatch::Client<RespCodec, Pipeline>) -> Self {
+        Client { inner }
+    }
+
+    /// Connects to `addr` with the default [`ClientConfig`].
+    pub async fn connect(addr: SocketAddr) -> Result<Self, Error> {
+        Client::connect_with(addr, ClientConfig::default()).await
+    }
+
+    /// Connects to `addr` with `config`.
+    pub async fn connect_with(addr: SocketAddr, config: ClientConfig) -> Result<Self, Error> {
+        let connector = Connector::pipeline(RespCodec::new()).config(config);
+        Ok(Client::new(connector.new_service(addr).await?))
+    }
+
+    /// The pipelined client underneath.
+    pub fn get_ref(&self) -> &dispatch::Client<RespCodec, Pipeline> {
+        &self.inner
+    }
+
+    /// Sends any command and returns the raw reply (an error reply is `Ok(Frame::Error)`).
+    pub async fn command(&self, cmd: Frame) -> Result<Frame, Error> {
+        let permit = Service::<Frame>::ready(&self.inner).await?;
+        self.inner.call(permit, cmd).await
+    }
+
+    /// Sends a command and turns an error reply into an error.
+    async fn run<I>(&self, parts: I) -> Result<Frame, Error>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        match self.command(Frame::command(parts)).await? {
+            Frame::Error(msg) => Err(Error::msg(
+                ErrorKind::Service,
+                String::from_utf8_lossy(&msg).into_owned(),
+            )),
+            reply => Ok(reply),
+        }
+    }
+
+    /// `PING`: the status redis answers (`"PONG"`).
+    pub async fn ping(&self) -> Result<String, Error> {
+        match self.run(["PING"]).await? {
+            Frame::Simple(s) | Frame::Bulk(s) => Ok(String::from_utf8_lossy(&s).into_owned()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `GET key`: the value, or `None` for a missing key.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, Error> {
+        bulk_or_null(self.run([&b"GET"[..], key.as_ref()]).await)
+    }
+
+    /// `SET key value`.
+    pub async fn set(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), Error> {
+        expect_ok(
+            self.run([&b"SET"[..], key.as_ref(), value.as_ref()])
+                .await?,
+        )
+    }
+
+    /// `SET key value PX ttl`: a value that expires (millisecond precision).
+    pub async fn set_ex(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let ms = ttl.as_millis().max(1).to_string();
+        expect_ok(
+            self.run([
+                &b"SET"[..],
+                key.as_ref(),
+                value.as_ref(),
+                b"PX",
+                ms.as_bytes(),
+            ])
+            .await?,
+        )
+    }
+
+    /// `DEL key...`: how many keys were removed.
+    pub async fn del<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<i64, Error> {
+        integer(self.run(with_name(b"DEL", keys)).await?)
+    }
+
+    /// `EXISTS key...`: how many of the keys exist.
+    pub async fn exists<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<i64, Error> {
+        integer(self.run(with_name(b"EXISTS", keys)).await?)
+    }
+
+    /// `INCR key`: the value after the increment.
+    pub async fn incr(&self, key: impl AsRef<[u8]>) -> Result<i64, Error> {
+        integer(self.run([&b"INCR"[..], key.as_ref()]).await?)
+    }
+
+    /// `MGET key...`: each value, `None` where a key is missing.
+    pub async fn mget<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>, Error> {
+        match self.run(with_name(b"MGET", keys)).await? {
+            Frame::Array(items) => items.into_iter().map(|f| bulk_or_null(Ok(f))).collect(),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn with_name<'a, K: AsRef<[u8]>>(name: &'a [u8], keys: &'a [K]) -> Vec<&'a [u8]> {
+    std::iter::once(name)
+        .chain(keys.iter().map(AsRef::as_ref))
+        .collect()
+}
+
+fn unexpected(frame: &Frame) -> Error {
+    Error::protocol(format!("unexpected reply {frame:?}"))
+}
+
+fn expect_ok(frame: Frame) -> Result<(), Error> {
+    match frame {
+        Frame::Simple(s) if &s[..] == b"OK" => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn integer(frame: Frame) -> Result<i64, Error> {
+    match frame {
+        Frame::Integer(n) => Ok(n),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn bulk_or_null(frame: Result<Frame, Error>) -> Result<Option<Bytes>, Error> {
+    match frame? {
+        Frame::Bulk(b) => Ok(Some(b)),
+        Frame::Null => Ok(None),
+        other => Err(unexpected(&other)),
+    }
+}
+
+impl Service<Frame> for Client {
+    type Response = Frame;
+    type Error = Error;
+    type Permit = dispatch::Permit<RespCodec, Pipeline>;
+
+    fn ready(&self) -> impl Future<Output = Result<Self::Permit, Error>> {
+        Service::<Frame>::ready(&self.inner)
+    }
+
+    fn try_ready(&self) -> TryReady<Self::Permit, Error> {
+        Service::<Frame>::try_ready(&self.inner)
+    }
+
+    fn call(&self, permit: Self::Permit, req: Frame) -> impl Future<Output = Result<Frame, Error>> {
+        self.inner.call(permit, req)
+    }
+}

@@ -1,0 +1,510 @@
+//! [`Server`]: listeners on every runtime thread, a dispatcher per connection, graceful shutdown.
+//!
+//! ```
+//! use sheave_core::{Runtime, net::TcpStream};
+//! use sheave_proto::{Server, codec::LinesCodec, dispatch::Client};
+//! use sheave_service::{Error, ServiceExt, service_fn};
+//! use std::net::SocketAddr;
+//!
+//! let rt = Runtime::new().unwrap();
+//! rt.block_on(async {
+//!     let server = Server::bind("127.0.0.1:0".parse().unwrap())
+//!         .codec(LinesCodec::new())
+//!         .build()
+//!         .unwrap();
+//!     let addr = server.local_addr();
+//!     let handle = server.handle();
+//!     // One service per connection; this one greets the peer by port.
+//!     let serving = sheave_core::spawn(server.serve(|peer: SocketAddr| async move {
+//!         Ok::<_, Error>(service_fn(move |name: String| async move {
+//!             Ok::<_, Error>(format!("hello {name} from {}", peer.ip()))
+//!         }))
+//!     }));
+//!     let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+//!     let reply = client.oneshot("ann".to_string()).await.unwrap();
+//!     assert_eq!(reply, "hello ann from 127.0.0.1");
+//!     handle.shutdown(); // stop accepting, drain, close
+//!     serving.await.unwrap().unwrap();
+//! });
+//! ```
+
+use crate::codec::{Decoder, Encoder};
+use crate::dispatch::{Mode, Multiplex, Pipeline, ServerConnection};
+use crate::framed::Framed;
+use futures::future::{Either, select};
+use sheave_core::net::TcpListener;
+use sheave_core::{Handle, JoinHandle, time};
+use sheave_service::{Error, ErrorKind, NewService, Service};
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+/// A TCP server: start with [`Server::bind`], configure, [`build`](Builder::build) (which
+/// binds), then [`serve`](Server::serve).
+///
+/// With [`threads(n)`](Builder::threads), every one of `n` runtime threads owns a listener on
+/// the same port (`SO_REUSEPORT`; the kernel spreads connections) and serves its connections
+/// itself, with its own services: nothing is shared between threads on the request path.
+pub struct Server<C, M = Pipeline> {
+    listener: TcpListener,
+    addr: SocketAddr,
+    config: Config<C, M>,
+    shared: Arc<Shared>,
+}
+
+/// Configures a [`Server`]; from [`Server::bind`].
+pub struct Builder<C, M = Pipeline> {
+    addr: SocketAddr,
+    config: Config<C, M>,
+}
+
+struct Config<C, M> {
+    codec: C,
+    threads: usize,
+    max_connections: usize,
+    drain_timeout: Duration,
+    conn: ServerConnection<M>,
+}
+
+impl<C: Clone, M> Clone for Config<C, M> {
+    fn clone(&self) -> Self {
+        Config {
+            codec: self.codec.clone(),
+            conn: self.conn.clone(),
+            ..*self
+        }
+    }
+}
+
+impl<C: fmt::Debug, M> fmt::Debug for Config<C, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("codec", &self.codec)
+            .field("threads", &self.threads)
+            .field("max_connections", &self.max_connections)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("connection", &self.conn)
+            .finish()
+    }
+}
+
+impl<C: fmt::Debug, M> fmt::Debug for Builder<C, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("addr", &self.addr)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<C: fmt::Debug, M> fmt::Debug for Server<C, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Server<()> {
+    /// Starts configuring a server on `addr` (port 0 picks a free port). Defaults: one thread,
+    /// 10,000 connections, 128 requests in flight per connection, a 256 KiB write buffer
+    /// bound, no idle or read timeout, 10 s to drain on shutdown.
+    pub fn bind(addr: SocketAddr) -> Builder<(), Pipeline> {
+        Builder {
+            addr,
+            config: Config {
+                codec: (),
+                threads: 1,
+                max_connections: 10_000,
+                drain_timeout: Duration::from_secs(10),
+                conn: ServerConnection::pipeline(),
+            },
+        }
+    }
+}
+
+impl<C, M> Builder<C, M> {
+    /// Frames every connection with a clone of `codec`.
+    pub fn codec<C2>(self, codec: C2) -> Builder<C2, M> {
+        let Config {
+            threads,
+            max_connections,
+            drain_timeout,
+            conn,
+            ..
+        } = self.config;
+        Builder {
+            addr: self.addr,
+            config: Config {
+                codec,
+                threads,
+                max_connections,
+                drain_timeout,
+                conn,
+            },
+        }
+    }
+
+    /// Serves with the multiplexed dispatcher (request ids in the frames) instead of the
+    /// pipelined one. Resets the per-connection settings to their defaults, so call it first.
+    pub fn multiplex(self) -> Builder<C, Multiplex> {
+        let Config {
+            codec,
+            threads,
+            max_connections,
+            drain_timeout,
+            ..
+        } = self.config;
+        Builder {
+            addr: self.addr,
+            config: Config {
+                codec,
+                threads,
+                max_connections,
+                drain_timeout,
+                conn: ServerConnection::multiplex(),
+            },
+        }
+    }
+
+    /// Listens and serves on this many runtime threads (at most the runtime's; at least 1).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.config.threads = n.max(1);
+        self
+    }
+
+    /// Closes connections accepted beyond this many open ones (across all threads).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// See [`ServerConnection::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.conn = self.config.conn.idle_timeout(timeout);
+        self
+    }
+
+    /// See [`ServerConnection::read_timeout`] (the slow-loris guard).
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.conn = self.config.conn.read_timeout(timeout);
+        self
+    }
+
+    /// See [`ServerConnection::max_in_flight`].
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.conn = self.config.conn.max_in_flight(n);
+        self
+    }
+
+    /// See [`ServerConnection::max_write_buffer`].
+    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
+        self.config.conn = self.config.conn.max_write_buffer(bytes);
+        self
+    }
+
+    /// On shutdown, how long requests in flight may take to finish before their connections
+    /// are dropped.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.config.drain_timeout = timeout;
+        self
+    }
+
+    /// Binds the listener of the calling runtime thread (the others bind in
+    /// [`serve`](Server::serve), on the port learnt here).
+    ///
+    /// # Panics
+    /// Outside a runtime thread.
+    pub fn build(self) -> io::Result<Server<C, M>> {
+        let threads = self.config.threads.min(Handle::current().threads());
+        let listener = if threads > 1 {
+            TcpListener::bind_reuse_port(self.addr)?
+        } else {
+            TcpListener::bind(self.addr)?
+        };
+        let addr = listener.local_addr()?;
+        let mut config = self.config;
+        config.threads = threads;
+        Ok(Server {
+            listener,
+            addr,
+            config,
+            shared: Arc::new(Shared::default()),
+        })
+    }
+}
+
+/// State shared by every thread of one server.
+#[derive(Default)]
+struct Shared {
+    shutdown: AtomicBool,
+    waiters: Mutex<Vec<Waker>>,
+    connections: AtomicUsize,
+}
+
+impl Shared {
+    async fn shutdown_signal(&self) {
+        poll_fn(|cx| {
+            if self.shutdown.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if self.shutdown.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Controls a running [`Server`] from any thread: `Send + Sync + Clone`.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("connections", &self.connections())
+            .field("shutdown", &self.shared.shutdown.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// Starts a graceful shutdown: every thread stops accepting, lets the requests in flight
+    /// finish (up to the drain timeout), writes their responses, closes the connections, and
+    /// [`serve`](Server::serve) returns.
+    pub fn shutdown(&self) {
+        if !self.shared.shutdown.swap(true, Ordering::AcqRel) {
+            let waiters = std::mem::take(
+                &mut *self
+                    .shared
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+            waiters.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// How many connections are open, across all threads.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+}
+
+impl<C, M> Server<C, M> {
+    /// The bound address (with the port the kernel picked, if it was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle to shut the server down and count its connections.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<C, M> Server<C, M>
+where
+    C: Decoder + Clone + Send + 'static,
+    M: Send + Sync + 'static,
+{
+    /// Serves until [`ServerHandle::shutdown`]: each connection gets its own service from
+    /// `new_service`, called with the peer's address; each thread uses its own clone of
+    /// `new_service`.
+    pub async fn serve<N, S>(self, new_service: N) -> io::Result<()>
+    where
+        N: NewService<SocketAddr, Service = S> + Clone + Send + Sync + 'static,
+        N::Error: fmt::Display,
+        S: Service<C::Item> + 'static,
+        S::Error: Into<Error>,
+        C: Encoder<S::Response>,
+        M: Mode<C::Item, S::Response>,
+    {
+        self.serve_with(move || new_service.clone()).await
+    }
+
+    /// Like [`serve`](Server::serve), but each thread builds its own `NewService` by calling
+    /// `per_thread` once, on that thread: per-thread state (a cache, a connection pool) is then
+    /// plain `Rc`/`RefCell`, and the `NewService` need not be `Send`.
+    pub async fn serve_with<F, N, S>(self, per_thread: F) -> io::Result<()>
+    where
+        F: Fn() -> N + Send + Sync + 'static,
+        N: NewService<SocketAddr, Service = S> + 'static,
+        N::Error: fmt::Display,
+        S: Service<C::Item> + 'static,
+        S::Error: Into<Error>,
+        C: Encoder<S::Response>,
+        M: Mode<C::Item, S::Response>,
+    {
+        let handle = Handle::current();
+        let here = Handle::thread_index().unwrap_or(0);
+        let per_thread = Arc::new(per_thread);
+        let mut others = Vec::new();
+        for i in 1..self.config.threads {
+            let thread = (here + i) % handle.threads();
+            let (per_thread, config, shared, addr) = (
+                per_thread.clone(),
+                self.config.clone(),
+                self.shared.clone(),
+                self.addr,
+            );
+            others.push(handle.spawn_with(thread, move || async move {
+                let listener = TcpListener::bind_reuse_port(addr)?;
+                accept_loop(listener, per_thread(), config, shared).await;
+                Ok::<_, io::Error>(())
+            }));
+        }
+        accept_loop(
+            self.listener,
+            per_thread(),
+            self.config,
+            self.shared.clone(),
+        )
+        .await;
+        let mut result = Ok(());
+        for other in others {
+            match other.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(e) => result = Err(io::Error::other(e)),
+            }
+        }
+        result
+    }
+}
+
+/// Per-thread drain state: set once the server shuts down; connections wait on it.
+#[derive(Default)]
+struct Drain {
+    draining: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Drain {
+    fn start(&self) {
+        self.draining.set(true);
+        self.waiters.take().into_iter().for_each(Waker::wake);
+    }
+
+    async fn wait(&self) {
+        let mut registered = false;
+        poll_fn(|cx| {
+            if self.draining.get() {
+                Poll::Ready(())
+            } else {
+                // The connection task's waker never changes: register once.
+                if !registered {
+                    self.waiters.borrow_mut().push(cx.waker().clone());
+                    registered = true;
+                }
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Counts a connection while it lives (also when its task is aborted).
+struct Counted(Arc<Shared>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts on one thread until shutdown, then drains that thread's connections.
+async fn accept_loop<C, M, N, S>(
+    listener: TcpListener,
+    new_service: N,
+    config: Config<C, M>,
+    shared: Arc<Shared>,
+) where
+    C: Decoder + Encoder<S::Response> + Clone + 'static,
+    M: Mode<C::Item, S::Response>,
+    N: NewService<SocketAddr, Service = S> + 'static,
+    N::Error: fmt::Display,
+    S: Service<C::Item> + 'static,
+    S::Error: Into<Error>,
+{
+    let new_service = Rc::new(new_service);
+    let config = Rc::new(config);
+    let drain = Rc::new(Drain::default());
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut shutdown = pin!(shared.shutdown_signal());
+    loop {
+        let accepted = match select(pin!(listener.accept()), shutdown.as_mut()).await {
+            Either::Left((accepted, _)) => accepted,
+            Either::Right(_) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                continue;
+            }
+        };
+        if shared.connections.fetch_add(1, Ordering::Relaxed) >= config.max_connections {
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            log::warn!(
+                "{peer}: refused, {} connections open",
+                config.max_connections
+            );
+            continue;
+        }
+        let counted = Counted(shared.clone());
+        let _ = stream.set_nodelay(true);
+        let (new_service, config, drain) = (new_service.clone(), config.clone(), drain.clone());
+        if tasks.len() >= 64 && tasks.len().is_power_of_two() {
+            tasks.retain(|t| !t.is_finished());
+        }
+        tasks.push(sheave_core::spawn(async move {
+            let _counted = counted;
+            let service = match new_service.new_service(peer).await {
+                Ok(service) => service,
+                Err(e) => return log::warn!("{peer}: no service: {e}"),
+            };
+            let framed = Framed::new(stream, config.codec.clone());
+            match config.conn.serve_until(framed, service, drain.wait()).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Protocol => {
+                    log::warn!("{peer}: closing connection: {e}")
+                }
+                Err(e) => log::debug!("{peer}: connection ended: {e}"),
+            }
+        }));
+    }
+    drop(listener);
+    drain.start();
+    let all = async {
+        for task in tasks.iter_mut() {
+            let _ = task.await;
+        }
+    };
+    if time::timeout(config.drain_timeout, all).await.is_err() {
+        let left = tasks.iter().filter(|t| !t.is_finished()).count();
+        log::warn!("drain timeout: dropping {left} connections");
+    }
+    for task in &tasks {
+        task.abort();
+    }
+}

@@ -1,0 +1,214 @@
+//! Codec properties: encode → decode is the identity, the split points of the input do not
+//! change the frames, and malformed input is a protocol error, never a panic.
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use sheave_proto::codec::{Decoder, Encoder, Endian, LengthDelimitedCodec, LinesCodec};
+use sheave_proto::resp::{Frame, RespCodec};
+
+/// Decodes `input` fed in pieces cut at `cuts`, then at end of stream.
+fn decode_in_pieces<D: Decoder>(codec: &mut D, input: &[u8], cuts: &[usize]) -> Vec<D::Item>
+where
+    D::Item: std::fmt::Debug,
+{
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    cuts.push(input.len());
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for cut in cuts {
+        buf.extend_from_slice(&input[at..cut.max(at)]);
+        at = cut.max(at);
+        while let Some(frame) = codec.decode(&mut buf).expect("valid input") {
+            out.push(frame);
+        }
+    }
+    assert!(buf.is_empty(), "bytes left over: {buf:?}");
+    out
+}
+
+fn resp_frame() -> impl Strategy<Value = Frame> {
+    let line = "[a-zA-Z0-9 _.:-]{0,20}".prop_map(|s| Bytes::from(s.into_bytes()));
+    let leaf = prop_oneof![
+        line.clone().prop_map(Frame::Simple),
+        line.prop_map(Frame::Error),
+        any::<i64>().prop_map(Frame::Integer),
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(|v| Frame::Bulk(v.into())),
+        Just(Frame::Null),
+        Just(Frame::NullArray),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        proptest::collection::vec(inner, 0..8).prop_map(Frame::Array)
+    })
+}
+
+proptest! {
+    #[test]
+    fn resp_round_trips_at_any_split(
+        frames in proptest::collection::vec(resp_frame(), 0..8),
+        cuts in proptest::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let mut codec = RespCodec::new();
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            codec.encode(f, &mut wire).unwrap();
+        }
+        prop_assert_eq!(decode_in_pieces(&mut codec, &wire, &cuts), frames);
+    }
+
+    #[test]
+    fn lines_round_trip_at_any_split(
+        lines in proptest::collection::vec("[^\n\r]{0,40}", 0..10),
+        cuts in proptest::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let mut codec = LinesCodec::new();
+        let mut wire = BytesMut::new();
+        for l in &lines {
+            codec.encode(l, &mut wire).unwrap();
+        }
+        prop_assert_eq!(decode_in_pieces(&mut codec, &wire, &cuts), lines);
+    }
+
+    #[test]
+    fn length_delimited_round_trips_for_every_layout(
+        payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..6),
+        width in 2usize..=8,
+        offset in 0usize..4,
+        little in any::<bool>(),
+        adjust in -2isize..=2,
+        cuts in proptest::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let endian = if little { Endian::Little } else { Endian::Big };
+        let mut codec = LengthDelimitedCodec::builder()
+            .length_field_length(width)
+            .length_field_offset(offset)
+            .endian(endian)
+            .length_adjustment(adjust)
+            .build()
+            .unwrap();
+        let mut wire = BytesMut::new();
+        let mut sent = Vec::new();
+        for p in &payloads {
+            // A negative field value cannot be encoded; such payloads are skipped.
+            if codec.encode(&p[..], &mut wire).is_ok() {
+                sent.push(p.clone());
+            }
+        }
+        let got: Vec<Vec<u8>> = decode_in_pieces(&mut codec, &wire, &cuts)
+            .into_iter()
+            .map(|f| f.to_vec())
+            .collect();
+        prop_assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn resp_never_panics_on_arbitrary_bytes(input in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut codec = RespCodec::new();
+        let mut buf = BytesMut::from(&input[..]);
+        for _ in 0..input.len() + 1 {
+            match codec.decode(&mut buf) {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    #[test]
+    fn length_delimited_never_panics_on_arbitrary_bytes(input in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let mut codec = LengthDelimitedCodec::builder()
+            .length_field_length(2)
+            .length_adjustment(-2)
+            .max_frame_length(100)
+            .build()
+            .unwrap();
+        let mut buf = BytesMut::from(&input[..]);
+        for _ in 0..input.len() + 1 {
+            match codec.decode(&mut buf) {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
+#[track_caller]
+fn assert_resp_protocol_error(input: &[u8], codec: RespCodec) {
+    let mut codec = codec;
+    let mut buf = BytesMut::from(input);
+    let mut result = codec.decode(&mut buf);
+    for _ in 0..16 {
+        match result {
+            Ok(Some(_)) => result = codec.decode(&mut buf),
+            _ => break,
+        }
+    }
+    match result {
+        Err(e) => assert!(e.is_protocol(), "{input:?}: {e:?}"),
+        Ok(other) => panic!("{input:?} decoded as {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_resp_is_a_protocol_error() {
+    let cases: &[&[u8]] = &[
+        b"*abc\r\n",
+        b"*-2\r\n",
+        b"$-5\r\n",
+        b"$3\r\nabcd\r\n",
+        b":12x\r\n",
+        b":\r\n",
+        b":99999999999999999999\r\n",
+        b"*1\r\n@\r\n",
+        b"+no newline at all\n",
+        b"$99999999999999999999999\r\n",
+        b"*1\r\n*1\r\n:1\n",
+    ];
+    for case in cases {
+        assert_resp_protocol_error(case, RespCodec::new());
+    }
+}
+
+#[test]
+fn resp_limits_are_protocol_errors() {
+    assert_resp_protocol_error(b"$11\r\n", RespCodec::new().max_bulk(10));
+    assert_resp_protocol_error(b"*11\r\n", RespCodec::new().max_array(10));
+    assert_resp_protocol_error(&[b'x'; 100], RespCodec::new().max_inline(10));
+    assert_resp_protocol_error(&b"+".repeat(100), RespCodec::new().max_inline(10));
+    assert_resp_protocol_error(&b"*1\r\n".repeat(5), RespCodec::new().max_depth(4));
+}
+
+#[test]
+fn a_declared_bulk_length_reserves_nothing() {
+    let mut codec = RespCodec::new();
+    let mut buf = BytesMut::from(&b"$16000000\r\nab"[..]);
+    let cap = buf.capacity();
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    assert_eq!(buf.capacity(), cap);
+}
+
+#[test]
+fn malformed_length_delimited_is_a_protocol_error() {
+    let mut codec = LengthDelimitedCodec::builder()
+        .length_field_length(1)
+        .length_adjustment(-4)
+        .build()
+        .unwrap();
+    // 2 - 4 < 0
+    assert!(
+        codec
+            .decode(&mut BytesMut::from(&[2u8][..]))
+            .unwrap_err()
+            .is_protocol()
+    );
+    let mut lines = LinesCodec::new();
+    assert!(
+        lines
+            .decode(&mut BytesMut::from(&b"\xff\xfe\n"[..]))
+            .unwrap_err()
+            .is_protocol()
+    );
+    let mut truncated = BytesMut::from(&b"\x00\x00\x00\x05ab"[..]);
+    let mut ld = LengthDelimitedCodec::new();
+    assert!(ld.decode_eof(&mut truncated).unwrap_err().is_protocol());
+}
