@@ -1,0 +1,3 @@
+//! Modules shared by the examples (and by the integration tests, which include them by path).
+
+pub mod kv;

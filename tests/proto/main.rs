@@ -1,0 +1,263 @@
+//! The redis protocol end to end, against programs no one here wrote: `redis-benchmark` and
+//! `redis-cli` against our kv server, our client against a real `redis-server`; plus the two
+//! abuse cases a server must survive — a peer that never reads, and a peer that sends garbage.
+//!
+//! Tests that need the redis binaries skip (with a reason) when they are absent, unless
+//! `SHEAVE_REQUIRE_PEERS=1`, where they fail.
+
+#[path = "../../examples/support/kv.rs"]
+mod kv;
+mod support;
+
+use bytes::BytesMut;
+use futures::future::join_all;
+use sheave::Runtime;
+use sheave::service::ErrorKind;
+use sheave_proto::codec::Decoder;
+use sheave_proto::resp::{self, Frame, RespCodec};
+use std::io::{ErrorKind as IoKind, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+use support::{KvServer, RedisServer, command, have, run, value};
+
+/// Writes `cmd` and reads one reply frame (blocking, with a 10 s read timeout).
+#[track_caller]
+fn roundtrip(stream: &mut TcpStream, cmd: &[&str]) -> Frame {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(&command(cmd)).unwrap();
+    let mut codec = RespCodec::new();
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    for _ in 0..10_000 {
+        if let Some(frame) = codec.decode(&mut buf).unwrap() {
+            return frame;
+        }
+        let n = stream.read(&mut chunk).expect("a reply within 10 s");
+        assert!(n > 0, "connection closed before the reply to {cmd:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    panic!("no complete reply to {cmd:?}");
+}
+
+#[test]
+fn redis_benchmark_with_pipelining_gets_no_errors_from_our_server() {
+    if !have("redis-benchmark") {
+        return;
+    }
+    let server = KvServer::start();
+    let out = run(Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &server.addr.port().to_string()])
+        .args([
+            "-t",
+            "ping,set,get",
+            "-n",
+            "20000",
+            "-c",
+            "20",
+            "-P",
+            "16",
+            "-q",
+        ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
+    for test in ["PING_INLINE", "PING_MBULK", "SET", "GET"] {
+        let line = stdout
+            .split(['\r', '\n'])
+            .rfind(|l| l.trim_start().starts_with(&format!("{test}:")))
+            .unwrap_or_else(|| panic!("no {test} result in {stdout}"));
+        assert!(line.contains("requests per second"), "{line}");
+    }
+    // 3 tests × 20,000 requests, plus the two pings, all reached the service.
+    assert!(server.calls.load(std::sync::atomic::Ordering::Relaxed) >= 80_000);
+}
+
+#[test]
+fn redis_cli_round_trips_every_supported_command() {
+    if !have("redis-cli") {
+        return;
+    }
+    let server = KvServer::start();
+    let port = server.addr.port().to_string();
+    let cli = |args: &[&str]| {
+        let out = run(Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(args));
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let cases: &[(&[&str], &str)] = &[
+        (&["PING"], "PONG\n"),
+        (&["PING", "hello"], "hello\n"),
+        (&["ECHO", "hi there"], "hi there\n"),
+        (&["SET", "k", "v"], "OK\n"),
+        (&["GET", "k"], "v\n"),
+        (&["GET", "missing"], "\n"),
+        (&["SET", "t", "v", "EX", "100"], "OK\n"),
+        (&["SET", "p", "v", "PX", "100000"], "OK\n"),
+        (
+            &["SET", "bad", "v", "EX", "0"],
+            "ERR invalid expire time in 'set' command\n\n",
+        ),
+        (&["EXISTS", "k", "t", "p", "nope"], "3\n"),
+        (&["INCR", "n"], "1\n"),
+        (&["INCR", "n"], "2\n"),
+        (
+            &["INCR", "k"],
+            "ERR value is not an integer or out of range\n\n",
+        ),
+        (&["MGET", "k", "missing", "n"], "v\n\n2\n"),
+        (&["DEL", "k", "t", "nope"], "2\n"),
+        (&["EXISTS", "k"], "0\n"),
+        (&["DBSIZE"], "2\n"),
+        (&["CONFIG", "GET", "save"], "save\n\n"),
+        (&["COMMAND"], "\n"),
+        (&["NOSUCH"], "ERR unknown command 'NOSUCH'\n\n"),
+        (&["FLUSHALL"], "OK\n"),
+        (&["DBSIZE"], "0\n"),
+    ];
+    for (args, want) in cases {
+        assert_eq!(cli(args), *want, "redis-cli {args:?}");
+    }
+}
+
+#[test]
+fn our_client_gets_what_a_real_redis_server_says() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let rt = Runtime::new().unwrap();
+    let checked = rt.block_on(sheave::time::timeout(Duration::from_secs(60), async {
+        let client = resp::Client::connect(redis.addr).await.unwrap();
+        assert_eq!(client.ping().await.unwrap(), "PONG");
+        client.set("greeting", "hello").await.unwrap();
+        assert_eq!(
+            client.get("greeting").await.unwrap().as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(client.get("missing").await.unwrap(), None);
+        client
+            .set_ex("short", "lived", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let ttl = client
+            .command(Frame::command(["PTTL", "short"]))
+            .await
+            .unwrap();
+        assert!(
+            matches!(ttl, Frame::Integer(ms) if ms > 0 && ms <= 60_000),
+            "{ttl:?}"
+        );
+        // Concurrent calls share the connection; redis answers in order.
+        let counts = join_all((0..3).map(|_| client.incr("n"))).await;
+        let mut counts: Vec<i64> = counts.into_iter().map(Result::unwrap).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, [1, 2, 3]);
+        let values = client.mget(&["greeting", "missing"]).await.unwrap();
+        assert_eq!(values, [Some("hello".into()), None]);
+        assert_eq!(
+            client.exists(&["greeting", "n", "missing"]).await.unwrap(),
+            2
+        );
+        let err = client.incr("greeting").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Service);
+        assert!(err.to_string().contains("not an integer"), "{err}");
+        let echo = client
+            .command(Frame::command(["ECHO", "hi"]))
+            .await
+            .unwrap();
+        assert_eq!(echo, Frame::Bulk("hi".into()));
+        // A thousand pipelined writes and reads, each answered with its own value.
+        let sets = join_all((0..1000).map(|i| {
+            let client = &client;
+            async move { client.set(format!("key:{i}"), format!("value:{i}")).await }
+        }));
+        assert!(sets.await.into_iter().all(|r| r.is_ok()));
+        let gets = join_all((0..1000).map(|i| {
+            let client = &client;
+            async move { (i, client.get(format!("key:{i}")).await.unwrap()) }
+        }));
+        for (i, got) in gets.await {
+            assert_eq!(got.as_deref(), Some(format!("value:{i}").as_bytes()));
+        }
+        assert_eq!(client.del(&["greeting", "n"]).await.unwrap(), 2);
+    }));
+    checked.expect("the redis exchange finished within 60 s");
+}
+
+/// Reads `/proc/sys/net/ipv4/<name>`'s largest value (the most a socket buffer can grow to).
+fn sysctl_max(name: &str) -> usize {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+        .ok()
+        .and_then(|s| s.split_whitespace().last()?.parse().ok())
+        .unwrap_or(8 << 20)
+}
+
+#[test]
+fn a_client_that_never_reads_stops_the_server_reading_and_others_are_still_served() {
+    let server = KvServer::start();
+    const VALUE: usize = 64 * 1024;
+    server.kv.set("big".into(), value(VALUE), None);
+    let mut greedy = TcpStream::connect(server.addr).unwrap();
+    greedy.set_nonblocking(true).unwrap();
+    let requests = command(&["GET", "big"]).repeat(10_000);
+    let mut written = 0;
+    let mut other = TcpStream::connect(server.addr).unwrap();
+    // Each round trip of `other` gives the server's event loop turns in which the greedy
+    // connection could run too: had it no bound, 300 rounds would answer all 10,000.
+    for _ in 0..300 {
+        while written < requests.len() {
+            match greedy.write(&requests[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == IoKind::WouldBlock => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        assert_eq!(
+            roundtrip(&mut other, &["PING"]),
+            Frame::Simple("PONG".into())
+        );
+    }
+    let calls = server.calls.load(std::sync::atomic::Ordering::Relaxed) - 300;
+    // What the answered GETs can occupy: the peer's receive buffer, our send buffer, the
+    // dispatcher's write buffer bound (64 KiB) and its in-flight bound (32), with slack 2×.
+    let kernel = sysctl_max("tcp_rmem") + sysctl_max("tcp_wmem");
+    let bound = 2 * ((kernel + 64 * 1024) / VALUE + 32);
+    eprintln!("wrote {written} bytes of requests; {calls} answered; bound {bound}");
+    assert!(
+        calls < 10_000,
+        "the server answered everything: no backpressure"
+    );
+    assert!(
+        calls <= bound,
+        "{calls} answered GETs > {bound}: memory not bounded"
+    );
+    assert_eq!(
+        roundtrip(&mut other, &["ECHO", "still here"]),
+        Frame::Bulk("still here".into())
+    );
+}
+
+#[test]
+fn garbage_closes_that_connection_only() {
+    let server = KvServer::start();
+    let mut good = TcpStream::connect(server.addr).unwrap();
+    assert_eq!(roundtrip(&mut good, &["SET", "a", "1"]), Frame::ok());
+    let mut bad = TcpStream::connect(server.addr).unwrap();
+    bad.write_all(b"*abc\r\n$garbage\r\n").unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    match bad.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == IoKind::ConnectionReset => {}
+        other => panic!("the garbage connection was not closed: {other:?}"),
+    }
+    assert_eq!(roundtrip(&mut good, &["GET", "a"]), Frame::Bulk("1".into()));
+    let mut fresh = TcpStream::connect(server.addr).unwrap();
+    assert_eq!(roundtrip(&mut fresh, &["INCR", "a"]), Frame::Integer(2));
+}
