@@ -51,6 +51,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod builder;
+mod future;
 pub mod limit;
 pub mod log;
 pub mod retry;

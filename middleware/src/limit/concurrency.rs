@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use sheave_service::{Error, Layer, Service, TryReady};
 
 use super::waiters::{Canceled, WaitQueue};
+use crate::future::CallFuture;
 
 /// The local semaphore behind a [`ConcurrencyLimit`].
 ///
@@ -231,11 +232,13 @@ where
     }
 
     /// The slot is released when the call finishes (or its future is dropped).
-    async fn call(&self, permit: Self::Permit, req: Req) -> Result<S::Response, Error> {
+    fn call(
+        &self,
+        permit: Self::Permit,
+        req: Req,
+    ) -> impl Future<Output = Result<S::Response, Error>> {
         let ConcurrencyPermit { inner, slot } = permit;
-        let out = self.inner.call(inner, req).await;
-        drop(slot);
-        out.map_err(Into::into)
+        CallFuture::guarded(self.inner.call(inner, req), slot)
     }
 }
 

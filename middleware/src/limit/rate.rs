@@ -12,6 +12,7 @@ use sheave_core::time::{Sleep, now, now_cached, sleep_until};
 use sheave_service::{Error, Layer, Service, TryReady};
 
 use super::waiters::{Canceled, WaitQueue};
+use crate::future::CallFuture;
 
 /// The configuration of a [`RateLimit`]: `tokens` per `period`, and a bucket of `burst`.
 ///
@@ -390,10 +391,14 @@ where
     }
 
     /// Spends the token.
-    async fn call(&self, permit: Self::Permit, req: Req) -> Result<S::Response, Error> {
+    fn call(
+        &self,
+        permit: Self::Permit,
+        req: Req,
+    ) -> impl Future<Output = Result<S::Response, Error>> {
         let RatePermit { inner, token } = permit;
         token.spend();
-        self.inner.call(inner, req).await.map_err(Into::into)
+        CallFuture::new(self.inner.call(inner, req))
     }
 }
 

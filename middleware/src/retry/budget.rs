@@ -177,6 +177,13 @@ impl Budget {
         self.add(self.deposit);
     }
 
+    /// Records a request; true if a retry would be allowed now. One clock read for both.
+    pub(crate) fn deposit_and_check(&self) -> bool {
+        self.advance(now_cached());
+        self.add(self.deposit);
+        self.sum.get() + self.reserve >= SCALE
+    }
+
     /// True if a retry would be allowed now (without taking it).
     pub fn can_withdraw(&self) -> bool {
         self.balance_at(now_cached()) >= SCALE

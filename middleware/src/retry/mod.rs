@@ -70,6 +70,8 @@ use std::rc::Rc;
 use sheave_core::time::{now_cached, sleep};
 use sheave_service::{Error, Service, TryReady, deadline};
 
+use crate::future::CallFuture;
+
 /// Retries failed calls; see the [module docs](self).
 pub struct Retry<S, P = RetryableFailures> {
     inner: S,
@@ -172,8 +174,8 @@ where
     type Error = Error;
     type Permit = S::Permit;
 
-    async fn ready(&self) -> Result<S::Permit, Error> {
-        self.inner.ready().await.map_err(Into::into)
+    fn ready(&self) -> impl Future<Output = Result<S::Permit, Error>> {
+        CallFuture::new(self.inner.ready())
     }
 
     fn try_ready(&self) -> TryReady<S::Permit, Error> {
@@ -182,8 +184,7 @@ where
 
     async fn call(&self, permit: S::Permit, req: Req) -> Result<S::Response, Error> {
         let max_attempts = self.config.get_max_attempts();
-        self.budget.deposit();
-        let mut spare = if max_attempts > 1 && self.budget.can_withdraw() {
+        let mut spare = if self.budget.deposit_and_check() && max_attempts > 1 {
             self.policy.clone_request(&req)
         } else {
             None

@@ -59,6 +59,8 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use sheave_service::{Error, ErrorKind, Service, TryReady};
 
+use crate::future::CallFuture;
+
 /// Sheds requests when the inner service is busy; see the [module docs](self).
 #[derive(Clone)]
 pub struct LoadShed<S> {
@@ -173,8 +175,12 @@ where
         self.inner.try_ready().map_err(Into::into)
     }
 
-    async fn call(&self, permit: S::Permit, req: Req) -> Result<S::Response, Error> {
-        self.inner.call(permit, req).await.map_err(Into::into)
+    fn call(
+        &self,
+        permit: S::Permit,
+        req: Req,
+    ) -> impl Future<Output = Result<S::Response, Error>> {
+        CallFuture::new(self.inner.call(permit, req))
     }
 }
 

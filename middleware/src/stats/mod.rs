@@ -351,8 +351,8 @@ where
     type Error = Error;
     type Permit = S::Permit;
 
-    async fn ready(&self) -> Result<S::Permit, Error> {
-        self.inner.ready().await.map_err(Into::into)
+    fn ready(&self) -> impl Future<Output = Result<S::Permit, Error>> {
+        crate::future::CallFuture::new(self.inner.ready())
     }
 
     fn try_ready(&self) -> TryReady<S::Permit, Error> {

@@ -58,13 +58,13 @@ mod layer;
 pub use layer::TimeoutLayer;
 
 use std::fmt;
-use std::future::poll_fn;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use pin_project_lite::pin_project;
 use sheave_core::time::{Sleep, now_cached, sleep_until};
-use sheave_service::deadline::{self, with_deadline};
+use sheave_service::deadline::{self, WithDeadline, with_deadline};
 use sheave_service::{Error, Service, TryReady};
 
 /// Bounds readiness and the call by one deadline; see the [module docs](self).
@@ -138,30 +138,76 @@ impl<P> TimeoutPermit<P> {
     }
 }
 
-/// Polls `fut` first; only when it is pending, polls (and on first need, creates) the timer.
-/// `None` once the deadline passed.
-fn poll_within<F: Future>(
-    fut: Pin<&mut F>,
-    sleep: &mut Option<Sleep>,
-    deadline: Instant,
-    cx: &mut Context<'_>,
-) -> Poll<Option<F::Output>> {
-    if let Poll::Ready(out) = fut.poll(cx) {
-        return Poll::Ready(Some(out));
+pin_project! {
+    /// The future of [`Timeout`]'s `ready` and `call`: the inner future under the deadline.
+    ///
+    /// Hand-written rather than an `async fn` because it is the hot path: it polls the inner
+    /// future first and creates the timer only when that is pending, and it stores the
+    /// deadline once (in the [`WithDeadline`]), which keeps a timed call small.
+    struct Within<F, M> {
+        #[pin]
+        fut: WithDeadline<F>,
+        sleep: Option<Sleep>,
+        // What the inner output becomes: a permit with its deadline, or a response.
+        map: M,
     }
-    let sleep = sleep.get_or_insert_with(|| sleep_until(deadline));
-    Pin::new(sleep).poll(cx).map(|()| None)
 }
 
-/// Awaits the future `$fut` (built here, inside the caller's `async fn`, so the state machine
-/// holds it once) under `$deadline`: `Some(output)`, or `None` on expiry.
-macro_rules! within {
-    ($deadline:expr, $fut:expr) => {{
-        let deadline = $deadline;
-        let mut fut = pin!(with_deadline(deadline, $fut));
-        let mut sleep = None;
-        poll_fn(|cx| poll_within(fut.as_mut(), &mut sleep, deadline, cx)).await
-    }};
+/// How [`Within`] finishes: a mapping of the inner output, and the error on expiry.
+trait Finish<T> {
+    type Output;
+    fn done(&self, out: T, deadline: Instant) -> Self::Output;
+    fn expired(&self) -> Self::Output;
+}
+
+/// `ready`: wraps the permit with the deadline; expiry is retryable (nothing was sent).
+struct ReadyDone;
+
+impl<P, E: Into<Error>> Finish<Result<P, E>> for ReadyDone {
+    type Output = Result<TimeoutPermit<P>, Error>;
+
+    fn done(&self, out: Result<P, E>, deadline: Instant) -> Self::Output {
+        match out {
+            Ok(inner) => Ok(TimeoutPermit { inner, deadline }),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    fn expired(&self) -> Self::Output {
+        Err(Error::timeout().retryable())
+    }
+}
+
+/// `call`: converts the error; expiry is not retryable (the server may have processed it).
+struct CallDone;
+
+impl<T, E: Into<Error>> Finish<Result<T, E>> for CallDone {
+    type Output = Result<T, Error>;
+
+    fn done(&self, out: Result<T, E>, _deadline: Instant) -> Self::Output {
+        out.map_err(Into::into)
+    }
+
+    fn expired(&self) -> Self::Output {
+        Err(Error::timeout())
+    }
+}
+
+impl<F: Future, M: Finish<F::Output>> Future for Within<F, M> {
+    type Output = M::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<M::Output> {
+        let mut this = self.project();
+        let deadline = this.fut.deadline();
+        if let Poll::Ready(out) = this.fut.as_mut().poll(cx) {
+            return Poll::Ready(this.map.done(out, deadline));
+        }
+        let sleep = this.sleep.get_or_insert_with(|| sleep_until(deadline));
+        match Pin::new(sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(this.map.expired()),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl<S, Req> Service<Req> for Timeout<S>
@@ -173,13 +219,11 @@ where
     type Error = Error;
     type Permit = TimeoutPermit<S::Permit>;
 
-    async fn ready(&self) -> Result<Self::Permit, Error> {
-        let deadline = self.deadline();
-        match within!(deadline, self.inner.ready()) {
-            Some(Ok(inner)) => Ok(TimeoutPermit { inner, deadline }),
-            Some(Err(err)) => Err(err.into()),
-            // Not sent: safe to retry (if time is left, which an outer deadline decides).
-            None => Err(Error::timeout().retryable()),
+    fn ready(&self) -> impl Future<Output = Result<Self::Permit, Error>> {
+        Within {
+            fut: with_deadline(self.deadline(), self.inner.ready()),
+            sleep: None,
+            map: ReadyDone,
         }
     }
 
@@ -194,11 +238,16 @@ where
         }
     }
 
-    async fn call(&self, permit: Self::Permit, req: Req) -> Result<S::Response, Error> {
+    fn call(
+        &self,
+        permit: Self::Permit,
+        req: Req,
+    ) -> impl Future<Output = Result<S::Response, Error>> {
         let TimeoutPermit { inner, deadline } = permit;
-        match within!(deadline, self.inner.call(inner, req)) {
-            Some(out) => out.map_err(Into::into),
-            None => Err(Error::timeout()),
+        Within {
+            fut: with_deadline(deadline, self.inner.call(inner, req)),
+            sleep: None,
+            map: CallDone,
         }
     }
 }
