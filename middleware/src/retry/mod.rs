@@ -22,6 +22,9 @@
 //!   front and how requests that are not `Clone` are handled.
 //!
 //! Each retry waits for readiness again (`ready()`), so a retry respects the limits below it.
+//! Readiness errors are not retried: they come before the request, and reach the caller as
+//! they are (a [`LoadShed`](crate::LoadShed) below fails fast, still `retryable` for a layer
+//! further out). Only call outcomes are retried.
 //!
 //! # Example
 //!

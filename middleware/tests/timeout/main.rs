@@ -1,0 +1,167 @@
+//! Timeout: fires at the deadline and not one tick before, covers readiness, cancels the
+//! inner request, and bounds an inner retry.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::cell::Cell;
+use std::pin::pin;
+
+use sheave_core::time::{now, sleep};
+use sheave_middleware::retry::{Backoff, RetryConfig};
+use sheave_middleware::{Retry, Timeout};
+use sheave_service::{Error, Service, ServiceExt, mock, service_fn};
+use support::{ms, paused, poll_here};
+
+#[test]
+fn a_timeout_fires_at_the_deadline_and_not_one_tick_before() {
+    let (svc, handle) = mock::pair::<(), ()>();
+    let svc = Timeout::new(svc, ms(100));
+    paused().block_on(async {
+        let start = now();
+        let mut call = pin!(svc.oneshot(()));
+        assert!(poll_here(call.as_mut()).await.is_pending());
+        sleep(ms(99)).await;
+        assert!(
+            poll_here(call.as_mut()).await.is_pending(),
+            "one tick early"
+        );
+        let err = call.await.unwrap_err();
+        assert!(err.is_timeout());
+        assert_eq!(now() - start, ms(100));
+    });
+    drop(handle);
+}
+
+#[test]
+fn on_expiry_the_inner_request_is_cancelled() {
+    let (svc, handle) = mock::pair::<u8, u8>();
+    let svc = Timeout::new(svc, ms(10));
+    paused().block_on(async {
+        let err = svc.oneshot(1).await.unwrap_err();
+        assert!(err.is_timeout());
+    });
+    let (req, tx) = handle.try_next_request().unwrap();
+    assert_eq!(req, 1);
+    assert!(tx.is_canceled(), "the inner call's future was dropped");
+}
+
+#[test]
+fn waiting_for_readiness_uses_up_the_same_deadline() {
+    let (svc, handle) = mock::pair_with_permits::<u8, u8>(0);
+    let svc = Timeout::new(svc, ms(100));
+    paused().block_on(async {
+        let start = now();
+        let grant = async {
+            sleep(ms(70)).await;
+            handle.allow(1);
+        };
+        let (res, ()) = futures::join!(svc.oneshot(1), grant);
+        assert!(res.unwrap_err().is_timeout());
+        // 70 ms waiting for a permit + 30 ms for the call: tower would have allowed 170 ms.
+        assert_eq!(now() - start, ms(100));
+    });
+}
+
+#[test]
+fn an_answer_in_time_wins_and_the_timer_is_gone() {
+    let (svc, handle) = mock::pair::<u8, u8>();
+    let svc = Timeout::new(svc, ms(100));
+    paused().block_on(async {
+        let start = now();
+        let answer = async {
+            let (req, tx) = handle.next_request().await.unwrap();
+            sleep(ms(40)).await;
+            tx.respond(req + 1);
+        };
+        let (res, ()) = futures::join!(svc.oneshot(1), answer);
+        assert_eq!(res.unwrap(), 2);
+        assert_eq!(now() - start, ms(40));
+        // Nothing else is pending: the cancelled timer does not hold virtual time back.
+        sleep(ms(1)).await;
+        assert_eq!(now() - start, ms(41));
+    });
+}
+
+#[test]
+fn a_retry_under_a_timeout_never_outlives_the_deadline() {
+    let calls = Cell::new(0);
+    let failing = service_fn(|_: u8| {
+        calls.set(calls.get() + 1);
+        async {
+            sleep(ms(30)).await;
+            Err::<u8, _>(Error::unavailable())
+        }
+    });
+    let backoff = Backoff::exponential(ms(10), ms(10)).jitter(0.0);
+    let config = RetryConfig::new().max_attempts(100).backoff(backoff);
+    let svc = Timeout::new(Retry::new(failing, config), ms(100));
+    paused().block_on(async {
+        let start = now();
+        let err = svc.oneshot(1).await.unwrap_err();
+        // Attempts start at 0, 40 and 80 ms; the one at 80 ms is cut off at 100 ms.
+        assert!(err.is_timeout());
+        assert_eq!(now() - start, ms(100));
+    });
+    assert_eq!(calls.get(), 3);
+}
+
+#[test]
+fn an_attempt_that_cannot_start_before_the_deadline_is_skipped() {
+    let calls = Cell::new(0);
+    let failing = service_fn(|_: u8| {
+        calls.set(calls.get() + 1);
+        async {
+            sleep(ms(30)).await;
+            Err::<u8, _>(Error::unavailable())
+        }
+    });
+    let backoff = Backoff::exponential(ms(50), ms(50)).jitter(0.0);
+    let config = RetryConfig::new().max_attempts(100).backoff(backoff);
+    let svc = Timeout::new(Retry::new(failing, config), ms(100));
+    paused().block_on(async {
+        let start = now();
+        let err = svc.oneshot(1).await.unwrap_err();
+        // Attempt 1 ends at 30 ms; attempt 2 starts after the 50 ms backoff, at 80 ms, and
+        // is cut off at 100 ms.
+        assert!(err.is_timeout());
+        assert_eq!(now() - start, ms(100));
+    });
+    assert_eq!(calls.get(), 2);
+
+    // Now a deadline that leaves no room for the first retry's backoff: returned at once.
+    calls.set(0);
+    let failing = service_fn(|_: u8| {
+        calls.set(calls.get() + 1);
+        async {
+            sleep(ms(60)).await;
+            Err::<u8, _>(Error::unavailable())
+        }
+    });
+    let svc = Timeout::new(Retry::new(failing, config), ms(100));
+    paused().block_on(async {
+        let start = now();
+        let err = svc.oneshot(1).await.unwrap_err();
+        assert!(
+            err.is_unavailable(),
+            "the attempt's own error, not a timeout"
+        );
+        assert_eq!(
+            now() - start,
+            ms(60),
+            "no sleep toward an attempt that cannot run"
+        );
+    });
+    assert_eq!(calls.get(), 1);
+}
+
+#[test]
+fn a_permit_carries_the_deadline_from_readiness() {
+    let (svc, _handle) = mock::pair::<u8, u8>();
+    let svc = Timeout::new(svc, ms(100));
+    paused().block_on(async {
+        let start = now();
+        let permit = svc.ready().await.unwrap();
+        assert_eq!(permit.deadline(), start + ms(100));
+    });
+}
