@@ -50,7 +50,9 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod balance;
 mod builder;
+pub mod discover;
 mod future;
 pub mod limit;
 pub mod log;
@@ -59,6 +61,7 @@ pub mod shed;
 pub mod stats;
 pub mod timeout;
 
+pub use balance::Balance;
 pub use builder::ServiceBuilderExt;
 pub use limit::{ConcurrencyLimit, ConcurrencyLimitLayer, RateLimit, RateLimitLayer};
 pub use log::{Log, LogLayer};

@@ -1,0 +1,376 @@
+//! The balancer over simulated endpoints, on the paused clock: exact and instant.
+
+use futures::future::join_all;
+use sheave_core::{Runtime, spawn, time};
+use sheave_middleware::balance::{Balance, Ejection, PeakEwma, WhenBusy};
+use sheave_middleware::discover::{self, Change};
+use sheave_service::{Error, ErrorKind, Service, ServiceExt, mock, service_fn};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+fn paused() -> Runtime {
+    Runtime::builder().paused_clock().build().unwrap()
+}
+
+type Log = Rc<RefCell<Vec<(&'static str, Instant)>>>;
+
+/// A simulated endpoint: answers its name after `delay`, logging each arrival.
+struct Sim {
+    name: &'static str,
+    delay: Duration,
+    log: Log,
+}
+
+impl Service<u32> for Sim {
+    type Response = &'static str;
+    type Error = Error;
+    type Permit = ();
+
+    async fn ready(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn try_ready(&self) -> sheave_service::TryReady<(), Error> {
+        sheave_service::TryReady::Ready(())
+    }
+
+    async fn call(&self, _: (), _req: u32) -> Result<&'static str, Error> {
+        self.log.borrow_mut().push((self.name, time::now()));
+        time::sleep(self.delay).await;
+        Ok(self.name)
+    }
+}
+
+/// A connector whose endpoint `name` answers after `latency(name)`.
+fn simulated(
+    log: Log,
+    latency: impl Fn(&str) -> Duration + Clone + 'static,
+) -> impl Fn(&'static str) -> std::future::Ready<Result<Sim, Error>> + Clone {
+    move |name: &'static str| {
+        std::future::ready(Ok(Sim {
+            name,
+            delay: latency(name),
+            log: log.clone(),
+        }))
+    }
+}
+
+/// Runs `workers` concurrent loops of `each` sequential requests through `lb`.
+async fn load<S: Service<u32, Error = Error> + 'static>(lb: Rc<S>, workers: usize, each: usize) {
+    let tasks = (0..workers).map(|_| {
+        let lb = lb.clone();
+        spawn(async move {
+            for i in 0..each {
+                lb.oneshot(i as u32).await.unwrap();
+            }
+        })
+    });
+    for t in join_all(tasks).await {
+        t.unwrap();
+    }
+}
+
+fn counts(log: &Log) -> HashMap<&'static str, usize> {
+    let mut c = HashMap::new();
+    for (name, _) in log.borrow().iter() {
+        *c.entry(*name).or_default() += 1;
+    }
+    c
+}
+
+const NAMES: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
+
+#[test]
+fn p2c_least_pending_spreads_within_ten_percent_of_even_over_equal_endpoints() {
+    let rt = paused();
+    rt.block_on(async {
+        let log: Log = Rc::default();
+        let connect = simulated(log.clone(), |_| Duration::from_millis(10));
+        let lb = Balance::builder().p2c_pending().seed(1).build(
+            discover::fixed(NAMES[..4].iter().map(|n| (*n, *n))),
+            connect,
+        );
+        load(Rc::new(lb), 32, 250).await;
+        let c = counts(&log);
+        let even = 32 * 250 / 4;
+        for name in &NAMES[..4] {
+            let n = c[name];
+            assert!(
+                n.abs_diff(even) * 10 <= even,
+                "{name} got {n}, even is {even}: {c:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn peak_ewma_sends_under_five_percent_to_an_endpoint_ten_times_slower() {
+    let rt = paused();
+    rt.block_on(async {
+        let log: Log = Rc::default();
+        let connect = simulated(log.clone(), |name| {
+            Duration::from_millis(if name == "h" { 100 } else { 10 })
+        });
+        let lb = Balance::builder()
+            .peak_ewma(PeakEwma::default())
+            .seed(2)
+            .build(discover::fixed(NAMES.iter().map(|n| (*n, *n))), connect);
+        load(Rc::new(lb), 16, 500).await;
+        let c = counts(&log);
+        let total: usize = c.values().sum();
+        let slow = c.get("h").copied().unwrap_or(0);
+        assert!(
+            slow * 20 < total,
+            "the slow endpoint got {slow} of {total}: {c:?}"
+        );
+    });
+}
+
+#[test]
+fn round_robin_is_exactly_even() {
+    let rt = paused();
+    rt.block_on(async {
+        let log: Log = Rc::default();
+        let connect = simulated(log.clone(), |_| Duration::from_millis(1));
+        let lb = Balance::builder().round_robin().build(
+            discover::fixed(NAMES[..5].iter().map(|n| (*n, *n))),
+            connect,
+        );
+        for i in 0..500 {
+            lb.oneshot(i).await.unwrap();
+        }
+        let c = counts(&log);
+        assert!(c.values().all(|n| *n == 100), "{c:?}");
+    });
+}
+
+#[test]
+fn endpoints_inserted_and_removed_under_a_thousand_in_flight_requests_lose_none() {
+    let rt = paused();
+    rt.block_on(async {
+        let log: Log = Rc::default();
+        let connect = simulated(log.clone(), |_| Duration::from_millis(50));
+        let (publisher, changes) = discover::channel(16);
+        for n in ["a", "b", "c"] {
+            publisher.insert(n, n).await.unwrap();
+        }
+        let lb = Rc::new(
+            Balance::builder()
+                .p2c_pending()
+                .seed(3)
+                .build(changes, connect),
+        );
+        let requests: Vec<_> = (0..1000u32)
+            .map(|i| {
+                let lb = lb.clone();
+                spawn(async move {
+                    time::sleep(Duration::from_millis(u64::from(i % 100))).await;
+                    lb.oneshot(i).await
+                })
+            })
+            .collect();
+        // Midway: "a" leaves, "d" joins.
+        time::sleep(Duration::from_millis(40)).await;
+        publisher.remove("a").await.unwrap();
+        publisher.insert("d", "d").await.unwrap();
+        while lb.endpoints().iter().any(|e| e.key == "a") {
+            sheave_core::yield_now().await;
+        }
+        let removed_at = time::now();
+        let mut ok = 0;
+        for r in requests {
+            r.await.unwrap().unwrap();
+            ok += 1;
+        }
+        assert_eq!(ok, 1000, "every request was answered");
+        let late = log
+            .borrow()
+            .iter()
+            .filter(|(name, at)| *name == "a" && *at > removed_at)
+            .count();
+        assert_eq!(late, 0, "requests reached a removed endpoint");
+        assert!(
+            counts(&log).get("d").copied().unwrap_or(0) > 0,
+            "the new endpoint took traffic"
+        );
+    });
+}
+
+#[test]
+fn an_endpoint_that_keeps_failing_is_ejected_and_traffic_moves_away() {
+    let rt = paused();
+    rt.block_on(async {
+        let log: Log = Rc::default();
+        let inner = simulated(log.clone(), |_| Duration::from_millis(5));
+        let connect = move |name: &'static str| {
+            let svc = futures::executor::block_on(inner(name)).unwrap();
+            std::future::ready(Ok::<_, Error>(svc.and_then(
+                move |got: &'static str| async move {
+                    if got == "bad" {
+                        Err(Error::msg(ErrorKind::Service, "broken"))
+                    } else {
+                        Ok(got)
+                    }
+                },
+            )))
+        };
+        let lb = Balance::builder()
+            .round_robin()
+            .ejection(Ejection {
+                consecutive_failures: 3,
+                max_share: 0.5,
+                ..Ejection::default()
+            })
+            .build(
+                discover::fixed([("ok1", "ok1"), ("ok2", "ok2"), ("bad", "bad")]),
+                connect,
+            );
+        let mut failures = 0;
+        for i in 0..300 {
+            if lb.oneshot(i).await.is_err() {
+                failures += 1;
+            }
+        }
+        // Three failures eject it for 1 s; back on probation, one more failure ejects it for
+        // 2 s, past the end of the run (300 requests x 5 ms).
+        assert_eq!(failures, 4);
+        let bad = lb.endpoints().into_iter().find(|e| e.key == "bad").unwrap();
+        assert!(bad.ejected);
+        assert_eq!(bad.failures, 4);
+    });
+}
+
+#[test]
+fn an_endpoint_that_fails_to_connect_is_retried_with_backoff_and_never_handed_out_meanwhile() {
+    let rt = paused();
+    rt.block_on(async {
+        let attempts = Rc::new(RefCell::new(Vec::new()));
+        let seen = attempts.clone();
+        let connect = move |name: &'static str| {
+            seen.borrow_mut().push(time::now());
+            let fail = seen.borrow().len() <= 3;
+            std::future::ready(if fail {
+                Err(Error::msg(ErrorKind::Io, "connection refused"))
+            } else {
+                Ok(service_fn(
+                    move |_: u32| async move { Ok::<_, Error>(name) },
+                ))
+            })
+        };
+        let start = time::now();
+        let lb = Balance::builder()
+            .empty_wait(Duration::from_secs(10))
+            .build(discover::fixed([("a", "a")]), connect);
+        assert_eq!(lb.oneshot(1).await.unwrap(), "a");
+        let offsets: Vec<u128> = attempts
+            .borrow()
+            .iter()
+            .map(|t| (*t - start).as_millis())
+            .collect();
+        // Attempt 0 at once, then 10, 20, 40 ms apart (the default reconnect backoff).
+        assert_eq!(offsets, vec![0, 10, 30, 70]);
+    });
+}
+
+#[test]
+fn a_closed_endpoint_is_taken_out_and_reconnected() {
+    let rt = paused();
+    rt.block_on(async {
+        let handles = Rc::new(RefCell::new(Vec::new()));
+        let made = handles.clone();
+        let connect = move |_: &'static str| {
+            let (svc, handle) = mock::pair::<u32, u32>();
+            made.borrow_mut().push(handle);
+            std::future::ready(Ok::<_, Error>(svc))
+        };
+        let lb = Balance::builder().build(discover::fixed([("a", "a")]), connect);
+        let permit = lb.ready().await.unwrap();
+        drop(permit);
+        assert_eq!(handles.borrow().len(), 1);
+        handles.borrow()[0].close(Error::closed());
+        // The next ready() sees the closed service, drops it and waits for the reconnect.
+        let permit = lb.ready().await.unwrap();
+        assert_eq!(permit.key(), &"a");
+        assert_eq!(handles.borrow().len(), 2, "a second connection was made");
+    });
+}
+
+#[test]
+fn with_no_endpoint_ready_fails_with_unavailable_after_the_empty_wait() {
+    let rt = paused();
+    rt.block_on(async {
+        let never = discover::fixed(std::iter::empty::<(&str, &str)>());
+        let connect =
+            |_: &'static str| std::future::ready(Ok::<_, Error>(mock::pair::<u32, u32>().0));
+        let lb = Balance::builder()
+            .empty_wait(Duration::from_millis(250))
+            .build(never, connect);
+        let start = time::now();
+        let err = lb.ready().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        assert!(err.is_retryable());
+        assert_eq!(time::now() - start, Duration::from_millis(250));
+    });
+}
+
+#[test]
+fn when_every_endpoint_is_busy_fail_fast_sheds_and_wait_takes_the_first_freed() {
+    let rt = paused();
+    rt.block_on(async {
+        let handles = Rc::new(RefCell::new(Vec::new()));
+        let made = handles.clone();
+        let connect = move |_: &'static str| {
+            let (svc, handle) = mock::pair_with_permits::<u32, u32>(0);
+            made.borrow_mut().push(handle);
+            std::future::ready(Ok::<_, Error>(svc))
+        };
+        let endpoints = || discover::fixed([("a", "a"), ("b", "b")]);
+        let fast = Balance::builder()
+            .when_busy(WhenBusy::FailFast)
+            .build(endpoints(), connect.clone());
+        // Let the background task connect both.
+        while fast.endpoints().len() < 2 {
+            sheave_core::yield_now().await;
+        }
+        let err = fast.ready().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Overloaded);
+        assert!(err.is_retryable());
+
+        let waiting = Balance::builder().build(endpoints(), connect);
+        while waiting.endpoints().len() < 2 {
+            sheave_core::yield_now().await;
+        }
+        let opener = handles.clone();
+        spawn(async move {
+            time::sleep(Duration::from_millis(5)).await;
+            for h in opener.borrow().iter().skip(2) {
+                h.allow(1);
+            }
+        });
+        let permit = time::timeout(Duration::from_secs(1), waiting.ready()).await;
+        assert!(permit.unwrap().is_ok(), "a freed endpoint was taken");
+    });
+}
+
+#[test]
+fn changes_are_keyed_so_removing_one_key_never_touches_another() {
+    let rt = paused();
+    rt.block_on(async {
+        let log: Log = Rc::default();
+        let connect = simulated(log.clone(), |_| Duration::from_millis(1));
+        let (publisher, changes) = discover::channel(8);
+        let lb = Balance::builder().round_robin().build(changes, connect);
+        for n in ["a", "b", "c"] {
+            publisher.send(Change::Insert(n, n)).await.unwrap();
+        }
+        publisher.remove("b").await.unwrap();
+        while lb.endpoints().len() != 2 {
+            sheave_core::yield_now().await;
+        }
+        let mut keys: Vec<_> = lb.endpoints().into_iter().map(|e| e.key).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["a", "c"]);
+    });
+}
