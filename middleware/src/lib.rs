@@ -51,6 +51,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod balance;
+pub mod breaker;
 mod builder;
 pub mod discover;
 mod future;
@@ -62,6 +63,7 @@ pub mod stats;
 pub mod timeout;
 
 pub use balance::Balance;
+pub use breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use builder::ServiceBuilderExt;
 pub use limit::{ConcurrencyLimit, ConcurrencyLimitLayer, RateLimit, RateLimitLayer};
 pub use log::{Log, LogLayer};
