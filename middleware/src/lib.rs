@@ -1,5 +1,6 @@
 //! Middleware for any sheave [`Service`](sheave_service::Service): deadlines, retries with a
-//! budget, limits, load shedding, logging and stats.
+//! budget, limits, load shedding, logging and stats — and, for clients, discovery, load
+//! balancing, outlier ejection and circuit breaking.
 //!
 //! Every middleware here is a plain struct with a [`Layer`](sheave_service::Layer) twin
 //! (`Timeout`/`TimeoutLayer`, ...), documents what it guarantees in its module, and speaks one
@@ -45,6 +46,10 @@
 //! | [`shed`] | [`LoadShed`] / [`LoadShedLayer`] | fails at once with `Overloaded` when the inner service is *busy* |
 //! | [`log`] | [`Log`] / [`LogLayer`] | one record per request; free when the level is off |
 //! | [`stats`] | [`StatsService`] / [`StatsLayer`] | counters and a fixed-memory latency histogram |
+//! | [`limit`] | [`AdaptiveLimit`](limit::AdaptiveLimit) | a concurrency limit sized by latency (AIMD) |
+//! | [`discover`] | [`Change`](discover::Change) streams | endpoints from a list, a channel or DNS, keyed |
+//! | [`balance`] | [`Balance`] | p2c (pending, peak-EWMA) or round robin; ejection; reconnect; never stalls |
+//! | [`breaker`] | [`CircuitBreaker`] / [`CircuitBreakerLayer`] | fails fast while a service keeps failing; one probe |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]

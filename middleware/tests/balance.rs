@@ -2,7 +2,7 @@
 
 use futures::future::join_all;
 use sheave_core::{Runtime, spawn, time};
-use sheave_middleware::balance::{Balance, Ejection, PeakEwma, WhenBusy};
+use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma, WhenBusy};
 use sheave_middleware::discover::{self, Change};
 use sheave_service::{Error, ErrorKind, Service, ServiceExt, mock, service_fn};
 use std::cell::RefCell;
@@ -262,6 +262,9 @@ fn an_endpoint_that_fails_to_connect_is_retried_with_backoff_and_never_handed_ou
         let start = time::now();
         let lb = Balance::builder()
             .empty_wait(Duration::from_secs(10))
+            .reconnect(
+                Backoff::exponential(Duration::from_millis(10), Duration::from_secs(5)).jitter(0.0),
+            )
             .build(discover::fixed([("a", "a")]), connect);
         assert_eq!(lb.oneshot(1).await.unwrap(), "a");
         let offsets: Vec<u128> = attempts
@@ -269,7 +272,7 @@ fn an_endpoint_that_fails_to_connect_is_retried_with_backoff_and_never_handed_ou
             .iter()
             .map(|t| (*t - start).as_millis())
             .collect();
-        // Attempt 0 at once, then 10, 20, 40 ms apart (the default reconnect backoff).
+        // Attempt 0 at once, then 10, 20, 40 ms apart.
         assert_eq!(offsets, vec![0, 10, 30, 70]);
     });
 }

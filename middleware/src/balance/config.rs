@@ -1,5 +1,6 @@
 //! How a [`Balance`](super::Balance) picks, waits, reconnects and ejects.
 
+pub use crate::retry::Backoff;
 use std::time::Duration;
 
 /// How the balancer chooses an endpoint.
@@ -52,26 +53,8 @@ pub enum WhenBusy {
     FailFast,
 }
 
-/// Exponential backoff between attempts (reconnects, ejections): `min`, doubling, capped at
-/// `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// The first delay.
-    pub min: Duration,
-    /// The longest delay.
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The delay before attempt `n` (1-based): `min · 2^(n-1)`, capped at `max`.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(20);
-        self.min.saturating_mul(factor).min(self.max)
-    }
-}
-
 /// Outlier ejection: an endpoint that fails `consecutive_failures` times in a row is skipped
-/// for `backoff.delay(n)` on its n-th ejection, then probed back: on probation, one failure
+/// for `backoff.nominal(n)` on its n-th ejection, then probed back: on probation, one failure
 /// ejects it again (for longer) and one success clears its record. No more than `max_share` of the endpoints (but at least one) are ejected at once;
 /// when every endpoint is unhealthy the balancer ignores health (Finagle's panic mode) rather
 /// than refuse all traffic.
@@ -89,10 +72,7 @@ impl Default for Ejection {
     fn default() -> Self {
         Ejection {
             consecutive_failures: 5,
-            backoff: Backoff {
-                min: Duration::from_secs(1),
-                max: Duration::from_secs(60),
-            },
+            backoff: Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60)),
             max_share: 0.1,
         }
     }
@@ -112,7 +92,7 @@ pub struct BalanceConfig {
     /// `Unavailable` (default 1 s).
     pub empty_wait: Duration,
     /// Reconnect backoff for endpoints that fail to connect or whose connection closed
-    /// (default 10 ms … 5 s).
+    /// (default 10 ms doubling to 5 s, jittered so clients do not reconnect in lockstep).
     pub reconnect: Backoff,
     /// Outlier ejection, or `None` to never eject (default on).
     pub ejection: Option<Ejection>,
@@ -127,28 +107,9 @@ impl Default for BalanceConfig {
             picks: 3,
             when_busy: WhenBusy::WaitForBest,
             empty_wait: Duration::from_secs(1),
-            reconnect: Backoff {
-                min: Duration::from_millis(10),
-                max: Duration::from_secs(5),
-            },
+            reconnect: Backoff::exponential(Duration::from_millis(10), Duration::from_secs(5)),
             ejection: Some(Ejection::default()),
             seed: None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_min_and_caps_at_max() {
-        let b = Backoff {
-            min: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-        };
-        let delays: Vec<u128> = (1..=6).map(|n| b.delay(n).as_millis()).collect();
-        assert_eq!(delays, vec![10, 20, 40, 80, 100, 100]);
-        assert_eq!(b.delay(1000), Duration::from_millis(100));
     }
 }

@@ -157,7 +157,8 @@ impl<K: Clone, S> Endpoint<K, S> {
                     let times = self.ejections.get() + 1;
                     self.ejections.set(times);
                     self.failures_in_a_row.set(0);
-                    self.ejected_until.set(Some(now + cfg.backoff.delay(times)));
+                    self.ejected_until
+                        .set(Some(now + cfg.backoff.nominal(times)));
                 }
             }
             Class::Ignorable => {}
@@ -274,13 +275,13 @@ mod tests {
             e.finish(Duration::ZERO, fail, &policy, Some(&cfg), || true, t0);
         }
         assert!(e.is_ejected(t0));
-        assert!(!e.is_ejected(t0 + cfg.backoff.delay(1)));
-        let t1 = t0 + cfg.backoff.delay(1);
+        assert!(!e.is_ejected(t0 + cfg.backoff.nominal(1)));
+        let t1 = t0 + cfg.backoff.nominal(1);
         e.start();
         e.finish(Duration::ZERO, fail, &policy, Some(&cfg), || true, t1);
         assert!(e.is_ejected(t1), "on probation, one failure re-ejects");
         assert!(
-            e.is_ejected(t1 + cfg.backoff.delay(1)),
+            e.is_ejected(t1 + cfg.backoff.nominal(1)),
             "the second ejection lasts longer"
         );
         e.start();

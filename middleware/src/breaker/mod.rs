@@ -34,7 +34,7 @@
 //! });
 //! ```
 
-use crate::balance::Backoff;
+use crate::retry::Backoff;
 use sheave_core::time;
 use sheave_service::classify::{Class, Classify, DefaultClassifier};
 use sheave_service::{Error, ErrorKind, Layer, Service, TryReady};
@@ -44,11 +44,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// When the breaker opens and for how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
     /// Failures in a row that open the circuit (default 5).
     pub consecutive_failures: u32,
-    /// How long it stays open on its n-th opening in a row (default 1 s doubling to 30 s).
+    /// How long it stays open on its n-th opening in a row: the backoff's nominal (un-jittered)
+    /// delay (default 1 s doubling to 30 s).
     pub backoff: Backoff,
 }
 
@@ -56,10 +57,7 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
             consecutive_failures: 5,
-            backoff: Backoff {
-                min: Duration::from_secs(1),
-                max: Duration::from_secs(30),
-            },
+            backoff: Backoff::exponential(Duration::from_secs(1), Duration::from_secs(30)),
         }
     }
 }
@@ -213,7 +211,7 @@ impl<S, C> CircuitBreaker<S, C> {
 
     fn open(&self, now: Instant, opened: u32) -> State {
         State::Open {
-            until: now + self.config.backoff.delay(opened),
+            until: now + self.config.backoff.nominal(opened),
             opened,
         }
     }

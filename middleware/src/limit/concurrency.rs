@@ -1,108 +1,13 @@
 //! [`ConcurrencyLimit`]: at most `n` requests in flight, FIFO waiters.
 
-use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
 use sheave_service::{Error, Layer, Service, TryReady};
 
-use super::waiters::{Canceled, WaitQueue};
+use super::semaphore::Semaphore;
+pub use super::semaphore::Slot;
 use crate::future::CallFuture;
-
-/// The local semaphore behind a [`ConcurrencyLimit`].
-///
-/// Invariant: `available > 0` only while nobody waits (a release hands its slot to the first
-/// waiter instead of returning it to the pool).
-struct Semaphore {
-    max: usize,
-    available: Cell<usize>,
-    waiters: RefCell<WaitQueue>,
-}
-
-impl Semaphore {
-    fn try_acquire(&self) -> bool {
-        let n = self.available.get();
-        if n == 0 {
-            return false;
-        }
-        self.available.set(n - 1);
-        true
-    }
-
-    fn release(&self) {
-        let n = self.available.get();
-        if n > 0 {
-            // Nobody waits (the invariant): straight back to the pool.
-            self.available.set(n + 1);
-            return;
-        }
-        let waker = self.waiters.borrow_mut().grant_front();
-        match waker {
-            Some(waker) => waker.wake(),
-            None => self.available.set(1),
-        }
-    }
-}
-
-/// One slot of a [`ConcurrencyLimit`]: held by its permit, then by the call; released when
-/// dropped.
-pub struct Slot {
-    sem: Rc<Semaphore>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.sem.release();
-    }
-}
-
-impl fmt::Debug for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Slot")
-    }
-}
-
-/// A queued `ready()`; removes its entry, or passes on a slot it was handed, when dropped.
-struct Waiter<'a> {
-    sem: &'a Semaphore,
-    id: Option<u64>,
-}
-
-impl Waiter<'_> {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut waiters = self.sem.waiters.borrow_mut();
-        match self.id {
-            None => {
-                if self.sem.try_acquire() {
-                    return Poll::Ready(());
-                }
-                self.id = Some(waiters.push(cx.waker()));
-                Poll::Pending
-            }
-            Some(id) if waiters.take_grant(id) => {
-                self.id = None;
-                Poll::Ready(())
-            }
-            Some(id) => {
-                waiters.set_waker(id, cx.waker());
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        if let Some(id) = self.id {
-            let held = self.sem.waiters.borrow_mut().cancel(id);
-            if held == Canceled::Granted {
-                self.sem.release();
-            }
-        }
-    }
-}
 
 /// At most `max` requests in flight; waiters queue FIFO. See the [module docs](super).
 pub struct ConcurrencyLimit<S> {
@@ -120,27 +25,23 @@ impl<S> ConcurrencyLimit<S> {
         assert!(max > 0, "a concurrency limit of zero admits nothing");
         ConcurrencyLimit {
             inner,
-            sem: Rc::new(Semaphore {
-                max,
-                available: Cell::new(max),
-                waiters: RefCell::new(WaitQueue::default()),
-            }),
+            sem: Rc::new(Semaphore::new(max)),
         }
     }
 
     /// The configured limit.
     pub fn max(&self) -> usize {
-        self.sem.max
+        self.sem.max()
     }
 
     /// Slots free right now.
     pub fn available(&self) -> usize {
-        self.sem.available.get()
+        self.sem.available()
     }
 
     /// `ready()` calls waiting for a slot.
     pub fn waiting(&self) -> usize {
-        self.sem.waiters.borrow().len()
+        self.sem.waiting()
     }
 
     /// The inner service.
@@ -157,19 +58,6 @@ impl<S> ConcurrencyLimit<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
-
-    async fn acquire(&self) -> Slot {
-        if !self.sem.try_acquire() {
-            let mut waiter = Waiter {
-                sem: &self.sem,
-                id: None,
-            };
-            poll_fn(|cx| waiter.poll(cx)).await;
-        }
-        Slot {
-            sem: Rc::clone(&self.sem),
-        }
-    }
 }
 
 impl<S: Clone> Clone for ConcurrencyLimit<S> {
@@ -185,8 +73,8 @@ impl<S: Clone> Clone for ConcurrencyLimit<S> {
 impl<S: fmt::Debug> fmt::Debug for ConcurrencyLimit<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConcurrencyLimit")
-            .field("max", &self.sem.max)
-            .field("available", &self.sem.available.get())
+            .field("max", &self.sem.max())
+            .field("available", &self.sem.available())
             .field("waiting", &self.waiting())
             .field("inner", &self.inner)
             .finish()
@@ -211,18 +99,15 @@ where
 
     /// Waits (FIFO) for a slot, then for the inner service; the slot is held meanwhile.
     async fn ready(&self) -> Result<Self::Permit, Error> {
-        let slot = self.acquire().await;
+        let slot = Semaphore::acquire(&self.sem).await;
         let inner = self.inner.ready().await.map_err(Into::into)?;
         Ok(ConcurrencyPermit { inner, slot })
     }
 
     /// `Busy` when every slot is taken (or the inner service is busy), without queueing.
     fn try_ready(&self) -> TryReady<Self::Permit, Error> {
-        if !self.sem.try_acquire() {
+        let Some(slot) = Semaphore::try_slot(&self.sem) else {
             return TryReady::Busy;
-        }
-        let slot = Slot {
-            sem: Rc::clone(&self.sem),
         };
         match self.inner.try_ready() {
             TryReady::Ready(inner) => TryReady::Ready(ConcurrencyPermit { inner, slot }),
@@ -268,7 +153,7 @@ mod tests {
     use super::*;
     use sheave_service::service_fn;
     use std::pin::pin;
-    use std::task::Waker;
+    use std::task::{Context, Poll, Waker};
 
     fn svc(max: usize) -> ConcurrencyLimit<impl Service<u8, Response = u8, Error = Error>> {
         ConcurrencyLimit::new(service_fn(|n: u8| async move { Ok::<_, Error>(n) }), max)

@@ -1,4 +1,5 @@
-//! Limits: [`ConcurrencyLimit`] (at most n in flight) and [`RateLimit`] (a token bucket).
+//! Limits: [`ConcurrencyLimit`] (at most n in flight), [`RateLimit`] (a token bucket) and
+//! [`AdaptiveLimit`] (a concurrency limit sized by measured latency, AIMD).
 //!
 //! # Guarantees
 //!
@@ -43,9 +44,12 @@
 //! });
 //! ```
 
+mod adaptive;
 mod concurrency;
 mod rate;
+mod semaphore;
 mod waiters;
 
+pub use adaptive::{AdaptiveConfig, AdaptiveLimit, AdaptiveLimitLayer, AdaptivePermit};
 pub use concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer, ConcurrencyPermit, Slot};
 pub use rate::{RateConfig, RateLimit, RateLimitLayer, RatePermit, Token};
