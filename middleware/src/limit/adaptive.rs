@@ -128,7 +128,7 @@ impl Control {
     }
 }
 
-/// A concurrency limit that adapts to latency; see the [module docs](self).
+/// A concurrency limit that adapts to latency, by AIMD; see the [`limit`](super) module.
 pub struct AdaptiveLimit<S, C = DefaultClassifier> {
     inner: S,
     control: Rc<Control>,
