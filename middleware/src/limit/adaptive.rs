@@ -1,40 +1,4 @@
-//! [`AdaptiveLimit`]: a concurrency limit that finds its own size from measured latency.
-//!
-//! # The algorithm: AIMD, and why
-//!
-//! Additive increase, multiplicative decrease — TCP's congestion control applied to requests
-//! in flight:
-//! - a request that succeeds within the latency target while the limit was at least half used
-//!   adds `1 / limit` (so one full window of successes adds one slot);
-//! - a request slower than the target, or one the classifier calls an overload (`Overloaded`
-//!   or `Timeout`), multiplies the limit by [`backoff`](AdaptiveConfig::backoff) (0.9) — at
-//!   most once per [`cooldown`](AdaptiveConfig::cooldown), so one burst of slow answers is one
-//!   signal, not fifty.
-//!
-//! The gradient alternative (Netflix's concurrency-limits: compare the latest RTT with the
-//! minimum seen and scale the limit by the ratio) reacts faster but needs a clean
-//! no-load baseline; on a shared machine the minimum RTT drifts and one noisy sample moves the
-//! limit a lot. AIMD needs only a target, is stable under noise, and — like TCP — converges
-//! to a fair share when many clients protect one backend.
-//!
-//! ```
-//! use sheave_middleware::limit::{AdaptiveConfig, AdaptiveLimit};
-//! use sheave_service::{service_fn, Error, ServiceExt};
-//! use std::time::Duration;
-//!
-//! let rt = sheave_core::Runtime::builder().paused_clock().build().unwrap();
-//! rt.block_on(async {
-//!     let backend = service_fn(|n: u32| async move {
-//!         sheave_core::time::sleep(Duration::from_millis(5)).await;
-//!         Ok::<_, Error>(n)
-//!     });
-//!     let config = AdaptiveConfig::new(Duration::from_millis(50)).initial(4);
-//!     let limited = AdaptiveLimit::new(backend, config);
-//!     assert_eq!(limited.oneshot(7).await.unwrap(), 7);
-//!     assert_eq!(limited.limit(), 4, "one request at a time never uses half the limit");
-//! });
-//! ```
-
+//! [`AdaptiveLimit`]: a concurrency limit sized by latency (AIMD).
 use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
@@ -128,7 +92,42 @@ impl Control {
     }
 }
 
-/// A concurrency limit that adapts to latency, by AIMD; see the [`limit`](super) module.
+/// A concurrency limit that finds its own size from measured latency.
+///
+/// # The algorithm: AIMD, and why
+///
+/// Additive increase, multiplicative decrease — TCP's congestion control applied to requests
+/// in flight:
+/// - a request that succeeds within the latency target while the limit was at least half used
+///   adds `1 / limit` (so one full window of successes adds one slot);
+/// - a request slower than the target, or one the classifier calls an overload (`Overloaded`
+///   or `Timeout`), multiplies the limit by [`backoff`](AdaptiveConfig::backoff) (0.9) — at
+///   most once per [`cooldown`](AdaptiveConfig::cooldown), so one burst of slow answers is one
+///   signal, not fifty.
+///
+/// The gradient alternative (Netflix's concurrency-limits: compare the latest RTT with the
+/// minimum seen and scale the limit by the ratio) reacts faster but needs a clean
+/// no-load baseline; on a shared machine the minimum RTT drifts and one noisy sample moves the
+/// limit a lot. AIMD needs only a target, is stable under noise, and — like TCP — converges
+/// to a fair share when many clients protect one backend.
+///
+/// ```
+/// use sheave_middleware::limit::{AdaptiveConfig, AdaptiveLimit};
+/// use sheave_service::{service_fn, Error, ServiceExt};
+/// use std::time::Duration;
+///
+/// let rt = sheave_core::Runtime::builder().paused_clock().build().unwrap();
+/// rt.block_on(async {
+///     let backend = service_fn(|n: u32| async move {
+///         sheave_core::time::sleep(Duration::from_millis(5)).await;
+///         Ok::<_, Error>(n)
+///     });
+///     let config = AdaptiveConfig::new(Duration::from_millis(50)).initial(4);
+///     let limited = AdaptiveLimit::new(backend, config);
+///     assert_eq!(limited.oneshot(7).await.unwrap(), 7);
+///     assert_eq!(limited.limit(), 4, "one request at a time never uses half the limit");
+/// });
+/// ```
 pub struct AdaptiveLimit<S, C = DefaultClassifier> {
     inner: S,
     control: Rc<Control>,
