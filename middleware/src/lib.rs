@@ -49,6 +49,7 @@
 //! | [`limit`] | [`AdaptiveLimit`](limit::AdaptiveLimit) | a concurrency limit sized by latency (AIMD) |
 //! | [`discover`] | [`Change`](discover::Change) streams | endpoints from a list, a channel or DNS, keyed |
 //! | [`balance`] | [`Balance`] | p2c (pending, peak-EWMA) or round robin; ejection; reconnect; never stalls |
+//! | [`hedge`] | [`Hedge`] / [`HedgeLayer`] | a backup after the p-th percentile; first *success* wins; budgeted |
 //! | [`breaker`] | [`CircuitBreaker`] / [`CircuitBreakerLayer`] | fails fast while a service keeps failing; one probe |
 
 #![forbid(unsafe_code)]
@@ -60,6 +61,7 @@ pub mod breaker;
 mod builder;
 pub mod discover;
 mod future;
+pub mod hedge;
 pub mod limit;
 pub mod log;
 pub mod retry;
@@ -70,6 +72,7 @@ pub mod timeout;
 pub use balance::Balance;
 pub use breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use builder::ServiceBuilderExt;
+pub use hedge::{Hedge, HedgeLayer};
 pub use limit::{ConcurrencyLimit, ConcurrencyLimitLayer, RateLimit, RateLimitLayer};
 pub use log::{Log, LogLayer};
 pub use retry::{Retry, RetryLayer};
