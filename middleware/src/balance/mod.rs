@@ -407,7 +407,9 @@ impl<K, S, P> BalancePermit<K, S, P> {
 struct InFlight<'a, K: Clone + Eq, S> {
     shared: &'a Shared<K, S>,
     endpoint: &'a Rc<Endpoint<K, S>>,
-    start: Instant,
+    /// When the call started — read only for peak-EWMA, which needs a round-trip time; the
+    /// other policies read no clock per request.
+    start: Option<Instant>,
 }
 
 impl<K: Clone + Eq, S> InFlight<'_, K, S> {
@@ -417,10 +419,16 @@ impl<K: Clone + Eq, S> InFlight<'_, K, S> {
     }
 
     fn finish(&self, verdict: Option<sheave_service::classify::Class>) {
-        let now = time::now();
+        let (now, rtt) = match self.start {
+            Some(start) => {
+                let now = time::now();
+                (now, now.saturating_duration_since(start))
+            }
+            None => (time::now_cached(), Duration::ZERO),
+        };
         let cfg = &self.shared.config;
         self.endpoint.finish(
-            now.saturating_duration_since(self.start),
+            rtt,
             verdict,
             &cfg.policy,
             cfg.ejection.as_ref(),
@@ -510,7 +518,7 @@ where
         let in_flight = InFlight {
             shared: &self.shared,
             endpoint: &endpoint,
-            start: time::now(),
+            start: matches!(self.shared.config.policy, Policy::P2cPeakEwma(_)).then(time::now),
         };
         let result = endpoint.svc.call(inner, req).await.map_err(Into::into);
         in_flight.settle(self.classifier.classify(result.as_ref()));
