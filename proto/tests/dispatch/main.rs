@@ -1,0 +1,422 @@
+//! The dispatch engine over real loopback sockets: O(1) completion, ordering, bounds,
+//! client failure semantics, cancel safety, timeouts, threads and graceful shutdown.
+
+mod support;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use sheave_core::net::TcpStream;
+use sheave_core::{Runtime, spawn, time};
+use sheave_proto::codec::LinesCodec;
+use sheave_proto::dispatch::{Client, ClientConfig, Connector, ServerConnection};
+use sheave_proto::{Framed, Server};
+use sheave_service::{Error, ErrorKind, NewService, Service, ServiceExt, TryReady, service_fn};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use support::{Gate, IdCodec, YieldOnce, listen, within};
+
+#[test]
+fn a_hundred_thousand_pipelined_requests_cost_linear_polls() {
+    // tokio-proto #155/#193: polling every in-flight future on each wake-up is quadratic.
+    const N: usize = 100_000;
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(60, async {
+        let (listener, addr) = listen();
+        let polls = Rc::new(Cell::new(0u64));
+        let counted = polls.clone();
+        spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            let svc = service_fn(move |line: String| YieldOnce::new(line, counted.clone()));
+            ServerConnection::pipeline()
+                .serve(Framed::new(conn, LinesCodec::new()), svc)
+                .await
+                .unwrap();
+        });
+        let (mut rd, mut wr) = TcpStream::connect(addr).await.unwrap().into_split();
+        let writer = spawn(async move {
+            let mut batch = String::new();
+            for i in 0..N {
+                batch.push_str(&format!("{i}\n"));
+                if batch.len() > 16 * 1024 {
+                    wr.write_all(batch.as_bytes()).await.unwrap();
+                    batch.clear();
+                }
+            }
+            wr.write_all(batch.as_bytes()).await.unwrap();
+            wr
+        });
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut next = 0usize;
+        let mut partial = String::new();
+        while next < N {
+            let n = rd.read(&mut buf).await.unwrap();
+            assert!(n > 0, "server closed after {next} responses");
+            partial.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+            while let Some(nl) = partial.find('\n') {
+                got.push(partial[..nl].parse::<usize>().unwrap());
+                partial.drain(..=nl);
+                next += 1;
+            }
+        }
+        drop(writer.await.unwrap());
+        assert!(
+            got.iter().copied().eq(0..N),
+            "responses out of request order"
+        );
+        let polls = polls.get();
+        eprintln!("{N} requests, {polls} polls of call futures");
+        // Each future is pending once, then ready: two polls each, and never more.
+        assert_eq!(polls, 2 * N as u64);
+    }));
+}
+
+#[test]
+fn multiplexed_responses_come_in_completion_order_and_reach_their_callers() {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        let gate = Gate::default();
+        spawn(async move {
+            loop {
+                let (conn, _) = listener.accept().await.unwrap();
+                let gate = gate.clone();
+                let svc = service_fn(move |(id, body): (u64, Bytes)| {
+                    let gate = gate.clone();
+                    async move {
+                        match &body[..] {
+                            b"slow" => gate.wait().await, // answered only after "fast"
+                            _ => gate.open(),
+                        }
+                        Ok::<_, Error>((id, body))
+                    }
+                });
+                spawn(async move {
+                    ServerConnection::multiplex()
+                        .serve(Framed::new(conn, IdCodec::default()), svc)
+                        .await
+                });
+            }
+        });
+        // On the wire: "fast" (id 2) overtakes "slow" (id 1).
+        let mut raw = Framed::new(TcpStream::connect(addr).await.unwrap(), IdCodec::default());
+        {
+            use futures::{SinkExt, StreamExt};
+            raw.feed((1, Bytes::from("slow"))).await.unwrap();
+            raw.send((2, Bytes::from("fast"))).await.unwrap();
+            assert_eq!(raw.next().await.unwrap().unwrap(), (2, Bytes::from("fast")));
+            assert_eq!(raw.next().await.unwrap().unwrap(), (1, Bytes::from("slow")));
+        }
+        // Through the client, each caller gets its own reply whatever the order.
+        let client = Client::multiplex(TcpStream::connect(addr).await.unwrap(), IdCodec::default());
+        let replies =
+            join_all((0..50).map(|i| client.oneshot((0, Bytes::from(format!("{i}")))))).await;
+        for (i, reply) in replies.into_iter().enumerate() {
+            assert_eq!(reply.unwrap().1, Bytes::from(format!("{i}")));
+        }
+    }));
+}
+
+#[test]
+fn the_server_runs_at_most_max_in_flight_requests_per_connection() {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        let running = Rc::new(Cell::new(0usize));
+        let peak = Rc::new(Cell::new(0usize));
+        let gate = Gate::default();
+        let (r, p, g) = (running.clone(), peak.clone(), gate.clone());
+        spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            let svc = service_fn(move |line: String| {
+                let (r, p, g) = (r.clone(), p.clone(), g.clone());
+                async move {
+                    r.set(r.get() + 1);
+                    p.set(p.get().max(r.get()));
+                    g.wait().await;
+                    r.set(r.get() - 1);
+                    Ok::<_, Error>(line)
+                }
+            });
+            ServerConnection::pipeline()
+                .max_in_flight(3)
+                .serve(Framed::new(conn, LinesCodec::new()), svc)
+                .await
+                .unwrap();
+        });
+        let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+        let calls = join_all((0..10).map(|i| client.oneshot(format!("{i}"))));
+        let opener = async {
+            // Wait (on events) until the server is saturated, then let everything through.
+            while running.get() < 3 {
+                sheave_core::yield_now().await;
+            }
+            gate.open();
+        };
+        let (replies, ()) = futures::join!(calls, opener);
+        let replies: Vec<String> = replies.into_iter().map(Result::unwrap).collect();
+        assert_eq!(replies, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(peak.get(), 3);
+    }));
+}
+
+#[test]
+fn when_the_connection_dies_every_request_in_flight_fails_closed() {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+        let (conn, _) = listener.accept().await.unwrap();
+        let calls = join_all((0..10).map(|i| client.oneshot(format!("{i}"))));
+        let killer = async move {
+            let conn = conn; // moved in: dropping it at the end hangs up
+            // Read all ten requests, answer none, hang up.
+            let mut seen = 0;
+            let mut buf = [0u8; 256];
+            while seen < 10 {
+                let n = conn.read(&mut buf).await.unwrap();
+                seen += buf[..n].iter().filter(|&&b| b == b'\n').count();
+            }
+        };
+        let (results, ()) = futures::join!(calls, killer);
+        for r in results {
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::Closed);
+        }
+        assert!(client.is_closed());
+        assert!(Service::<String>::try_ready(&client).is_closed());
+    }));
+}
+
+#[test]
+fn a_caller_that_gives_up_does_not_shift_later_responses() {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+        let (conn, _) = listener.accept().await.unwrap();
+        let mut server = Framed::new(conn, LinesCodec::new());
+        // The first caller times out before its answer comes.
+        let first = time::timeout(Duration::from_millis(10), client.oneshot("a".to_string()));
+        assert!(first.await.is_err());
+        let second = client.oneshot("b".to_string());
+        let answer = async {
+            use futures::{SinkExt, StreamExt};
+            assert_eq!(server.next().await.unwrap().unwrap(), "a");
+            assert_eq!(server.next().await.unwrap().unwrap(), "b");
+            server.send("reply to a").await.unwrap();
+            server.send("reply to b").await.unwrap();
+        };
+        let (reply, ()) = futures::join!(second, answer);
+        assert_eq!(reply.unwrap(), "reply to b");
+    }));
+}
+
+#[test]
+fn client_readiness_is_honest_and_a_dropped_waiter_loses_no_wakeup() {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        let config = ClientConfig::default().max_in_flight(1);
+        let client = Connector::pipeline(LinesCodec::new())
+            .config(config)
+            .new_service(addr)
+            .await
+            .unwrap();
+        let _server = listener.accept().await.unwrap();
+        let ready = |c: &Client<LinesCodec>| Service::<String>::try_ready(c);
+        let held = ready(&client).ready().expect("capacity for one");
+        assert!(ready(&client).is_busy());
+        // A waiter that is dropped while pending must not swallow the release.
+        let mut dropped = Box::pin(Service::<String>::ready(&client));
+        assert!(futures::poll!(dropped.as_mut()).is_pending());
+        let live = Service::<String>::ready(&client);
+        let release = async {
+            drop(dropped);
+            drop(held);
+        };
+        let (permit, ()) = futures::join!(live, release);
+        assert!(permit.is_ok());
+        assert!(matches!(ready(&client), TryReady::Busy));
+    }));
+}
+
+#[test]
+fn a_slow_loris_is_cut_off_by_the_read_timeout_but_a_slow_request_within_it_is_served() {
+    let rt = Runtime::builder().paused_clock().build().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        spawn(async move {
+            loop {
+                let (conn, _) = listener.accept().await.unwrap();
+                spawn(async move {
+                    let echo = service_fn(|l: String| async move { Ok::<_, Error>(l) });
+                    ServerConnection::pipeline()
+                        .read_timeout(Duration::from_secs(5))
+                        .serve(Framed::new(conn, LinesCodec::new()), echo)
+                        .await
+                });
+            }
+        });
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"hel").await.unwrap();
+        time::sleep(Duration::from_secs(3)).await;
+        conn.write_all(b"lo\n").await.unwrap();
+        let mut buf = [0u8; 6];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hello\n");
+        // Now one byte, then nothing: closed once 5 s pass.
+        conn.write_all(b"x").await.unwrap();
+        let start = time::now();
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 0);
+        assert!(time::now() - start >= Duration::from_secs(5));
+    }));
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let rt = Runtime::builder().paused_clock().build().unwrap();
+    rt.block_on(within(30, async {
+        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+            .codec(LinesCodec::new())
+            .idle_timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let (addr, handle) = (server.local_addr(), server.handle());
+        spawn(server.serve(|_| async {
+            Ok::<_, Error>(service_fn(|l: String| async move { Ok::<_, Error>(l) }))
+        }));
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"ping\n").await.unwrap();
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).await.unwrap();
+        let start = time::now();
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 0);
+        assert!(time::now() - start >= Duration::from_secs(20));
+        handle.shutdown();
+    }));
+}
+
+#[test]
+fn shutdown_stops_accepting_and_lets_the_request_in_flight_finish() {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let gate = Gate::default();
+        let started = Gate::default();
+        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+            .codec(LinesCodec::new())
+            .build()
+            .unwrap();
+        let (addr, handle) = (server.local_addr(), server.handle());
+        let (g, s) = (gate.clone(), started.clone());
+        let serving = spawn(server.serve_with(move || {
+            let (g, s) = (g.clone(), s.clone());
+            move |_: SocketAddr| {
+                let (g, s) = (g.clone(), s.clone());
+                async move {
+                    Ok::<_, Error>(service_fn(move |l: String| {
+                        let (g, s) = (g.clone(), s.clone());
+                        async move {
+                            s.open();
+                            g.wait().await;
+                            Ok::<_, Error>(format!("done {l}"))
+                        }
+                    }))
+                }
+            }
+        }));
+        let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+        let call = client.oneshot("work".to_string());
+        let drive = async {
+            started.wait().await;
+            assert_eq!(handle.connections(), 1);
+            handle.shutdown();
+            // The listener closes: new connections are refused.
+            for _ in 0..1000 {
+                if TcpStream::connect(addr).await.is_err() {
+                    break;
+                }
+                sheave_core::yield_now().await;
+            }
+            assert!(TcpStream::connect(addr).await.is_err());
+            gate.open();
+        };
+        let (reply, ()) = futures::join!(call, drive);
+        assert_eq!(reply.unwrap(), "done work");
+        serving.await.unwrap().unwrap();
+        assert_eq!(handle.connections(), 0);
+    }));
+}
+
+#[test]
+fn a_server_on_two_threads_serves_from_both() {
+    let rt = Runtime::builder().threads(2).build().unwrap();
+    rt.block_on(within(30, async {
+        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+            .codec(LinesCodec::new())
+            .threads(2)
+            .build()
+            .unwrap();
+        let (addr, handle) = (server.local_addr(), server.handle());
+        let serving = spawn(server.serve(|_: SocketAddr| async {
+            Ok::<_, Error>(service_fn(|_: String| async {
+                Ok::<_, Error>(format!("{}", sheave_core::Handle::thread_index().unwrap()))
+            }))
+        }));
+        let mut seen = [false; 2];
+        for _ in 0..500 {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let client = Client::pipeline(stream, LinesCodec::new());
+            let thread: usize = client
+                .oneshot("which".to_string())
+                .await
+                .unwrap()
+                .parse()
+                .unwrap();
+            seen[thread] = true;
+            if seen == [true, true] {
+                break;
+            }
+        }
+        assert_eq!(seen, [true, true]);
+        handle.shutdown();
+        serving.await.unwrap().unwrap();
+    }));
+}
+
+#[test]
+fn a_protocol_error_closes_the_connection_with_a_protocol_error() {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        let server = spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            let echo = service_fn(|l: String| async move { Ok::<_, Error>(l) });
+            ServerConnection::pipeline()
+                .serve(Framed::new(conn, LinesCodec::with_max_length(8)), echo)
+                .await
+        });
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"ok\nthis line is far too long\n")
+            .await
+            .unwrap();
+        let mut got = [0u8; 3];
+        conn.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ok\n", "the good frame is answered before the close");
+        assert_eq!(
+            server.await.unwrap().unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+    }));
+}
+
+#[test]
+fn public_types_implement_debug() {
+    fn assert_debug<T: std::fmt::Debug>() {}
+    assert_debug::<Server<LinesCodec>>();
+    assert_debug::<ServerConnection>();
+    assert_debug::<Client<LinesCodec>>();
+    assert_debug::<Connector<LinesCodec>>();
+}
