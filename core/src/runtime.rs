@@ -25,7 +25,7 @@ use crate::executor::{
     TaskFuture, TaskId, TaskWaker, lock,
 };
 use crate::reactor::{Reactor, WAKE_TOKEN, coop};
-use crate::time::{Clock, wheel::Wheel};
+use crate::time::{CACHED_NOW, Clock, wheel::Wheel};
 use slab::Slab;
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -139,13 +139,19 @@ pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> R {
 struct Enter {
     prev: Option<Rc<Core>>,
     prev_id: usize,
+    prev_now: Option<std::time::Instant>,
 }
 
 impl Enter {
     fn new(core: &Rc<Core>) -> Enter {
         let prev = CURRENT.with(|c| c.borrow_mut().replace(core.clone()));
         let prev_id = CURRENT_ID.with(|c| c.replace(core.id));
-        Enter { prev, prev_id }
+        let prev_now = CACHED_NOW.with(|c| c.replace(Some(core.clock.cached())));
+        Enter {
+            prev,
+            prev_id,
+            prev_now,
+        }
     }
 }
 
@@ -153,6 +159,7 @@ impl Drop for Enter {
     fn drop(&mut self) {
         CURRENT.with(|c| *c.borrow_mut() = self.prev.take());
         CURRENT_ID.with(|c| c.set(self.prev_id));
+        CACHED_NOW.with(|c| c.set(self.prev_now));
     }
 }
 

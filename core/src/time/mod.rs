@@ -40,8 +40,15 @@ pub(crate) struct Clock {
     start: Instant,
     /// The virtual time, when paused.
     paused: Option<Cell<Instant>>,
-    /// The time the loop last woke up: read by [`now_cached`] without a clock read.
+    /// The time the loop last woke up (also published in the [`CACHED_NOW`] thread-local,
+    /// which [`now_cached`] reads).
     cached: Cell<Instant>,
+}
+
+thread_local! {
+    /// The running core's cached time: one `Cell` read for [`now_cached`], instead of a walk
+    /// through the thread's core (the hot path of every timeout and rate limiter).
+    pub(crate) static CACHED_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 impl Clock {
@@ -69,7 +76,13 @@ impl Clock {
     pub(crate) fn refresh(&self) -> Instant {
         let now = self.now();
         self.cached.set(now);
+        CACHED_NOW.with(|c| c.set(Some(now)));
         now
+    }
+
+    /// The cached time (what [`now_cached`] answers while this clock's core runs).
+    pub(crate) fn cached(&self) -> Instant {
+        self.cached.get()
     }
 
     /// The tick an instant falls in (rounded down: a tick counts as reached only once it fully
@@ -132,7 +145,7 @@ pub fn now() -> Instant {
 /// });
 /// ```
 pub fn now_cached() -> Instant {
-    runtime::try_with_core(|core| core.clock.cached.get()).unwrap_or_else(Instant::now)
+    CACHED_NOW.with(Cell::get).unwrap_or_else(Instant::now)
 }
 
 /// Waits until `duration` has passed.
