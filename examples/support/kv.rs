@@ -8,10 +8,11 @@
 
 #![allow(dead_code)] // each user of this module uses a different part of it
 
+// Through the member crates rather than the `sheave` facade, so that the benches (which do
+// not depend on the facade) can include this module too.
 use bytes::Bytes;
-use sheave::Error;
-use sheave::service::{Service, TryReady};
 use sheave_proto::resp::Frame;
+use sheave_service::{Error, Service, TryReady};
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -124,8 +125,13 @@ impl KvService {
         KvService { kv }
     }
 
-    /// Executes one command.
+    /// Executes one command at the runtime thread's cached time.
     pub fn execute(&self, cmd: &Frame) -> Frame {
+        self.execute_at(cmd, sheave_core::time::now_cached())
+    }
+
+    /// Executes one command; `now` decides what has expired.
+    pub fn execute_at(&self, cmd: &Frame, now: Instant) -> Frame {
         let Frame::Array(args) = cmd else {
             return Frame::error("ERR expected an array of bulk strings");
         };
@@ -139,7 +145,6 @@ impl KvService {
         let Some(name) = parts.first() else {
             return Frame::error("ERR empty command");
         };
-        let now = sheave::time::now_cached();
         let arity = |min: usize| parts.len() >= min;
         let wrong_args = || {
             Frame::error(format!(
