@@ -20,6 +20,9 @@
 //! | `Timeout` | `Failure { retryable: false }` | the server may have processed it |
 //! | `Overloaded`, `Closed`, any other | `Failure { retryable: false }` | unknown whether it was processed; a shedding layer that knows flags its error `retryable` |
 //!
+//! For idempotent requests, [`Idempotent`] calls timeouts and closed connections retryable
+//! too.
+//!
 //! # Example
 //!
 //! ```
@@ -127,6 +130,48 @@ impl<Res> Classify<Res, Error> for DefaultClassifier {
     }
 }
 
+/// The classifier for **idempotent** requests (a GET, a SET to a fixed value): doing one
+/// twice is harmless, so a failure is retryable unless it says otherwise — whether or not the
+/// server may have processed it.
+///
+/// | outcome | class |
+/// |---|---|
+/// | `Ok(_)` | `Success` |
+/// | flagged [`non_retryable`](crate::Error::non_retryable) | `Failure { retryable: false }` |
+/// | `Canceled` (unflagged) | `Ignorable` |
+/// | `Service` (an application error) or `Protocol` (it would fail again) | `Failure { retryable: false }` |
+/// | `Timeout`, `Closed`, `Io`, `Overloaded`, `Unavailable` | `Failure { retryable: true }` |
+///
+/// ```
+/// use sheave_service::classify::{Classify, Idempotent};
+/// use sheave_service::Error;
+///
+/// // The connection died with the request in flight: retry it elsewhere.
+/// assert!(Idempotent.classify(Err::<&(), _>(&Error::closed())).is_retryable());
+/// assert!(!Idempotent.classify(Err::<&(), _>(&Error::protocol("bad frame"))).is_retryable());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Idempotent;
+
+impl<Res> Classify<Res, Error> for Idempotent {
+    fn classify(&self, outcome: Result<&Res, &Error>) -> Class {
+        let Err(error) = outcome else {
+            return Class::Success;
+        };
+        if error.is_non_retryable() {
+            return Class::Failure { retryable: false };
+        }
+        if error.is_retryable() {
+            return Class::Failure { retryable: true };
+        }
+        match error.kind() {
+            ErrorKind::Canceled => Class::Ignorable,
+            ErrorKind::Service | ErrorKind::Protocol => Class::Failure { retryable: false },
+            _ => Class::Failure { retryable: true },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +194,22 @@ mod tests {
             class(Error::canceled().retryable()),
             Class::Failure { retryable: true }
         );
+    }
+
+    #[test]
+    fn idempotent_requests_retry_what_may_have_been_processed() {
+        let idem = |e: Error| Idempotent.classify(Err::<&(), _>(&e));
+        for e in [
+            Error::timeout(),
+            Error::closed(),
+            Error::overloaded(),
+            Error::unavailable(),
+        ] {
+            assert!(idem(e).is_retryable());
+        }
+        assert!(idem(Error::canceled()).is_ignorable());
+        assert!(!idem(Error::service(std::io::Error::other("app"))).is_retryable());
+        assert!(!idem(Error::timeout().non_retryable()).is_retryable());
     }
 
     #[test]

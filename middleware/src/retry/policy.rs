@@ -43,6 +43,17 @@ impl RetryableFailures {
     }
 }
 
+impl RetryableFailures<sheave_service::classify::Idempotent> {
+    /// For idempotent requests: retries timeouts, closed connections and I/O errors too —
+    /// failures the server may have processed (see
+    /// [`Idempotent`](sheave_service::classify::Idempotent)).
+    pub fn idempotent() -> Self {
+        RetryableFailures {
+            classifier: sheave_service::classify::Idempotent,
+        }
+    }
+}
+
 impl<C> RetryableFailures<C> {
     /// With `classifier`: e.g. one that calls a protocol's "try again" reply retryable.
     pub fn with_classifier(classifier: C) -> Self {
