@@ -11,7 +11,9 @@
 //!   the bit **only if the tick is unchanged** since it read the bit, so a clear never erases an
 //!   event that arrived in between (tokio #6133). A short read or write (fewer bytes than asked)
 //!   also means the kernel buffer was drained or filled, so the bit is cleared the same way and
-//!   the `WouldBlock` syscall is saved; the next edge sets it again.
+//!   the `WouldBlock` syscall is saved; the next edge sets it again. A peer's close (FIN, RST,
+//!   an error) sets a **sticky** closed bit instead, which no read clears: the close may arrive
+//!   in the same event as the last data, and no later event would report it again.
 //! - New sources start *ready* in both directions: the first operation is tried at once (a fresh
 //!   connection is writable, a listener may have a backlog) and learns otherwise from the kernel.
 //! - [`coop`]: each task poll has a budget of I/O operations; when it is spent, the operation
@@ -27,9 +29,23 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// Readable.
-pub(crate) const READ: u8 = 0b01;
+pub(crate) const READ: u8 = 0b0001;
 /// Writable.
-pub(crate) const WRITE: u8 = 0b10;
+pub(crate) const WRITE: u8 = 0b0010;
+/// The read side is closed (FIN or error): sticky — a short read never clears it, because no
+/// further event will come to say so again.
+const READ_CLOSED: u8 = 0b0100;
+/// The write side is closed or errored: sticky, like [`READ_CLOSED`].
+const WRITE_CLOSED: u8 = 0b1000;
+
+/// The sticky "closed" bit that also makes `dir` ready.
+fn closed_bit(dir: u8) -> u8 {
+    if dir == READ {
+        READ_CLOSED
+    } else {
+        WRITE_CLOSED
+    }
+}
 
 /// The token of the thread's `mio::Waker` (cross-thread wakes and spawns).
 pub(crate) const WAKE_TOKEN: mio::Token = mio::Token(usize::MAX);
@@ -37,7 +53,7 @@ pub(crate) const WAKE_TOKEN: mio::Token = mio::Token(usize::MAX);
 /// The readiness of one registered source.
 #[derive(Default)]
 pub(crate) struct IoState {
-    /// Cached readiness bits ([`READ`], [`WRITE`]).
+    /// Cached readiness bits ([`READ`], [`WRITE`], and the sticky closed bits).
     readiness: Cell<u8>,
     /// Bumped by every event for this source.
     tick: Cell<u32>,
@@ -126,7 +142,7 @@ impl Registration {
         }
         loop {
             let state = &*self.state;
-            if state.readiness.get() & dir == 0 {
+            if state.readiness.get() & (dir | closed_bit(dir)) == 0 {
                 state.set_waker(dir, cx.waker());
                 return Poll::Pending;
             }
@@ -147,7 +163,7 @@ impl Registration {
 
     /// Waits until the source is (believed) ready in `dir`, without doing I/O.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>, dir: u8) -> Poll<()> {
-        if self.state.readiness.get() & dir != 0 {
+        if self.state.readiness.get() & (dir | closed_bit(dir)) != 0 {
             Poll::Ready(())
         } else {
             self.state.set_waker(dir, cx.waker());
@@ -259,11 +275,17 @@ impl Reactor {
                 _ => continue, // a late event for a dropped source
             };
             let mut bits = 0;
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
+            if event.is_readable() {
                 bits |= READ;
             }
-            if event.is_writable() || event.is_write_closed() || event.is_error() {
+            if event.is_read_closed() || event.is_error() {
+                bits |= READ | READ_CLOSED;
+            }
+            if event.is_writable() {
                 bits |= WRITE;
+            }
+            if event.is_write_closed() || event.is_error() {
+                bits |= WRITE | WRITE_CLOSED;
             }
             state.on_event(bits);
         }

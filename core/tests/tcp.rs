@@ -9,7 +9,7 @@ use std::time::Duration;
 use support::{any_port, pattern};
 
 /// Bounds every test: a hang fails instead of blocking CI.
-const LIMIT: Duration = Duration::from_secs(60);
+const LIMIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn five_hundred_connections_echo_a_hundred_round_trips_each_byte_for_byte() {
@@ -209,5 +209,44 @@ fn a_busy_connection_does_not_starve_a_quiet_one() {
             .await
             .unwrap();
         assert_eq!(&got, b"hi");
+    });
+}
+
+#[test]
+fn a_close_that_arrives_with_the_last_data_is_still_seen() {
+    // Regression: a short read cleared READ readiness even when the peer's FIN came in the
+    // same epoll event as the data; the next read then waited forever for an edge that never
+    // came. The runtime thread is held (blocked on a channel) while the peer writes and
+    // closes, so both reach epoll as one event.
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let listener = std::net::TcpListener::bind(any_port()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let peer = std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut s, _) = listener.accept().unwrap();
+            go_rx.recv().unwrap();
+            s.write_all(b"ok\n").unwrap();
+            drop(s);
+            done_tx.send(()).unwrap();
+        });
+        let conn = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 64];
+        {
+            // Wait for readability (registers interest), then hold the thread until the
+            // peer has written and closed.
+            let mut read = std::pin::pin!(conn.read(&mut buf));
+            assert!(futures::poll!(read.as_mut()).is_pending());
+            go_tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+            let n = time::timeout(LIMIT, read).await.unwrap().unwrap();
+            assert_eq!(n, 3);
+        }
+        assert_eq!(&buf[..3], b"ok\n");
+        let eof = time::timeout(LIMIT, conn.read(&mut buf)).await;
+        assert_eq!(eof.expect("the close was lost").unwrap(), 0);
+        peer.join().unwrap();
     });
 }
