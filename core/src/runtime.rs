@@ -201,6 +201,9 @@ impl Core {
         let waker = Waker::from(main.clone());
         let mut cx = Context::from_waker(&waker);
         self.clock.refresh();
+        // The future has never been polled: poll it first (an earlier `block_on` on this
+        // runtime may have left the flag down).
+        self.exec.enqueue(MAIN);
         loop {
             if self.exec.take_main_woken() {
                 main.unschedule();

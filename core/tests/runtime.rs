@@ -162,3 +162,22 @@ fn spawn_with_builds_a_non_send_future_on_the_target_thread() {
     assert_eq!(n, 21);
     assert_eq!(name.as_deref(), Some("sheave-1"));
 }
+
+#[test]
+fn a_runtime_runs_block_on_again_and_again() {
+    // Regression: the second `block_on` never polled its future (the "main woken" flag was
+    // only set for the first), while still running the tasks the first one spawned.
+    let rt = Runtime::new().unwrap();
+    let background = rt.block_on(async { spawn(async { 1 }) });
+    assert_eq!(rt.block_on(async { 2 }), 2);
+    assert_eq!(rt.block_on(background), Ok(1));
+    for i in 0..3 {
+        assert_eq!(
+            rt.block_on(async move {
+                sheave_core::yield_now().await;
+                i
+            }),
+            i
+        );
+    }
+}
