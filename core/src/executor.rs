@@ -152,7 +152,7 @@ impl Executor {
         remote: &Arc<RemoteQueue>,
         future: Pin<Box<dyn Future<Output = ()>>>,
         on_panic: Rc<dyn PanicSink>,
-    ) -> TaskId {
+    ) -> (TaskId, Waker) {
         let generation = self.next_gen.get().wrapping_add(1);
         self.next_gen.set(generation);
         let mut tasks = self.tasks.borrow_mut();
@@ -163,16 +163,17 @@ impl Executor {
         };
         let waker = TaskWaker::new(owner, id, remote.clone());
         waker.scheduled.store(true, Ordering::Relaxed);
+        let std_waker = Waker::from(waker.clone());
         entry.insert(Task {
             generation,
             future,
-            std_waker: Waker::from(waker.clone()),
+            std_waker: std_waker.clone(),
             waker,
             on_panic,
         });
         drop(tasks);
         self.queue.borrow_mut().push_back(id);
-        id
+        (id, std_waker)
     }
 
     /// Polls up to `budget` queued tasks; returns how many were polled.
@@ -444,6 +445,8 @@ impl<F: Future, C: Completion<F::Output>> Future for TaskFuture<F, C> {
 pub struct JoinHandle<T> {
     pub(crate) slot: Rc<RefCell<JoinSlot<T>>>,
     pub(crate) id: TaskId,
+    /// The task's waker: an abort wakes the task through it, from wherever the handle is.
+    pub(crate) waker: Waker,
 }
 
 impl<T> JoinHandle<T> {
@@ -456,7 +459,9 @@ impl<T> JoinHandle<T> {
         }
         slot.aborted = true;
         drop(slot);
-        runtime::with_core(|core| core.exec.enqueue(self.id));
+        // The task sees the flag at its next poll, which this wake schedules (through the
+        // runtime's remote queue if the handle is used outside the runtime's loop).
+        self.waker.wake_by_ref();
     }
 
     /// Whether the task has finished (with an output or an error).

@@ -188,10 +188,10 @@ impl Core {
     fn spawn<F: Future + 'static>(&self, future: F) -> JoinHandle<F::Output> {
         let slot = Rc::new(RefCell::new(JoinSlot::new()));
         let task = TaskFuture::new(future, slot.clone());
-        let id = self
+        let (id, waker) = self
             .exec
             .spawn(self.id, &self.remote, Box::pin(task), slot.clone());
-        JoinHandle { slot, id }
+        JoinHandle { slot, id, waker }
     }
 
     /// Drives `future` to completion, running this core's tasks, I/O and timers meanwhile.

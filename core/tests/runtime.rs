@@ -181,3 +181,15 @@ fn a_runtime_runs_block_on_again_and_again() {
         );
     }
 }
+
+#[test]
+fn a_join_handle_can_abort_outside_its_runtime() {
+    let rt = Runtime::new().unwrap();
+    let task = rt.block_on(async {
+        let task = spawn(futures::future::pending::<()>());
+        sheave_core::yield_now().await; // the task has run and is waiting
+        task
+    });
+    task.abort(); // outside block_on: no panic; the wake goes through the remote queue
+    assert_eq!(rt.block_on(task), Err(JoinError::Aborted));
+}
