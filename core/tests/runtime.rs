@@ -168,7 +168,8 @@ fn a_runtime_runs_block_on_again_and_again() {
     // Regression: the second `block_on` never polled its future (the "main woken" flag was
     // only set for the first), while still running the tasks the first one spawned.
     let rt = Runtime::new().unwrap();
-    let background = rt.block_on(async { spawn(async { 1 }) });
+    let background = rt.spawn(async { 1 });
+    rt.block_on(sheave_core::yield_now()); // runs it
     assert_eq!(rt.block_on(async { 2 }), 2);
     assert_eq!(rt.block_on(background), Ok(1));
     for i in 0..3 {
@@ -185,11 +186,8 @@ fn a_runtime_runs_block_on_again_and_again() {
 #[test]
 fn a_join_handle_can_abort_outside_its_runtime() {
     let rt = Runtime::new().unwrap();
-    let task = rt.block_on(async {
-        let task = spawn(futures::future::pending::<()>());
-        sheave_core::yield_now().await; // the task has run and is waiting
-        task
-    });
+    let task = rt.spawn(futures::future::pending::<()>());
+    rt.block_on(sheave_core::yield_now()); // the task has run and is waiting
     task.abort(); // outside block_on: no panic; the wake goes through the remote queue
     assert_eq!(rt.block_on(task), Err(JoinError::Aborted));
 }
