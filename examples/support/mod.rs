@@ -1,3 +1,4 @@
 //! Modules shared by the examples (and by the integration tests, which include them by path).
 
+pub mod cluster;
 pub mod kv;
