@@ -22,9 +22,9 @@
 //!   front and how requests that are not `Clone` are handled.
 //!
 //! Each retry waits for readiness again (`ready()`), so a retry respects the limits below it.
-//! Readiness errors are not retried: they come before the request, and reach the caller as
-//! they are (a [`LoadShed`](crate::LoadShed) below fails fast, still `retryable` for a layer
-//! further out). Only call outcomes are retried.
+//! Readiness errors are not retried: they mean the service below cannot take requests at all
+//! (closed), and reach the caller as they are. Only call outcomes are retried — including a
+//! [`LoadShed`](crate::LoadShed) below, which reports a shed as a retryable call error.
 //!
 //! # Example
 //!

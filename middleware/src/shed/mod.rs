@@ -5,9 +5,15 @@
 //!
 //! * **Never queues.** `ready()` asks the inner [`try_ready`](Service::try_ready): `Ready`
 //!   passes the permit on, `Closed` passes the error on, and `Busy` — capacity is not
-//!   available right now — fails at once with [`ErrorKind::Overloaded`], flagged
-//!   [`retryable`](Error::retryable): the request was not processed, so another endpoint (or
-//!   a later attempt) may take it.
+//!   available right now — gives a *shed* permit at once, whose `call` fails with
+//!   [`ErrorKind::Overloaded`], flagged [`retryable`](Error::retryable): the request was not
+//!   processed, so another endpoint (or a later attempt) may take it.
+//! * **A shed is an answer, not a broken service.** The overload is reported by `call`, for
+//!   that one request, never by `ready()`: a server's dispatcher treats a readiness error as
+//!   "this service is done" and closes the connection, whereas a call error becomes that
+//!   request's error reply (map it to your protocol's error with `then`), and a client's
+//!   retry layer sees it like any other retryable call failure. (This is tower's split too:
+//!   its `LoadShed` is always ready and fails in `call`.)
 //! * **Sheds only "full", never "not yet".** tower's `LoadShed` sheds on any `Pending`, even a
 //!   fairness yield (its #793). Here a `Busy` answer gets one more look before it is shed: the
 //!   inner `ready()` is polled once with a probe waker. If it returns `Pending` *and wakes
@@ -60,6 +66,19 @@ use std::task::{Context, Poll, Wake, Waker};
 use sheave_service::{Error, ErrorKind, Service, TryReady};
 
 use crate::future::CallFuture;
+use futures::future::Either;
+
+/// The permit of a [`LoadShed`]: the inner permit, or none — the request is shed, and its
+/// `call` fails with `Overloaded` without reaching the inner service.
+#[derive(Debug)]
+pub struct ShedPermit<P>(Option<P>);
+
+impl<P> ShedPermit<P> {
+    /// Whether this permit sheds its request.
+    pub fn is_shed(&self) -> bool {
+        self.0.is_none()
+    }
+}
 
 /// Sheds requests when the inner service is busy; see the [module docs](self).
 #[derive(Clone)]
@@ -146,11 +165,11 @@ where
 {
     type Response = S::Response;
     type Error = Error;
-    type Permit = S::Permit;
+    type Permit = ShedPermit<S::Permit>;
 
-    async fn ready(&self) -> Result<S::Permit, Error> {
+    async fn ready(&self) -> Result<Self::Permit, Error> {
         match self.inner.try_ready() {
-            TryReady::Ready(permit) => return Ok(permit),
+            TryReady::Ready(permit) => return Ok(ShedPermit(Some(permit))),
             TryReady::Closed(err) => return Err(err.into()),
             TryReady::Busy => {}
         }
@@ -160,27 +179,33 @@ where
             let mut out = None;
             if probe_poll(fut.as_mut(), &mut out) {
                 if let Some(res) = out {
-                    return Poll::Ready(res.map_err(Into::into));
+                    return Poll::Ready(res.map(|p| ShedPermit(Some(p))).map_err(Into::into));
                 }
                 // A yield: "not yet". Yield in turn, and poll it again.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            Poll::Ready(Err(shed()))
+            Poll::Ready(Ok(ShedPermit(None)))
         })
         .await
     }
 
-    fn try_ready(&self) -> TryReady<S::Permit, Error> {
-        self.inner.try_ready().map_err(Into::into)
+    fn try_ready(&self) -> TryReady<Self::Permit, Error> {
+        self.inner
+            .try_ready()
+            .map(|p| ShedPermit(Some(p)))
+            .map_err(Into::into)
     }
 
     fn call(
         &self,
-        permit: S::Permit,
+        permit: Self::Permit,
         req: Req,
     ) -> impl Future<Output = Result<S::Response, Error>> {
-        CallFuture::new(self.inner.call(permit, req))
+        match permit.0 {
+            Some(permit) => Either::Left(CallFuture::new(self.inner.call(permit, req))),
+            None => Either::Right(std::future::ready(Err(shed()))),
+        }
     }
 }
 
@@ -193,11 +218,13 @@ mod tests {
     fn a_full_service_is_shed_without_queueing() {
         let (svc, handle) = mock::pair_with_permits::<(), ()>(0);
         let svc = LoadShed::new(svc);
-        let err = futures::executor::block_on(svc.ready()).unwrap_err();
+        let shed = futures::executor::block_on(svc.ready()).unwrap();
+        assert!(shed.is_shed());
+        let err = futures::executor::block_on(svc.call(shed, ())).unwrap_err();
         assert!(err.is_overloaded());
         assert!(err.is_retryable());
         handle.allow(1);
-        assert!(futures::executor::block_on(svc.ready()).is_ok());
+        assert!(!futures::executor::block_on(svc.ready()).unwrap().is_shed());
     }
 
     #[test]

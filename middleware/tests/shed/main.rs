@@ -17,8 +17,10 @@ fn shed_never_queues() {
     paused().block_on(async {
         let a = svc.ready().await.unwrap();
         let b = svc.ready().await.unwrap();
-        for _ in 0..100 {
-            let err = svc.ready().await.unwrap_err();
+        for i in 0..100 {
+            let shed = svc.ready().await.unwrap();
+            assert!(shed.is_shed(), "full: the permit sheds");
+            let err = svc.call(shed, i).await.unwrap_err();
             assert!(err.is_overloaded() && err.is_retryable());
             assert_eq!(svc.get_ref().waiting(), 0, "nothing was left in the queue");
         }

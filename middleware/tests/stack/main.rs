@@ -49,7 +49,7 @@ fn a_full_stack_over_the_mock_retries_sheds_times_out_and_counts() {
         .stats(StatsConfig::new()) // outermost: sees timeouts and sheds
         .timeout(ms(100)) // one deadline for readiness, the call and every retry
         .retry(RetryConfig::new().backoff(Backoff::none()))
-        .load_shed() // shed, retryable, so the retry above may try again
+        .load_shed() // a shed is a retryable call error: the retry above may try again
         .concurrency_limit(1)
         .service(inner);
     let stats = svc.stats();
@@ -75,10 +75,10 @@ fn a_full_stack_over_the_mock_retries_sheds_times_out_and_counts() {
         assert!(err.is_service() && !err.is_non_retryable());
         assert_eq!(handle.queued_requests(), 0);
 
-        // 3. While one request holds the only slot, another is shed at readiness — at once,
-        //    still retryable for a layer further out (readiness errors come before the
-        //    request, so the retry layer passes them on) — and the first one times out at
-        //    its deadline.
+        // 3. While one request holds the only slot, another is shed — at once, as a call
+        //    error flagged retryable, so the retry layer above tries again, is shed again,
+        //    and gives up after its attempts (flagging the error non-retryable for outer
+        //    layers) — and the first one times out at its deadline.
         let first = svc.oneshot(3);
         let second = async {
             sleep(ms(10)).await;
@@ -87,7 +87,7 @@ fn a_full_stack_over_the_mock_retries_sheds_times_out_and_counts() {
         let (first, second) = futures::join!(first, second);
         let second = second.unwrap_err();
         assert!(
-            second.is_overloaded() && second.is_retryable(),
+            second.is_overloaded() && second.is_non_retryable(),
             "{second:?}"
         );
         assert!(first.unwrap_err().is_timeout());
@@ -97,10 +97,10 @@ fn a_full_stack_over_the_mock_retries_sheds_times_out_and_counts() {
         assert!(tx.is_canceled());
     });
     let snap = stats.snapshot();
-    // The shed request failed at readiness, before any call: stats count calls.
-    assert_eq!(snap.requests, 3);
+    // The shed request is a call that failed `Overloaded`: stats see it.
+    assert_eq!(snap.requests, 4);
     assert_eq!(snap.successes, 1);
     assert_eq!(snap.errors(ErrorKind::Service), 1);
-    assert_eq!(snap.errors(ErrorKind::Overloaded), 0);
+    assert_eq!(snap.errors(ErrorKind::Overloaded), 1);
     assert_eq!(snap.errors(ErrorKind::Timeout), 1);
 }
