@@ -1,13 +1,17 @@
 //! # sheave
 //!
 //! A kit for writing fast networking code: a deliberately thin thread-per-core runtime
-//! ([`Runtime`], [`net`], [`time`]) and a Service model ([`service`]) in which requests meet
-//! responses with explicit readiness for backpressure.
+//! ([`Runtime`], [`net`], [`time`]), a Service model ([`service`]) in which requests meet
+//! responses with explicit readiness for backpressure, a thin framing layer ([`proto`]) and
+//! the middleware every client and server stack needs ([`middleware`]).
 //!
 //! This crate re-exports the member crates so one dependency brings the kit:
 //! - `sheave-core` — the runtime: [`Runtime`], [`spawn`], [`Handle`], [`net`], [`time`];
 //! - `sheave-service` — [`service`]: `Service`, `NewService`, `Layer`, the builder, the
-//!   combinators, one [`Error`] type.
+//!   combinators, one [`Error`] type;
+//! - `sheave-proto` — [`proto`]: codecs, framed transports, dispatchers, `Server`, `Connector`;
+//! - `sheave-middleware` — [`middleware`]: timeout, retry, limits, shedding, log, stats,
+//!   discovery, balancing, circuit breaking, hedging.
 //!
 //! ```
 //! use sheave::{Runtime, net::{TcpListener, TcpStream}};
@@ -39,6 +43,8 @@ pub use sheave_core::{
     Builder, Handle, JoinError, JoinHandle, RemoteJoinHandle, Runtime, ShutdownSignal, net, spawn,
     time, yield_now,
 };
+pub use sheave_middleware as middleware;
+pub use sheave_proto as proto;
 pub use sheave_service as service;
 pub use sheave_service::Error;
 
