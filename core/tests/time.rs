@@ -150,3 +150,14 @@ fn real_clock_sleeps_are_never_early() {
         }
     });
 }
+
+#[test]
+fn a_sleep_or_timeout_of_duration_max_is_forever_not_a_panic() {
+    let rt = paused();
+    rt.block_on(async {
+        let out = time::timeout(Duration::MAX, async { 5 }).await;
+        assert_eq!(out, Ok(5));
+        let never = time::timeout(Duration::from_secs(1), time::sleep(Duration::MAX)).await;
+        assert!(never.is_err());
+    });
+}

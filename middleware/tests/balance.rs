@@ -377,3 +377,68 @@ fn changes_are_keyed_so_removing_one_key_never_touches_another() {
         assert_eq!(keys, vec!["a", "c"]);
     });
 }
+
+#[test]
+fn an_endpoint_behind_an_open_breaker_is_skipped_not_reconnected() {
+    use sheave_middleware::breaker::{BreakerConfig, CircuitBreaker};
+    // Regression (review): an open breaker's refusal looked like a dead connection, so the
+    // balancer dropped it and reconnected at once — with a fresh, closed breaker.
+    let rt = paused();
+    rt.block_on(async {
+        let connects = Rc::new(RefCell::new(Vec::new()));
+        let seen = connects.clone();
+        let connect = move |name: &'static str| {
+            seen.borrow_mut().push(name);
+            let svc = service_fn(move |_: u32| async move {
+                if name == "bad" {
+                    Err(Error::msg(ErrorKind::Io, "refused"))
+                } else {
+                    Ok::<_, Error>(name)
+                }
+            });
+            std::future::ready(Ok::<_, Error>(CircuitBreaker::new(
+                svc,
+                BreakerConfig::default(),
+            )))
+        };
+        let lb = Balance::builder()
+            .round_robin()
+            .without_ejection()
+            .build(discover::fixed([("good", "good"), ("bad", "bad")]), connect);
+        let mut failures = 0;
+        for i in 0..100 {
+            if lb.oneshot(i).await.is_err() {
+                failures += 1;
+            }
+        }
+        assert_eq!(failures, 5, "the breaker opened after five failures");
+        assert_eq!(connects.borrow().len(), 2, "nothing was reconnected");
+        assert_eq!(lb.endpoints().len(), 2, "the refusing endpoint was kept");
+    });
+}
+
+#[test]
+fn when_every_endpoint_refuses_ready_fails_at_once_with_unavailable() {
+    use sheave_middleware::breaker::{BreakerConfig, CircuitBreaker};
+    let rt = paused();
+    rt.block_on(async {
+        let connect = |_: &'static str| {
+            let svc =
+                service_fn(|_: u32| async { Err::<u32, _>(Error::msg(ErrorKind::Io, "refused")) });
+            std::future::ready(Ok::<_, Error>(CircuitBreaker::new(
+                svc,
+                BreakerConfig::default(),
+            )))
+        };
+        let lb = Balance::builder()
+            .without_ejection()
+            .build(discover::fixed([("a", "a")]), connect);
+        for i in 0..5 {
+            assert!(lb.oneshot(i).await.unwrap_err().is_io());
+        }
+        let start = time::now();
+        let err = lb.ready().await.unwrap_err();
+        assert!(err.is_unavailable() && err.is_retryable(), "{err:?}");
+        assert_eq!(time::now(), start, "at once");
+    });
+}

@@ -148,9 +148,23 @@ pub fn now_cached() -> Instant {
     CACHED_NOW.with(Cell::get).unwrap_or_else(Instant::now)
 }
 
-/// Waits until `duration` has passed.
+/// `at + duration`, or — when that overflows (`Duration::MAX` as "no limit") — a moment
+/// about 30 years after `at`, far past any timer's horizon. Never panics.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let now = Instant::now();
+/// assert!(sheave_core::time::saturating_add(now, Duration::MAX) > now);
+/// ```
+pub fn saturating_add(at: Instant, duration: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    at.checked_add(duration)
+        .unwrap_or_else(|| at.checked_add(FAR).unwrap_or(at))
+}
+
+/// Waits until `duration` has passed. `Duration::MAX` waits (practically) forever.
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(now() + duration)
+    sleep_until(saturating_add(now(), duration))
 }
 
 /// Waits until `deadline`.
@@ -290,7 +304,7 @@ impl From<Elapsed> for std::io::Error {
 
 /// Runs `future` for at most `duration`; on expiry the future is dropped (cancelled).
 pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
-    timeout_at(now() + duration, future)
+    timeout_at(saturating_add(now(), duration), future)
 }
 
 /// Runs `future` until `deadline` at most.
@@ -381,10 +395,10 @@ impl Interval {
             Poll::Ready(()) => {
                 let scheduled = self.sleep.deadline();
                 let now = now();
-                let next = if now > scheduled + self.period {
-                    now + self.period
+                let next = if now > saturating_add(scheduled, self.period) {
+                    saturating_add(now, self.period)
                 } else {
-                    scheduled + self.period
+                    saturating_add(scheduled, self.period)
                 };
                 self.sleep.reset(next);
                 Poll::Ready(scheduled)

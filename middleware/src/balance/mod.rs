@@ -16,8 +16,13 @@
 //!   [`picks`](BalanceConfig::picks) busy answers it waits for the least loaded one it saw
 //!   *or any change of the endpoint set* ([`WhenBusy::WaitForBest`]), or fails at once with
 //!   `Overloaded` ([`WhenBusy::FailFast`]). With no endpoint at all it waits at most
-//!   [`empty_wait`](BalanceConfig::empty_wait), then fails with `Unavailable`. Both errors are
-//!   flagged retryable: nothing was sent.
+//!   [`empty_wait`](BalanceConfig::empty_wait), then fails with `Unavailable`; when every
+//!   pick refuses for now (its `try_ready` says `Closed` with an error other than
+//!   `ErrorKind::Closed` — an open circuit breaker), it fails at once with `Unavailable`.
+//!   These errors are flagged retryable: nothing was sent.
+//! - **Only a dead connection is dropped.** An endpoint whose readiness fails with
+//!   `ErrorKind::Closed` is taken out and reconnected in the background; any other refusal
+//!   (a breaker, a per-endpoint limit) leaves the connection alone.
 //! - **Endpoints are tracked by key.** A permit holds its endpoint; a request whose endpoint
 //!   was removed between `ready` and `call` is not sent anywhere: it fails with a retryable
 //!   `Unavailable`. Requests already sent finish on the endpoint they went to.
@@ -66,6 +71,7 @@ use rand::{Rng, SeedableRng};
 use sheave_core::{JoinHandle, time};
 use sheave_service::classify::{Classify, DefaultClassifier};
 use sheave_service::{Error, ErrorKind, NewService, Service, TryReady};
+use slab::Slab;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::poll_fn;
@@ -82,8 +88,9 @@ pub(crate) struct Shared<K, S> {
     endpoints: RefCell<Vec<Rc<Endpoint<K, S>>>>,
     /// Bumped by every change of `endpoints`.
     version: Cell<u64>,
-    /// `ready()` callers waiting for a change.
-    waiters: RefCell<Vec<Waker>>,
+    /// `ready()` callers waiting for a change, each removed when its wait ends or is dropped
+    /// (so the set never outgrows the callers actually waiting).
+    waiters: RefCell<Slab<Waker>>,
     /// The background task.
     driver: RefCell<Option<Waker>>,
     /// Keys whose connection closed, for the background task to reconnect.
@@ -102,7 +109,7 @@ impl<K: Clone + Eq, S> Shared<K, S> {
             config,
             endpoints: RefCell::new(Vec::new()),
             version: Cell::new(0),
-            waiters: RefCell::new(Vec::new()),
+            waiters: RefCell::new(Slab::new()),
             driver: RefCell::new(None),
             reconnects: RefCell::new(Vec::new()),
             rng: RefCell::new(rng),
@@ -112,20 +119,48 @@ impl<K: Clone + Eq, S> Shared<K, S> {
 
     fn changed(&self) {
         self.version.set(self.version.get() + 1);
-        for w in self.waiters.borrow_mut().drain(..) {
-            w.wake();
-        }
+        // Wake outside the borrow: a woken task may be polled by a foreign executor at once.
+        let woken: Vec<Waker> = self.waiters.borrow_mut().drain().collect();
+        woken.into_iter().for_each(Waker::wake);
     }
 
     /// Waits until the endpoint set differs from `version`.
     async fn change_since(&self, version: u64) {
+        /// Removes the waiter's entry when the wait is dropped — unless a change already
+        /// drained every entry (the version moved), when the key may be someone else's.
+        struct Waiting<'a> {
+            waiters: &'a RefCell<Slab<Waker>>,
+            current: &'a Cell<u64>,
+            version: u64,
+            key: Option<usize>,
+        }
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                if let Some(key) = self.key
+                    && self.current.get() == self.version
+                {
+                    self.waiters.borrow_mut().try_remove(key);
+                }
+            }
+        }
+        let mut waiting = Waiting {
+            waiters: &self.waiters,
+            current: &self.version,
+            version,
+            key: None,
+        };
         poll_fn(|cx| {
             if self.version.get() != version {
                 return Poll::Ready(());
             }
             let mut waiters = self.waiters.borrow_mut();
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
+            match waiting.key {
+                Some(key) => {
+                    if !waiters[key].will_wake(cx.waker()) {
+                        waiters[key] = cx.waker().clone();
+                    }
+                }
+                None => waiting.key = Some(waiters.insert(cx.waker().clone())),
             }
             Poll::Pending
         })
@@ -262,6 +297,8 @@ enum Pick<K, S, P> {
     Ready(Rc<Endpoint<K, S>>, P),
     /// Every pick was busy; the least loaded of them.
     Busy(Rc<Endpoint<K, S>>),
+    /// Every pick refused (without being dead); the last refusal.
+    Refused(Error),
     Empty,
 }
 
@@ -343,16 +380,18 @@ impl<K: Clone + Eq, S, C> Balance<K, S, C> {
     fn try_pick<Req>(&self, now: Instant) -> Pick<K, S, S::Permit>
     where
         S: Service<Req>,
+        S::Error: Into<Error>,
     {
         let shared = &*self.shared;
-        // Each closed endpoint found is removed, so this ends.
+        // Each dead endpoint found is removed, so this ends.
         loop {
             let endpoints = shared.endpoints.borrow();
             if endpoints.is_empty() {
                 return Pick::Empty;
             }
             let mut best: Option<Rc<Endpoint<K, S>>> = None;
-            let mut closed = None;
+            let mut dead = None;
+            let mut refused = None;
             for _ in 0..shared.config.picks.max(1) {
                 let ep = shared.pick(&endpoints, now);
                 match ep.svc.try_ready() {
@@ -366,17 +405,25 @@ impl<K: Clone + Eq, S, C> Balance<K, S, C> {
                             best = Some(ep);
                         }
                     }
-                    TryReady::Closed(_) => {
-                        closed = Some(ep);
-                        break;
+                    TryReady::Closed(e) => {
+                        let e: Error = e.into();
+                        if e.kind() == ErrorKind::Closed {
+                            // The connection died: drop it, reconnect in the background.
+                            dead = Some(ep);
+                            break;
+                        }
+                        // Refusing for now (an open circuit breaker, say): not dead, just
+                        // not a candidate for this pick.
+                        refused = Some(e);
                     }
                 }
             }
             drop(endpoints);
-            match (closed, best) {
-                (Some(ep), _) => shared.closed(&ep),
-                (None, Some(best)) => return Pick::Busy(best),
-                (None, None) => return Pick::Empty,
+            match (dead, best, refused) {
+                (Some(ep), _, _) => shared.closed(&ep),
+                (None, Some(best), _) => return Pick::Busy(best),
+                (None, None, Some(e)) => return Pick::Refused(e),
+                (None, None, None) => return Pick::Empty,
             }
         }
     }
@@ -473,7 +520,7 @@ where
                         let ready = pin!(best.svc.ready());
                         let change = pin!(shared.change_since(version));
                         match select(ready, change).await {
-                            Either::Left((ready, _)) => Some(ready),
+                            Either::Left((ready, _)) => Some(ready.map_err(Into::into)),
                             Either::Right(((), _)) => None,
                         }
                     };
@@ -484,12 +531,19 @@ where
                                 inner,
                             });
                         }
-                        Some(Err(_)) => shared.closed(&best),
-                        Some(Ok(_)) | None => {}
+                        Some(Err(e)) if e.kind() == ErrorKind::Closed => shared.closed(&best),
+                        // Gone meanwhile, refusing now, or the set changed: look again.
+                        Some(_) | None => {}
                     }
                 }
+                Pick::Refused(cause) => {
+                    return Err(Error::new(ErrorKind::Unavailable, cause)
+                        .with_context("no endpoint will take requests now")
+                        .retryable());
+                }
                 Pick::Empty => {
-                    let until = *empty_until.get_or_insert(now + shared.config.empty_wait);
+                    let until = *empty_until
+                        .get_or_insert_with(|| time::saturating_add(now, shared.config.empty_wait));
                     let change = shared.change_since(version);
                     if time::timeout_at(until, change).await.is_err() {
                         return Err(
@@ -505,7 +559,7 @@ where
     fn try_ready(&self) -> TryReady<Self::Permit, Error> {
         match self.try_pick::<Req>(time::now_cached()) {
             Pick::Ready(endpoint, inner) => TryReady::Ready(BalancePermit { endpoint, inner }),
-            Pick::Busy(_) | Pick::Empty => TryReady::Busy,
+            Pick::Busy(_) | Pick::Refused(_) | Pick::Empty => TryReady::Busy,
         }
     }
 
@@ -627,5 +681,32 @@ impl<C> BalanceBuilder<C> {
             classifier: self.classifier,
             driver,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover;
+    use sheave_core::Runtime;
+    use sheave_service::mock;
+
+    #[test]
+    fn dropped_waiters_leave_no_entry_behind() {
+        // Regression (review): waiters were kept until the endpoint set changed, so with a
+        // stable set the list grew with every task that ever waited.
+        let rt = Runtime::builder().paused_clock().build().unwrap();
+        rt.block_on(async {
+            let connect = |_: &'static str| async { Ok::<_, Error>(mock::pair::<u32, u32>().0) };
+            let lb = Balance::builder().build(
+                discover::fixed(std::iter::empty::<(&'static str, &'static str)>()),
+                connect,
+            );
+            for _ in 0..100 {
+                let wait = time::timeout(Duration::from_millis(1), lb.ready()).await;
+                assert!(wait.is_err(), "no endpoint: it waits");
+            }
+            assert_eq!(lb.shared.waiters.borrow().len(), 0);
+        });
     }
 }

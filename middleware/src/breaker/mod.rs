@@ -287,16 +287,14 @@ where
     type Permit = BreakerPermit<S::Permit>;
 
     async fn ready(&self) -> Result<Self::Permit, Error> {
-        let probe = self.admit()?;
-        match self.inner.ready().await {
-            Ok(inner) => Ok(self.permit(inner, probe)),
-            Err(e) => {
-                if probe {
-                    self.release_probe();
-                }
-                Err(e.into())
-            }
-        }
+        // The probe slot is guarded from the moment it is taken: if this future is dropped
+        // while the inner service makes it wait (a timeout, a `select`), or the inner
+        // `ready()` fails, the guard hands the slot back.
+        let probe = self.admit()?.then(|| ProbeGuard {
+            state: Some(self.state.clone()),
+        });
+        let inner = self.inner.ready().await.map_err(Into::into)?;
+        Ok(BreakerPermit { inner, probe })
     }
 
     fn try_ready(&self) -> TryReady<Self::Permit, Error> {
@@ -428,6 +426,31 @@ mod tests {
             let probe = b.ready().await.unwrap();
             drop(probe);
             assert!(b.ready().await.is_ok(), "the slot came back");
+        });
+    }
+
+    #[test]
+    fn a_probe_whose_ready_is_dropped_while_waiting_hands_the_slot_back() {
+        // Regression (review): the slot was guarded only once the inner ready() succeeded,
+        // so a probe cancelled while waiting left the breaker open for good.
+        let rt = Runtime::builder().paused_clock().build().unwrap();
+        rt.block_on(async {
+            let (svc, handle) = sheave_service::mock::pair::<(), ()>();
+            let b = CircuitBreaker::new(svc, BreakerConfig::default());
+            for _ in 0..5 {
+                let called = b.oneshot(());
+                let (out, ()) = futures::join!(called, async {
+                    let (_, tx) = handle.next_request().await.unwrap();
+                    tx.fail(Error::msg(ErrorKind::Io, "refused"));
+                });
+                assert!(out.is_err());
+            }
+            time::sleep(Duration::from_secs(1)).await;
+            handle.allow(0); // the inner service makes the probe wait
+            let waited = time::timeout(Duration::from_millis(10), b.ready()).await;
+            assert!(waited.is_err(), "the probe was waiting when it was dropped");
+            handle.allow(1);
+            assert!(b.ready().await.is_ok(), "the next probe may go");
         });
     }
 

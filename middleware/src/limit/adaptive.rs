@@ -155,7 +155,15 @@ impl<S> AdaptiveLimit<S> {
 impl<S, C> AdaptiveLimit<S, C> {
     /// Limits `inner` adaptively, judging outcomes with `classifier`.
     pub fn with_classifier(inner: S, config: AdaptiveConfig, classifier: C) -> Self {
-        let initial = config.initial.clamp(config.min.max(1), config.max.max(1));
+        // The fields are public: normalize them once, so the limit never reaches zero (which
+        // would admit nothing, for good) and `clamp` never sees min > max.
+        let mut config = config;
+        config.min = config.min.max(1);
+        config.max = config.max.max(config.min);
+        if !(config.backoff > 0.0 && config.backoff < 1.0) {
+            config.backoff = 0.9;
+        }
+        let initial = config.initial.clamp(config.min, config.max);
         AdaptiveLimit {
             inner,
             control: Rc::new(Control {
@@ -276,6 +284,27 @@ mod tests {
     use super::*;
     use sheave_core::{Runtime, spawn};
     use sheave_service::{ServiceExt, service_fn};
+
+    #[test]
+    fn a_config_with_a_zero_floor_or_crossed_bounds_is_normalized_not_a_panic() {
+        let rt = Runtime::builder().paused_clock().build().unwrap();
+        rt.block_on(async {
+            let mut config = AdaptiveConfig::new(Duration::from_millis(1));
+            config.min = 0;
+            config.max = 0;
+            config.initial = 0;
+            let backend = service_fn(|n: u32| async move {
+                time::sleep(Duration::from_millis(50)).await;
+                Ok::<_, Error>(n)
+            });
+            let limited = AdaptiveLimit::new(backend, config);
+            for i in 0..20 {
+                // Every answer is slower than the target: the limit shrinks, but never to 0.
+                assert_eq!(limited.oneshot(i).await.unwrap(), i);
+            }
+            assert_eq!(limited.limit(), 1);
+        });
+    }
 
     #[test]
     fn the_limit_grows_under_low_latency_and_shrinks_when_latency_rises() {

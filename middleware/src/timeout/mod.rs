@@ -63,7 +63,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
-use sheave_core::time::{Sleep, now_cached, sleep_until};
+use sheave_core::time::{Sleep, now_cached, saturating_add, sleep_until};
 use sheave_service::deadline::{self, WithDeadline, with_deadline};
 use sheave_service::{Error, Service, TryReady};
 
@@ -102,7 +102,7 @@ impl<S> Timeout<S> {
 
     /// The deadline of a request starting now: ours, or the caller's if earlier.
     fn deadline(&self) -> Instant {
-        let ours = now_cached() + self.timeout;
+        let ours = saturating_add(now_cached(), self.timeout);
         match deadline::current() {
             Some(outer) if outer < ours => outer,
             _ => ours,
@@ -261,6 +261,15 @@ mod tests {
 
     fn paused() -> Runtime {
         Runtime::builder().paused_clock().build().unwrap()
+    }
+
+    #[test]
+    fn a_timeout_of_duration_max_means_no_limit_not_a_panic() {
+        let svc = Timeout::new(
+            service_fn(|n: u8| async move { Ok::<_, Error>(n) }),
+            Duration::MAX,
+        );
+        assert_eq!(paused().block_on(svc.oneshot(7)).unwrap(), 7);
     }
 
     #[test]
