@@ -107,6 +107,8 @@ impl IoState {
 pub(crate) struct Registration {
     state: Rc<IoState>,
     key: usize,
+    /// The core whose reactor holds the registration: only it may deregister the key.
+    owner: usize,
 }
 
 impl fmt::Debug for Registration {
@@ -123,7 +125,7 @@ impl Registration {
     ///
     /// Fails with `io::ErrorKind::Other` outside a runtime thread.
     pub(crate) fn new(source: &mut impl mio::event::Source) -> io::Result<Self> {
-        runtime::try_with_core(|core| core.reactor.register(source))
+        runtime::try_with_core(|core| core.reactor.register(source, core.id))
             .ok_or_else(|| io::Error::other("sheave: I/O must be created on a runtime thread"))?
     }
 
@@ -179,7 +181,14 @@ impl Registration {
 
     /// Removes the source from the reactor. Safe to call when the runtime is gone.
     pub(crate) fn deregister(&self, source: &mut impl mio::event::Source) {
-        runtime::try_with_core(|core| core.reactor.deregister(self.key, source));
+        // Dropped while another runtime's loop runs on this thread (a runtime dropped inside
+        // another's `block_on`), the key would name someone else's source there: leave it.
+        // Closing the descriptor removes it from its own poller anyway.
+        runtime::try_with_core(|core| {
+            if core.id == self.owner {
+                core.reactor.deregister(self.key, source);
+            }
+        });
     }
 }
 
@@ -218,7 +227,11 @@ impl Reactor {
         }
     }
 
-    fn register(&self, source: &mut impl mio::event::Source) -> io::Result<Registration> {
+    fn register(
+        &self,
+        source: &mut impl mio::event::Source,
+        owner: usize,
+    ) -> io::Result<Registration> {
         let generation = self.next_gen.get().wrapping_add(1);
         self.next_gen.set(generation);
         let state = Rc::new(IoState {
@@ -238,7 +251,7 @@ impl Reactor {
             self.sources.borrow_mut().remove(key);
             return Err(e);
         }
-        Ok(Registration { state, key })
+        Ok(Registration { state, key, owner })
     }
 
     fn deregister(&self, key: usize, source: &mut impl mio::event::Source) {

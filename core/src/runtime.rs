@@ -76,6 +76,13 @@ impl RemoteQueue {
             return false;
         }
         lock(&self.msgs).push(msg);
+        if self.closed.load(Ordering::Acquire) {
+            // The thread stopped between the check above and the push, after it drained the
+            // queue: drop what is queued (their join handles report `Cancelled`).
+            let stale = std::mem::take(&mut *lock(&self.msgs));
+            drop(stale);
+            return false;
+        }
         if !self.notified.swap(true, Ordering::AcqRel)
             && let Err(e) = self.waker.wake()
         {
@@ -512,6 +519,17 @@ pub async fn yield_now() {
     .await
 }
 
+/// Finishes a remote task's handle with `Cancelled` if the task never got to run.
+struct CancelUnlessRun<T>(Option<Arc<Mutex<JoinSlot<T>>>>);
+
+impl<T> Drop for CancelUnlessRun<T> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            lock(&slot).finish(Err(crate::JoinError::Cancelled));
+        }
+    }
+}
+
 #[derive(Default)]
 struct ShutdownState {
     flag: AtomicBool,
@@ -618,7 +636,11 @@ impl Handle {
         let slot = Arc::new(Mutex::new(JoinSlot::new()));
         let handle = RemoteJoinHandle { slot: slot.clone() };
         let remote = &self.inner.remotes[thread % self.threads()];
+        // If the message is dropped without running (the thread stopped first), the guard
+        // tells the handle, which would otherwise wait forever.
+        let mut guard = CancelUnlessRun(Some(slot));
         let run = Box::new(move || {
+            let slot = guard.0.take().expect("a message runs once");
             with_core(|core| {
                 let sink: Rc<dyn PanicSink> = Rc::new(slot.clone());
                 let task = TaskFuture::new(make(), slot);

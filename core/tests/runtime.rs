@@ -191,3 +191,48 @@ fn a_join_handle_can_abort_outside_its_runtime() {
     task.abort(); // outside block_on: no panic; the wake goes through the remote queue
     assert_eq!(rt.block_on(task), Err(JoinError::Aborted));
 }
+
+#[test]
+fn a_remote_spawn_queued_for_a_thread_that_never_runs_again_reports_cancelled() {
+    // Regression (review): the queued message was dropped at shutdown without telling the
+    // handle, which then waited forever.
+    let rt = Runtime::new().unwrap();
+    let handle = rt.handle().clone();
+    // Thread 0 is not inside block_on: the message waits in its queue.
+    let queued = std::thread::spawn(move || handle.spawn_on(0, async { 1 }))
+        .join()
+        .unwrap();
+    drop(rt);
+    assert_eq!(
+        futures::executor::block_on(queued),
+        Err(JoinError::Cancelled)
+    );
+}
+
+#[test]
+fn a_runtime_dropped_inside_another_leaves_the_other_reactor_alone() {
+    // Regression (review): the dropped runtime's sockets deregistered their slab keys from
+    // the reactor that was running — removing the other runtime's own sources.
+    use sheave_core::net::{TcpListener, TcpStream};
+    let inner = Runtime::new().unwrap();
+    let parked =
+        inner.block_on(async { TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap() });
+    let held = inner.spawn(async move {
+        let _keep = parked; // registered in `inner` (its first key)
+        futures::future::pending::<()>().await
+    });
+    inner.block_on(sheave_core::yield_now());
+    let outer = Runtime::new().unwrap();
+    outer.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap(); // key 0 here too
+        drop(held);
+        drop(inner); // drops its listener while `outer`'s loop runs
+        let addr = listener.local_addr().unwrap();
+        let both = futures::future::join(listener.accept(), TcpStream::connect(addr));
+        let (accepted, connected) = time::timeout(std::time::Duration::from_secs(10), both)
+            .await
+            .expect("the outer listener still accepts");
+        accepted.unwrap();
+        connected.unwrap();
+    });
+}

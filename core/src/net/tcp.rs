@@ -113,6 +113,12 @@ impl TcpListener {
 
     /// Accepts a connection.
     ///
+    /// One task accepts on a listener at a time: the reactor keeps one waker per direction
+    /// of a socket (as tokio's `poll_*` methods do), so of two tasks waiting in `accept` on a
+    /// shared listener only the last to wait is woken. Run one accept loop per listener and
+    /// hand connections out from it (or give each thread its own listener with
+    /// [`bind_reuse_port`](TcpListener::bind_reuse_port)).
+    ///
     /// When the process is out of file descriptors (or the kernel out of buffers), `accept`
     /// does not fail and does not spin: it logs a warning, pauses (1 ms, doubling up to
     /// 100 ms) and tries again, so the server resumes as soon as descriptors free up. Errors that
@@ -154,6 +160,9 @@ impl Drop for TcpListener {
 /// `AsyncReadExt`/`AsyncWriteExt` helpers and `futures::io::BufReader` (for `AsyncBufRead`)
 /// work on it. Both traits are implemented for `&TcpStream` too: one task may read while
 /// another writes, or use [`split_halves`](TcpStream::split_halves) / [`into_split`](TcpStream::into_split).
+///
+/// One reader and one writer at a time: the reactor keeps one waker per direction, so a
+/// second task reading the same stream concurrently replaces the first one's waker.
 ///
 /// A stream belongs to the runtime thread that made it:
 ///
