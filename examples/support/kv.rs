@@ -5,6 +5,12 @@
 //! [`Kv`] is the shared store (16 shards behind mutexes, so every thread of a server sees the
 //! same keys); [`KvService`] is the `Service<Frame>` a connection talks to. The examples and
 //! the integration tests build their servers from these.
+//!
+//! The hot path (GET and SET) allocates only the reply's nothing-or-`Bytes` and the stored
+//! value: commands are matched on the request's elements in place, names compared without
+//! upper-casing a copy, and keys hashed with a small FxHash-style hasher ([`FxBuildHasher`]).
+//! Fx is not DoS-resistant: a peer who can choose keys can make them collide. That is the
+//! trade redis makes too (its dict is seeded, but this is an example, not a hardened store).
 
 #![allow(dead_code)] // each user of this module uses a different part of it
 
@@ -14,12 +20,72 @@ use bytes::Bytes;
 use sheave_proto::resp::Frame;
 use sheave_service::{Error, Service, TryReady};
 use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 16;
+
+/// FxHash (the rustc hasher): a rotate, a xor and a multiply per 8 bytes, then a final rotate
+/// that brings the well-mixed high bits of the product down to the low bits hash tables use.
+#[derive(Clone, Copy, Default)]
+pub struct FxBuildHasher;
+
+#[derive(Default)]
+pub struct FxHasher {
+    hash: u64,
+}
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.add(n.into());
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash.rotate_left(26)
+    }
+}
+
+impl BuildHasher for FxBuildHasher {
+    type Hasher = FxHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher::default()
+    }
+}
+
+type Map = HashMap<Bytes, Entry, FxBuildHasher>;
 
 struct Entry {
     value: Bytes,
@@ -35,7 +101,7 @@ impl Entry {
 /// The store: cheap to clone (an `Arc`), shared by every connection and thread.
 #[derive(Clone, Default)]
 pub struct Kv {
-    shards: Arc<[Mutex<HashMap<Bytes, Entry>>; SHARDS]>,
+    shards: Arc<[Mutex<Map>; SHARDS]>,
 }
 
 impl std::fmt::Debug for Kv {
@@ -49,10 +115,11 @@ impl Kv {
         Kv::default()
     }
 
-    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, HashMap<Bytes, Entry>> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        self.shards[h.finish() as usize % SHARDS]
+    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Map> {
+        // Bits the maps do not use (they index buckets by the low bits and tag entries with
+        // the top 7), so the keys of one shard still spread over all of its buckets.
+        let h = FxBuildHasher.hash_one(key);
+        self.shards[(h >> 40) as usize % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
@@ -135,53 +202,60 @@ impl KvService {
         let Frame::Array(args) = cmd else {
             return Frame::error("ERR expected an array of bulk strings");
         };
-        let mut parts = Vec::with_capacity(args.len());
-        for a in args {
-            match a {
-                Frame::Bulk(b) | Frame::Simple(b) => parts.push(b),
-                _ => return Frame::error("ERR expected an array of bulk strings"),
-            }
+        if !args
+            .iter()
+            .all(|a| matches!(a, Frame::Bulk(_) | Frame::Simple(_)))
+        {
+            return Frame::error("ERR expected an array of bulk strings");
         }
-        let Some(name) = parts.first() else {
+        let Some(name) = args.first().map(text) else {
             return Frame::error("ERR empty command");
         };
-        let arity = |min: usize| parts.len() >= min;
+        let arg = |i: usize| text(&args[i]);
+        let n = args.len();
         let wrong_args = || {
             Frame::error(format!(
                 "ERR wrong number of arguments for '{}' command",
                 String::from_utf8_lossy(name).to_lowercase()
             ))
         };
-        let upper = name.to_ascii_uppercase();
-        match &upper[..] {
-            b"PING" => match parts.len() {
-                1 => Frame::Simple(Bytes::from_static(b"PONG")),
-                2 => Frame::Bulk(parts[1].clone()),
-                _ => wrong_args(),
-            },
-            b"ECHO" if parts.len() == 2 => Frame::Bulk(parts[1].clone()),
-            b"GET" if parts.len() == 2 => match self.kv.get(parts[1], now) {
+        // Upper-cased into a stack buffer: no command name is longer than 8 bytes.
+        let mut upper = [0u8; 8];
+        let upper = match upper.get_mut(..name.len()) {
+            Some(upper) => {
+                upper.copy_from_slice(name);
+                upper.make_ascii_uppercase();
+                &upper[..]
+            }
+            None => &[][..],
+        };
+        match upper {
+            b"GET" if n == 2 => match self.kv.get(arg(1), now) {
                 Some(v) => Frame::Bulk(v),
                 None => Frame::Null,
             },
-            b"SET" if arity(3) => self.set(&parts, now),
-            b"DEL" if arity(2) => {
-                Frame::Integer(parts[1..].iter().filter(|k| self.kv.del(k)).count() as i64)
+            b"SET" if n >= 3 => self.set(args, now),
+            b"PING" => match n {
+                1 => Frame::Simple(Bytes::from_static(b"PONG")),
+                2 => Frame::Bulk(arg(1).clone()),
+                _ => wrong_args(),
+            },
+            b"ECHO" if n == 2 => Frame::Bulk(arg(1).clone()),
+            b"DEL" if n >= 2 => {
+                Frame::Integer((1..n).filter(|&i| self.kv.del(arg(i))).count() as i64)
             }
-            b"EXISTS" if arity(2) => Frame::Integer(
-                parts[1..]
-                    .iter()
-                    .filter(|k| self.kv.get(k, now).is_some())
+            b"EXISTS" if n >= 2 => Frame::Integer(
+                (1..n)
+                    .filter(|&i| self.kv.get(arg(i), now).is_some())
                     .count() as i64,
             ),
-            b"INCR" if parts.len() == 2 => match self.kv.incr(parts[1], now) {
-                Ok(n) => Frame::Integer(n),
+            b"INCR" if n == 2 => match self.kv.incr(arg(1), now) {
+                Ok(v) => Frame::Integer(v),
                 Err(msg) => Frame::error(msg),
             },
-            b"MGET" if arity(2) => Frame::Array(
-                parts[1..]
-                    .iter()
-                    .map(|k| self.kv.get(k, now).map_or(Frame::Null, Frame::Bulk))
+            b"MGET" if n >= 2 => Frame::Array(
+                (1..n)
+                    .map(|i| self.kv.get(arg(i), now).map_or(Frame::Null, Frame::Bulk))
                     .collect(),
             ),
             b"DBSIZE" => Frame::Integer(self.kv.len() as i64),
@@ -192,11 +266,8 @@ impl KvService {
             // redis-cli asks for command docs at start-up; an empty list is a valid answer.
             b"COMMAND" => Frame::Array(Vec::new()),
             // redis-benchmark reads `save` and `appendonly`: answer as a server without them.
-            b"CONFIG" if parts.len() >= 3 && parts[1].eq_ignore_ascii_case(b"GET") => {
-                Frame::Array(vec![
-                    Frame::Bulk(parts[2].clone()),
-                    Frame::Bulk(Bytes::new()),
-                ])
+            b"CONFIG" if n >= 3 && arg(1).eq_ignore_ascii_case(b"GET") => {
+                Frame::Array(vec![Frame::Bulk(arg(2).clone()), Frame::Bulk(Bytes::new())])
             }
             b"ECHO" | b"GET" | b"SET" | b"DEL" | b"EXISTS" | b"INCR" | b"MGET" | b"CONFIG" => {
                 wrong_args()
@@ -208,28 +279,37 @@ impl KvService {
         }
     }
 
-    fn set(&self, parts: &[&Bytes], now: Instant) -> Frame {
+    /// `SET key value [EX seconds | PX milliseconds]...`; `args` are all strings.
+    fn set(&self, args: &[Frame], now: Instant) -> Frame {
         let mut expires = None;
-        let mut i = 3;
-        while i < parts.len() {
-            let unit = match &parts[i].to_ascii_uppercase()[..] {
-                b"EX" => Duration::from_secs,
-                b"PX" => Duration::from_millis,
+        let mut options = args[3..].chunks(2);
+        for option in &mut options {
+            let unit = match text(&option[0]) {
+                o if o.eq_ignore_ascii_case(b"EX") => Duration::from_secs,
+                o if o.eq_ignore_ascii_case(b"PX") => Duration::from_millis,
                 _ => return Frame::error("ERR syntax error"),
             };
-            let Some(n) = parts
-                .get(i + 1)
-                .and_then(|n| std::str::from_utf8(n).ok())
+            let Some(n) = option
+                .get(1)
+                .and_then(|n| std::str::from_utf8(text(n)).ok())
                 .and_then(|n| n.parse::<u64>().ok())
                 .filter(|&n| n > 0)
             else {
                 return Frame::error("ERR invalid expire time in 'set' command");
             };
             expires = Some(now + unit(n));
-            i += 2;
         }
-        self.kv.set(parts[1].clone(), parts[2].clone(), expires);
+        self.kv
+            .set(text(&args[1]).clone(), text(&args[2]).clone(), expires);
         Frame::ok()
+    }
+}
+
+/// The bytes of a string element (the caller checked that it is one).
+fn text(frame: &Frame) -> &Bytes {
+    match frame {
+        Frame::Bulk(b) | Frame::Simple(b) => b,
+        _ => unreachable!("checked to be a string"),
     }
 }
 
