@@ -12,6 +12,8 @@ const DEFAULT_MAX_INLINE: usize = 64 * 1024;
 const DEFAULT_MAX_DEPTH: usize = 32;
 /// The longest header line (`$` or `*` and a 64-bit length).
 const MAX_HEADER: usize = 24;
+/// The most elements a command may have to take the one-pass path of [`RespCodec::decode`].
+const FAST_ARGS: usize = 16;
 
 /// The RESP2 codec: decodes and encodes [`Frame`]s, including inline commands (`PING\r\n`,
 /// as typed into `telnet`), which decode as an array of bulk strings.
@@ -21,6 +23,12 @@ const MAX_HEADER: usize = 24;
 /// frame once: it remembers how far it got (a position and a stack of array counts) and only
 /// builds the frame when the scan reached its end, so a large array arriving in pieces costs
 /// linear work, and nothing is allocated for lengths the peer merely declared.
+///
+/// The common request — a whole command (an array of up to 16 bulk strings) at the front of
+/// the buffer — takes a one-pass path: its headers are read once, its frame is built from the
+/// element boundaries found on the way, with one allocation (the array's, sized exactly).
+/// Anything else (a partial frame, a limit nearly reached, a malformed header, other types)
+/// goes to the resumable scan, which reports errors.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -216,6 +224,40 @@ impl RespCodec {
         Ok(None)
     }
 
+    /// The one-pass path: if `src` starts with a whole array of 1 to 16 bulk strings, every
+    /// header well-formed and every limit respected, records where each string's data starts
+    /// and ends and returns `(elements, frame length)`. `None` leaves the frame, whatever it
+    /// is, to the resumable scan.
+    fn scan_command(
+        &self,
+        src: &[u8],
+        spans: &mut [(usize, usize); FAST_ARGS],
+    ) -> Option<(usize, usize)> {
+        if src.first() != Some(&b'*') || self.max_depth == 0 {
+            return None;
+        }
+        let (n, mut at) = small_length(src, 1)?;
+        if n == 0 || n > FAST_ARGS || n > self.max_array {
+            return None;
+        }
+        for span in &mut spans[..n] {
+            if src.get(at) != Some(&b'$') {
+                return None;
+            }
+            let (len, start) = small_length(src, at + 1)?;
+            if len > self.max_bulk {
+                return None;
+            }
+            let end = start + len;
+            if src.get(end..end + 2) != Some(b"\r\n") {
+                return None;
+            }
+            *span = (start, end);
+            at = end + 2;
+        }
+        Some((n, at))
+    }
+
     fn reset(&mut self) {
         self.pos = 0;
         self.line_scan = 0;
@@ -237,6 +279,19 @@ impl Decoder for RespCodec {
 
 impl RespCodec {
     fn decode_inner(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        if self.pos == 0 && self.line_scan == 0 && self.stack.is_empty() {
+            let mut spans = [(0, 0); FAST_ARGS];
+            if let Some((n, total)) = self.scan_command(src, &mut spans) {
+                let bytes = src.split_to(total).freeze();
+                let mut items = Vec::with_capacity(n);
+                items.extend(
+                    spans[..n]
+                        .iter()
+                        .map(|&(start, end)| Frame::Bulk(bytes.slice(start..end))),
+                );
+                return Ok(Some(Frame::Array(items)));
+            }
+        }
         loop {
             if self.pos >= src.len() {
                 return Ok(None);
@@ -304,6 +359,23 @@ fn parse_int(digits: &[u8]) -> Result<i64, Error> {
             .ok_or_else(|| Error::protocol("integer overflow"))?;
     }
     Ok(value)
+}
+
+/// Reads `<1 to 9 digits>\r\n` at `from`: the length and where the next line starts. Anything
+/// else (a sign, a longer number, a partial line) is `None`.
+#[inline]
+fn small_length(src: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut value = 0;
+    for (i, &b) in src.get(from..)?.iter().enumerate().take(10) {
+        match b {
+            b'0'..=b'9' => value = value * 10 + usize::from(b - b'0'),
+            b'\r' if i > 0 => {
+                return (src.get(from + i + 1) == Some(&b'\n')).then_some((value, from + i + 2));
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Builds the frame at `*at` of a buffer already scanned whole and valid.
@@ -378,12 +450,13 @@ fn encode_frame(frame: &Frame, dst: &mut BytesMut, depth: usize) -> Result<(), E
             if s.iter().any(|&b| b == b'\r' || b == b'\n') {
                 return Err(Error::protocol("simple strings may not contain \\r or \\n"));
             }
-            dst.reserve(s.len() + 3);
-            dst.put_u8(if matches!(frame, Frame::Simple(_)) {
+            let tag = if matches!(frame, Frame::Simple(_)) {
                 b'+'
             } else {
                 b'-'
-            });
+            };
+            dst.reserve(s.len() + 3);
+            dst.put_u8(tag);
             dst.put_slice(s);
             dst.put_slice(b"\r\n");
         }
@@ -409,14 +482,16 @@ fn encode_frame(frame: &Frame, dst: &mut BytesMut, depth: usize) -> Result<(), E
     Ok(())
 }
 
-/// Writes `<tag><n>\r\n` without going through `fmt`.
+/// Writes `<tag><n>\r\n` without going through `fmt`, in one copy.
 pub(crate) fn put_header(dst: &mut BytesMut, tag: u8, n: i64) {
-    let mut digits = [0u8; 24];
-    let mut i = digits.len();
+    // Right-aligned: the tag, an optional '-', up to 20 digits, "\r\n".
+    let mut line = [0u8; 24];
+    let mut i = line.len() - 2;
+    line[i..].copy_from_slice(b"\r\n");
     let mut v = n.unsigned_abs();
     loop {
         i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
+        line[i] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
             break;
@@ -424,12 +499,11 @@ pub(crate) fn put_header(dst: &mut BytesMut, tag: u8, n: i64) {
     }
     if n < 0 {
         i -= 1;
-        digits[i] = b'-';
+        line[i] = b'-';
     }
-    dst.reserve(digits.len() - i + 3);
-    dst.put_u8(tag);
-    dst.put_slice(&digits[i..]);
-    dst.put_slice(b"\r\n");
+    i -= 1;
+    line[i] = tag;
+    dst.extend_from_slice(&line[i..]);
 }
 
 #[cfg(test)]
@@ -490,6 +564,63 @@ mod tests {
             panic!("not an array")
         };
         assert_eq!(items.len(), 1000);
+    }
+
+    /// Decodes `input` with the one-pass path out of reach (the scan starts one byte in).
+    fn decode_scanned(input: &[u8]) -> Result<Vec<Frame>, Error> {
+        let mut codec = RespCodec::new();
+        let mut buf = BytesMut::from(&input[..1]);
+        let mut out = Vec::new();
+        if let Some(f) = codec.decode(&mut buf)? {
+            out.push(f);
+        }
+        buf.extend_from_slice(&input[1..]);
+        while let Some(f) = codec.decode(&mut buf)? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn the_one_pass_path_and_the_scan_agree() {
+        let inputs: [&[u8]; 6] = [
+            b"*3\r\n$3\r\nSET\r\n$16\r\nkey:__rand_int__\r\n$3\r\nxxx\r\n",
+            b"*1\r\n$0\r\n\r\n",
+            b"*2\r\n$03\r\nGET\r\n$1\r\nk\r\n",
+            b"*2\r\n$3\r\nGET\r\n:1\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*17\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n",
+        ];
+        for input in inputs {
+            let fast = decode_all(input).unwrap();
+            assert_eq!(fast.len(), 1, "{input:?}");
+            assert_eq!(fast, decode_scanned(input).unwrap(), "{input:?}");
+            // Cut anywhere: the first part is a partial frame, left to the scan.
+            for cut in 1..input.len() {
+                let mut codec = RespCodec::new();
+                let mut buf = BytesMut::from(&input[..cut]);
+                assert_eq!(codec.decode(&mut buf).unwrap(), None);
+                buf.extend_from_slice(&input[cut..]);
+                assert_eq!(codec.decode(&mut buf).unwrap().as_ref(), Some(&fast[0]));
+            }
+        }
+    }
+
+    #[test]
+    fn the_one_pass_path_leaves_limits_and_errors_to_the_scan() {
+        let get = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        let err = |mut codec: RespCodec, input: &[u8]| {
+            codec
+                .decode(&mut BytesMut::from(input))
+                .unwrap_err()
+                .is_protocol()
+        };
+        assert!(err(RespCodec::new().max_array(1), get));
+        assert!(err(RespCodec::new().max_bulk(2), get));
+        assert!(err(RespCodec::new().max_depth(0), get));
+        assert!(err(RespCodec::new(), b"*2\r\n$3\r\nGET\r\n$1\r\nkXX"));
+        assert!(err(RespCodec::new(), b"*1\r\n$1\rXk\r\n"));
+        assert!(err(RespCodec::new(), b"*1\r\n$-2\r\n"));
     }
 
     #[test]
