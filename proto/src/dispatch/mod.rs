@@ -25,6 +25,9 @@
 //! that queues the slot's index when woken, and the connection polls only queued slots
 //! (tokio-proto polled every in-flight future on each wake-up and went quadratic). Slots and
 //! their boxed futures are reused, so a warmed-up connection allocates nothing per request.
+//! Each call is polled once as soon as it is made; a response ready on that first poll with
+//! nothing older in flight (the common case: most services answer at once) is encoded
+//! straight away, bypassing the pipeline's order queue.
 //!
 //! ```
 //! use sheave_core::{Runtime, net::{TcpListener, TcpStream}};

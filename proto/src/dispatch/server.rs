@@ -259,7 +259,7 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             self.free.push(idx);
             self.in_flight -= 1;
             let tag = self.slots[idx].tag;
-            self.write::<M, T, C>(result, tag, framed);
+            self.write::<M, T, C, _>(result, tag, framed);
             return;
         }
         self.slots[idx].out = Some(result);
@@ -270,13 +270,14 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             self.order.pop_front();
             self.free.push(head);
             self.in_flight -= 1;
-            self.write::<M, T, C>(out, 0, framed);
+            self.write::<M, T, C, _>(out, 0, framed);
         }
     }
 
-    fn write<M: Mode<Req, Resp>, T, C: Encoder<Resp>>(
+    #[inline]
+    fn write<M: Mode<Req, Resp>, T, C: Encoder<Resp>, E: Into<Error>>(
         &mut self,
-        result: Result<Resp, Error>,
+        result: Result<Resp, E>,
         tag: u64,
         framed: &mut Framed<T, C>,
     ) {
@@ -290,7 +291,7 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
                     self.close(Err(e));
                 }
             }
-            Err(e) => self.close(Err(e)),
+            Err(e) => self.close(Err(e.into())),
         }
     }
 
@@ -366,11 +367,12 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             };
             let mut need_input = false;
             while budget > 0 && taking(self, framed) {
-                if self.waiting.is_none() {
-                    match framed.decode() {
+                let req = match self.waiting.take() {
+                    Some(req) => req,
+                    None => match framed.decode() {
                         Ok(Some(req)) => {
-                            self.waiting = Some(req);
                             self.partial_since = None;
+                            req
                         }
                         Ok(None) => {
                             need_input = !framed.is_eof();
@@ -385,21 +387,25 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
                             self.close(Err(e));
                             break;
                         }
-                    }
-                }
+                    },
+                };
                 let permit = if let Some(fut) = self.ready.as_mut().as_pin_mut() {
                     match fut.poll(cx) {
                         Poll::Ready(result) => {
                             self.ready.set(None);
                             result
                         }
-                        Poll::Pending => break,
+                        Poll::Pending => {
+                            self.waiting = Some(req);
+                            break;
+                        }
                     }
                 } else {
                     match svc.try_ready() {
                         TryReady::Ready(permit) => Ok(permit),
                         TryReady::Busy => {
                             self.ready.set(Some(ready()));
+                            self.waiting = Some(req);
                             continue;
                         }
                         TryReady::Closed(e) => Err(e),
@@ -412,16 +418,33 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
                         break;
                     }
                 };
-                let req = self.waiting.take().expect("a decoded request");
                 let tag = M::request_tag(&req);
                 let idx = self.insert(call(permit, req), tag);
-                if M::ORDERED {
-                    self.order.push_back(idx);
-                }
-                // Fast path: most services answer on the first poll.
-                self.poll_slot::<M, T, C, S::Error>(idx, framed);
                 budget -= 1;
                 progress = true;
+                if M::ORDERED && !self.order.is_empty() {
+                    self.order.push_back(idx);
+                    self.poll_slot::<M, T, C, S::Error>(idx, framed);
+                    continue;
+                }
+                // Fast path: most services answer on the first poll, and with nothing older in
+                // flight the answer is next in line: write it now, without the order queue.
+                let slot = &mut self.slots[idx];
+                let fut = slot.future.as_mut().as_pin_mut().expect("just inserted");
+                // A wake of the slot's previous future may have left the flag set (a plain
+                // store on x86): clear it, or a wake of this future would not be queued.
+                slot.flag.clear();
+                let mut cx = Context::from_waker(&slot.waker);
+                match fut.poll(&mut cx) {
+                    Poll::Ready(result) => {
+                        slot.future.set(None);
+                        self.free.push(idx);
+                        self.in_flight -= 1;
+                        self.write::<M, T, C, _>(result, tag, framed);
+                    }
+                    Poll::Pending if M::ORDERED => self.order.push_back(idx),
+                    Poll::Pending => {}
+                }
             }
 
             // 3. Read when the decoder needs more and the bounds allow.

@@ -15,6 +15,7 @@ use sheave_service::{Error, ErrorKind, NewService, Service, ServiceExt, TryReady
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 use support::{Gate, IdCodec, YieldOnce, listen, within};
 
@@ -71,6 +72,100 @@ fn a_hundred_thousand_pipelined_requests_cost_linear_polls() {
         eprintln!("{N} requests, {polls} polls of call futures");
         // Each future is pending once, then ready: two polls each, and never more.
         assert_eq!(polls, 2 * N as u64);
+    }));
+}
+
+#[test]
+fn pipelined_answers_ready_at_once_wait_behind_older_slow_ones() {
+    // The server writes an answer that is ready on the first poll straight away only while
+    // nothing older is in flight; behind a slow request it must wait its turn.
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            let svc = service_fn(|line: String| async move {
+                if line.starts_with("slow") {
+                    time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok::<_, Error>(line)
+            });
+            ServerConnection::pipeline()
+                .serve(Framed::new(conn, LinesCodec::new()), svc)
+                .await
+                .unwrap();
+        });
+        let lines = [
+            "fast0", "slow1", "fast2", "fast3", "slow4", "slow5", "fast6", "fast7",
+        ];
+        let (mut rd, mut wr) = TcpStream::connect(addr).await.unwrap().into_split();
+        // All in one write (twice: the second round reuses the slots), then a line per write.
+        for _ in 0..2 {
+            wr.write_all((lines.join("\n") + "\n").as_bytes())
+                .await
+                .unwrap();
+            let mut got = String::new();
+            let mut buf = [0u8; 256];
+            while got.matches('\n').count() < lines.len() {
+                let n = rd.read(&mut buf).await.unwrap();
+                assert!(n > 0, "server closed");
+                got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+            }
+            assert_eq!(got.lines().collect::<Vec<_>>(), lines);
+        }
+        for line in lines {
+            wr.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        }
+        let mut got = String::new();
+        let mut buf = [0u8; 256];
+        while got.matches('\n').count() < lines.len() {
+            let n = rd.read(&mut buf).await.unwrap();
+            assert!(n > 0, "server closed");
+            got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        }
+        assert_eq!(got.lines().collect::<Vec<_>>(), lines);
+    }));
+}
+
+#[test]
+fn a_stale_wake_of_a_finished_request_does_not_mute_the_next_one_in_its_slot() {
+    // "wake" wakes itself on both of its polls, so a wake is queued after it finished; "sleep"
+    // then gets the same slot and must still be woken by its timer.
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(10, async {
+        let (listener, addr) = listen();
+        spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            let svc = service_fn(|line: String| async move {
+                if line == "wake" {
+                    let mut polls = 0;
+                    futures::future::poll_fn(|cx| {
+                        polls += 1;
+                        cx.waker().wake_by_ref();
+                        if polls == 1 {
+                            Poll::Pending
+                        } else {
+                            Poll::Ready(())
+                        }
+                    })
+                    .await;
+                } else {
+                    time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok::<_, Error>(line)
+            });
+            ServerConnection::pipeline()
+                .serve(Framed::new(conn, LinesCodec::new()), svc)
+                .await
+                .unwrap();
+        });
+        let (mut rd, mut wr) = TcpStream::connect(addr).await.unwrap().into_split();
+        let mut buf = [0u8; 64];
+        for line in ["wake", "sleep", "wake", "sleep"] {
+            wr.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+            let n = rd.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], format!("{line}\n").as_bytes());
+        }
     }));
 }
 
