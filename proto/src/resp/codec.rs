@@ -363,19 +363,26 @@ fn parse_int(digits: &[u8]) -> Result<i64, Error> {
 
 /// Reads `<1 to 9 digits>\r\n` at `from`: the length and where the next line starts. Anything
 /// else (a sign, a longer number, a partial line) is `None`.
-#[inline]
+#[inline(always)]
 fn small_length(src: &[u8], from: usize) -> Option<(usize, usize)> {
+    let digits = src.get(from..)?;
     let mut value = 0;
-    for (i, &b) in src.get(from..)?.iter().enumerate().take(10) {
-        match b {
-            b'0'..=b'9' => value = value * 10 + usize::from(b - b'0'),
-            b'\r' if i > 0 => {
-                return (src.get(from + i + 1) == Some(&b'\n')).then_some((value, from + i + 2));
-            }
-            _ => return None,
+    let mut i = 0;
+    while let Some(&b) = digits.get(i) {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
         }
+        if i == 9 {
+            return None;
+        }
+        value = value * 10 + usize::from(digit);
+        i += 1;
     }
-    None
+    if i == 0 || digits.get(i..i + 2)? != b"\r\n" {
+        return None;
+    }
+    Some((value, from + i + 2))
 }
 
 /// Builds the frame at `*at` of a buffer already scanned whole and valid.
