@@ -148,6 +148,20 @@ impl Kv {
         self.shard(&key).insert(key, Entry { value, expires });
     }
 
+    /// Stores copies of `key` and `value` (the key only if it is new). A request's `Bytes`
+    /// are views into the connection's read buffer: stored as they are, they would keep the
+    /// whole buffer alive for as long as any key or value read from it lives.
+    pub fn set_copy(&self, key: &[u8], value: &[u8], expires: Option<Instant>) {
+        let value = Bytes::copy_from_slice(value);
+        let mut shard = self.shard(key);
+        match shard.get_mut(key) {
+            Some(entry) => *entry = Entry { value, expires },
+            None => {
+                shard.insert(Bytes::copy_from_slice(key), Entry { value, expires });
+            }
+        }
+    }
+
     pub fn del(&self, key: &[u8]) -> bool {
         self.shard(key).remove(key).is_some()
     }
@@ -169,7 +183,12 @@ impl Kv {
             .filter(|e| e.live(now))
             .and_then(|e| e.expires);
         let value = Bytes::from(next.to_string());
-        shard.insert(key.clone(), Entry { value, expires });
+        match shard.get_mut(&key[..]) {
+            Some(entry) => *entry = Entry { value, expires },
+            None => {
+                shard.insert(Bytes::copy_from_slice(key), Entry { value, expires });
+            }
+        }
         Ok(next)
     }
 
@@ -300,8 +319,7 @@ impl KvService {
             };
             expires = Some(now + unit(n));
         }
-        self.kv
-            .set(text(&args[1]).clone(), text(&args[2]).clone(), expires);
+        self.kv.set_copy(text(&args[1]), text(&args[2]), expires);
         Frame::ok()
     }
 }
