@@ -20,7 +20,16 @@
 //! from `/proc/<pid>/stat`, 10 ms ticks, over all of its requests; sheave ÷ peer below 1
 //! means sheave spends less).
 //! The load generator runs on the other core; on loopback most server CPU is the kernel's TCP
-//! path, which the ratios include.
+//! path, which the ratios include. Since the tokio server shares the codec and the service,
+//! the sheave ÷ tokio CPU ratio isolates the runtime, the dispatcher and the I/O path.
+//!
+//! For instruction counts of one server (user space only, steadier than the CPU ticks):
+//!
+//! ```text
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/kv.out target/release/deps/kv-* serve sheave 7101
+//! redis-benchmark -p 7101 -t get,set -n 100000 -c 50 -P 16 -q    # then stop the server
+//! callgrind_annotate /tmp/kv.out                                  # `serve tokio` for the peer
+//! ```
 
 #[path = "../../examples/support/kv.rs"]
 #[allow(unreachable_pub)]

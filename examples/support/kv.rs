@@ -6,11 +6,12 @@
 //! same keys); [`KvService`] is the `Service<Frame>` a connection talks to. The examples and
 //! the integration tests build their servers from these.
 //!
-//! The hot path (GET and SET) allocates only the reply's nothing-or-`Bytes` and the stored
-//! value: commands are matched on the request's elements in place, names compared without
-//! upper-casing a copy, and keys hashed with a small FxHash-style hasher ([`FxBuildHasher`]).
-//! Fx is not DoS-resistant: a peer who can choose keys can make them collide. That is the
-//! trade redis makes too (its dict is seeded, but this is an example, not a hardened store).
+//! The hot path allocates nothing of its own for a GET (the reply shares the stored value)
+//! and, for a SET, only the stored copies of the value and of a new key: commands are matched
+//! on the request's elements in place, the name upper-cased into a stack buffer, and keys
+//! hashed with a small FxHash-style hasher ([`FxBuildHasher`]). Unlike redis's seeded SipHash,
+//! Fx is not DoS-resistant: a peer who chooses keys can make them collide. Fine for an example
+//! and a benchmark; a store facing untrusted peers wants a keyed hasher.
 
 #![allow(dead_code)] // each user of this module uses a different part of it
 
