@@ -151,7 +151,15 @@ impl<T, C> Framed<T, C> {
     where
         C: Encoder<I>,
     {
-        self.codec.encode(item, &mut self.write_buf)
+        let before = self.write_buf.len();
+        let encoded = self.codec.encode(item, &mut self.write_buf);
+        if encoded.is_err() {
+            // A codec may fail half-way through a frame (an array whose third element cannot
+            // be encoded): never let the half written so far reach the wire, where the peer
+            // would read the next frames as its missing parts.
+            self.write_buf.truncate(before);
+        }
+        encoded
     }
 
     /// Decodes one frame from the read buffer (no I/O); at end of stream, the codec's

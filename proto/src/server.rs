@@ -35,6 +35,7 @@ use futures::future::{Either, select};
 use sheave_core::net::TcpListener;
 use sheave_core::{Handle, JoinHandle, time};
 use sheave_service::{Error, ErrorKind, NewService, Service};
+use slab::Slab;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::poll_fn;
@@ -117,7 +118,9 @@ impl<C: fmt::Debug, M> fmt::Debug for Server<C, M> {
 impl Server<()> {
     /// Starts configuring a server on `addr` (port 0 picks a free port). Defaults: one thread,
     /// 10,000 connections, 128 requests in flight per connection, a 256 KiB write buffer
-    /// bound, no idle or read timeout, 10 s to drain on shutdown.
+    /// bound, a 5 minute idle timeout, a 30 s read timeout (to finish a frame once it has
+    /// started), 10 s to drain on shutdown. Every connection has both timeouts: a server must
+    /// not keep what a peer abandoned or trickles.
     pub fn bind(addr: SocketAddr) -> Builder<(), Pipeline> {
         Builder {
             addr,
@@ -126,7 +129,9 @@ impl Server<()> {
                 threads: 1,
                 max_connections: 10_000,
                 drain_timeout: Duration::from_secs(10),
-                conn: ServerConnection::pipeline(),
+                conn: ServerConnection::pipeline()
+                    .idle_timeout(Duration::from_secs(300))
+                    .read_timeout(Duration::from_secs(30)),
             },
         }
     }
@@ -171,7 +176,9 @@ impl<C, M> Builder<C, M> {
                 threads,
                 max_connections,
                 drain_timeout,
-                conn: ServerConnection::multiplex(),
+                conn: ServerConnection::multiplex()
+                    .idle_timeout(Duration::from_secs(300))
+                    .read_timeout(Duration::from_secs(30)),
             },
         }
     }
@@ -396,28 +403,54 @@ where
 #[derive(Default)]
 struct Drain {
     draining: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    /// The connections waiting for the drain, each removed when its connection ends (a
+    /// server with short connections would otherwise keep a waker per connection ever
+    /// accepted).
+    waiters: RefCell<Slab<Waker>>,
 }
 
 impl Drain {
     fn start(&self) {
         self.draining.set(true);
-        self.waiters.take().into_iter().for_each(Waker::wake);
+        let woken: Vec<Waker> = self.waiters.borrow_mut().drain().collect();
+        woken.into_iter().for_each(Waker::wake);
     }
 
     async fn wait(&self) {
-        let mut registered = false;
+        /// Leaves the waiter set when the wait ends or is dropped.
+        struct Entry<'a> {
+            drain: &'a Drain,
+            key: Option<usize>,
+        }
+        impl Drop for Entry<'_> {
+            fn drop(&mut self) {
+                // After `start`, the set was drained: the key may be reused by nobody (no
+                // connection registers once draining), so removing is only done before.
+                if let Some(key) = self.key
+                    && !self.drain.draining.get()
+                {
+                    self.drain.waiters.borrow_mut().try_remove(key);
+                }
+            }
+        }
+        let mut entry = Entry {
+            drain: self,
+            key: None,
+        };
         poll_fn(|cx| {
             if self.draining.get() {
-                Poll::Ready(())
-            } else {
-                // The connection task's waker never changes: register once.
-                if !registered {
-                    self.waiters.borrow_mut().push(cx.waker().clone());
-                    registered = true;
-                }
-                Poll::Pending
+                return Poll::Ready(());
             }
+            let mut waiters = self.waiters.borrow_mut();
+            match entry.key {
+                Some(key) => {
+                    if !waiters[key].will_wake(cx.waker()) {
+                        waiters[key] = cx.waker().clone();
+                    }
+                }
+                None => entry.key = Some(waiters.insert(cx.waker().clone())),
+            }
+            Poll::Pending
         })
         .await
     }
@@ -506,5 +539,28 @@ async fn accept_loop<C, M, N, S>(
     }
     for task in &tasks {
         task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_that_end_leave_no_drain_waiter_behind() {
+        // Regression (review): each connection's waker stayed until shutdown, so a server
+        // with short connections grew by one waker per connection ever accepted.
+        let drain = Drain::default();
+        for _ in 0..100 {
+            let mut wait = Box::pin(drain.wait());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(drain.waiters.borrow().len(), 0);
+        let mut wait = Box::pin(drain.wait());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        drain.start();
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
     }
 }

@@ -86,7 +86,7 @@ struct State<R> {
     in_flight: usize,
     closed: Option<Error>,
     conn_task: Option<Waker>,
-    ready_waiters: Vec<Waiter>,
+    ready_waiters: Waiters,
 }
 
 /// A `ready()` call waiting for capacity.
@@ -97,12 +97,67 @@ enum Waiter {
     Woken,
 }
 
-fn wake_waiters(waiters: &mut [Waiter]) {
-    for w in waiters.iter_mut() {
-        if let Waiter::Waiting(_) = w
-            && let Waiter::Waiting(waker) = std::mem::replace(w, Waiter::Woken)
-        {
-            waker.wake();
+/// The `ready()` callers waiting for capacity, served in arrival order: a release wakes
+/// **one** of them (waking all of them made every response cost O(waiters) polls — the
+/// quadratic dispatch of design §7). A woken waiter that goes away passes its wake on.
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Waiter>,
+    free: Vec<usize>,
+    /// Keys in arrival order; entries whose slot is no longer `Waiting` are skipped.
+    queue: VecDeque<usize>,
+}
+
+impl Waiters {
+    /// Waits (or keeps waiting) with `waker`; `key` holds the caller's slot.
+    fn register(&mut self, key: &mut Option<usize>, waker: &Waker) {
+        let k = match *key {
+            Some(k) => k,
+            None => {
+                let k = self.free.pop().unwrap_or_else(|| {
+                    self.slots.push(Waiter::Free);
+                    self.slots.len() - 1
+                });
+                *key = Some(k);
+                k
+            }
+        };
+        match &mut self.slots[k] {
+            Waiter::Waiting(w) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+            }
+            slot => {
+                *slot = Waiter::Waiting(waker.clone());
+                self.queue.push_back(k);
+            }
+        }
+    }
+
+    /// Frees the caller's slot; true if it had been woken (and so owes a wake to the next).
+    fn remove(&mut self, key: usize) -> bool {
+        let was = std::mem::replace(&mut self.slots[key], Waiter::Free);
+        self.free.push(key);
+        matches!(was, Waiter::Woken)
+    }
+
+    /// Wakes the longest-waiting caller.
+    fn wake_one(&mut self) {
+        while let Some(k) = self.queue.pop_front() {
+            if let Waiter::Waiting(_) = self.slots[k]
+                && let Waiter::Waiting(waker) = std::mem::replace(&mut self.slots[k], Waiter::Woken)
+            {
+                waker.wake();
+                return;
+            }
+        }
+    }
+
+    /// Wakes every caller (the connection is gone: they all have an answer now).
+    fn wake_all(&mut self) {
+        while !self.queue.is_empty() {
+            self.wake_one();
         }
     }
 }
@@ -128,8 +183,7 @@ impl<R> State<R> {
 
     fn release(&mut self) {
         self.in_flight -= 1;
-        // Every waiter re-checks; a dropped waiter passes its wake on, so none is lost.
-        wake_waiters(&mut self.ready_waiters);
+        self.ready_waiters.wake_one();
     }
 
     fn wake_conn(&mut self) {
@@ -165,7 +219,7 @@ impl<R> State<R> {
             }
         }
         self.order.clear();
-        wake_waiters(&mut self.ready_waiters);
+        self.ready_waiters.wake_all();
     }
 }
 
@@ -278,7 +332,7 @@ impl<C: Decoder + 'static, M: Mode<C::Item, C::Item>> Client<C, M> {
                 in_flight: 0,
                 closed: None,
                 conn_task: None,
-                ready_waiters: Vec::new(),
+                ready_waiters: Waiters::default(),
             }),
             max_in_flight: config.max_in_flight,
             handles: Cell::new(1),
@@ -397,28 +451,13 @@ impl<C: Decoder, M> Client<C, M> {
         if state.in_flight < self.shared.max_in_flight {
             state.in_flight += 1;
             if let Some(k) = key.take() {
-                state.ready_waiters[k] = Waiter::Free;
+                state.ready_waiters.remove(k);
             }
             drop(state);
             return Poll::Ready(Ok(self.permit()));
         }
         if let Some(cx) = cx {
-            let waker = Waiter::Waiting(cx.waker().clone());
-            match *key {
-                Some(k) => state.ready_waiters[k] = waker,
-                None => {
-                    let free = state
-                        .ready_waiters
-                        .iter()
-                        .position(|w| matches!(w, Waiter::Free));
-                    let k = free.unwrap_or_else(|| {
-                        state.ready_waiters.push(Waiter::Free);
-                        state.ready_waiters.len() - 1
-                    });
-                    state.ready_waiters[k] = waker;
-                    *key = Some(k);
-                }
-            }
+            state.ready_waiters.register(key, cx.waker());
         }
         Poll::Pending
     }
@@ -434,10 +473,9 @@ impl<C: Decoder, M> Drop for WaiterGuard<'_, C, M> {
     fn drop(&mut self) {
         if let Some(k) = self.key {
             let mut state = self.client.shared.state.borrow_mut();
-            let was = std::mem::replace(&mut state.ready_waiters[k], Waiter::Free);
-            if matches!(was, Waiter::Woken) {
+            if state.ready_waiters.remove(k) {
                 // We were woken for capacity we will not use: pass the wake on.
-                wake_waiters(&mut state.ready_waiters);
+                state.ready_waiters.wake_one();
             }
         }
     }

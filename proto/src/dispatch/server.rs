@@ -108,7 +108,9 @@ impl<M> ServerConnection<M> {
         self
     }
 
-    /// Closes a connection that has had no request in flight and read nothing for this long.
+    /// Closes a connection that for this long has had no request in flight or waiting for the
+    /// service, and has moved no bytes: read none, and written none of what it owes (a peer
+    /// that stopped reading its responses is idle too).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self
@@ -463,7 +465,12 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             let blocked = framed.write_buffer().len() >= cfg.max_write_buffer;
             if !framed.write_buffer().is_empty() && (!progress || framed.over_high_water()) {
                 let before = framed.write_buffer().len();
-                match framed.poll_flush_buf(cx) {
+                let flushed = framed.poll_flush_buf(cx);
+                if framed.write_buffer().len() < before {
+                    // Bytes moved: the peer is reading (a stalled writer is not "active").
+                    self.last_activity = time::now_cached();
+                }
+                match flushed {
                     Poll::Ready(Ok(())) => progress |= blocked,
                     Poll::Ready(Err(e)) => {
                         // The peer is gone: nothing more can be written.
@@ -491,14 +498,18 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             }
         }
 
-        let quiet = self.in_flight == 0 && framed.write_buffer().is_empty();
-        if quiet && (self.draining || (framed.is_eof() && self.waiting.is_none())) {
+        let quiet =
+            self.in_flight == 0 && framed.write_buffer().is_empty() && self.waiting.is_none();
+        if quiet && (self.draining || framed.is_eof()) {
             return Poll::Ready(Ok(()));
         }
+        // The service has work for this connection (requests in flight, or one waiting for
+        // capacity): that is not idleness, however long it takes.
+        let serving = self.in_flight > 0 || self.waiting.is_some();
         self.poll_timers(
             cfg.read_timeout,
             cfg.idle_timeout,
-            quiet,
+            serving,
             waiting_on_read,
             cx,
         )
@@ -508,14 +519,14 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
         &mut self,
         read_timeout: Option<Duration>,
         idle_timeout: Option<Duration>,
-        quiet: bool,
+        serving: bool,
         waiting_on_read: bool,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Error>> {
         if let (Some(limit), Some(since)) = (read_timeout, self.partial_since)
             && waiting_on_read
         {
-            let deadline = since + limit;
+            let deadline = time::saturating_add(since, limit);
             let sleep = self
                 .read_deadline
                 .get_or_insert_with(|| time::sleep_until(deadline));
@@ -528,14 +539,14 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             }
         }
         if let Some(limit) = idle_timeout {
-            if !quiet {
+            if serving {
                 self.last_activity = time::now_cached();
             }
-            let deadline = self.last_activity + limit;
+            let deadline = time::saturating_add(self.last_activity, limit);
             let sleep = self.idle.get_or_insert_with(|| time::sleep_until(deadline));
             // Re-armed lazily: only when it fires early, never per request.
             while Pin::new(&mut *sleep).poll(cx).is_ready() {
-                let deadline = self.last_activity + limit;
+                let deadline = time::saturating_add(self.last_activity, limit);
                 if time::now() >= deadline {
                     log::debug!("closing connection: idle for {limit:?}");
                     return Poll::Ready(Ok(()));

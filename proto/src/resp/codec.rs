@@ -58,6 +58,10 @@ pub struct RespCodec {
     line_scan: usize,
     /// Elements still missing from each open array, innermost last.
     stack: Vec<usize>,
+    /// Elements the arrays of the frame being scanned have declared so far, nested ones
+    /// included: bounded by `max_array` too, so a frame of many tiny nested elements cannot
+    /// make a decoded frame many times larger than its bytes.
+    declared: usize,
 }
 
 impl Default for RespCodec {
@@ -77,6 +81,7 @@ impl RespCodec {
             pos: 0,
             line_scan: 0,
             stack: Vec::new(),
+            declared: 0,
         }
     }
 
@@ -86,7 +91,8 @@ impl RespCodec {
         self
     }
 
-    /// Sets the most elements of one array.
+    /// Sets the most elements of one frame: of one array, and of all its nested arrays
+    /// together.
     pub fn max_array(mut self, max: usize) -> Self {
         self.max_array = max;
         self
@@ -188,7 +194,11 @@ impl RespCodec {
                         "arrays nested deeper than {}",
                         self.max_depth
                     ))),
+                    n if self.declared + n as usize > self.max_array => Err(Error::protocol(
+                        format!("a frame of more than {} elements in all", self.max_array),
+                    )),
                     n => {
+                        self.declared += n as usize;
                         self.stack.push(n as usize);
                         Ok(Some(false))
                     }
@@ -262,6 +272,7 @@ impl RespCodec {
         self.pos = 0;
         self.line_scan = 0;
         self.stack.clear();
+        self.declared = 0;
     }
 }
 

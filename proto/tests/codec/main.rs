@@ -176,6 +176,32 @@ fn resp_limits_are_protocol_errors() {
     assert_resp_protocol_error(&[b'x'; 100], RespCodec::new().max_inline(10));
     assert_resp_protocol_error(&b"+".repeat(100), RespCodec::new().max_inline(10));
     assert_resp_protocol_error(&b"*1\r\n".repeat(5), RespCodec::new().max_depth(4));
+    // The element budget is per frame, nested arrays included (review: many tiny nested
+    // elements made a decoded frame ~13x its bytes): 3 arrays of 4 are 3 + 12 elements.
+    let nested = b"*3\r\n*4\r\n:1\r\n:1\r\n:1\r\n:1\r\n*4\r\n:1\r\n:1\r\n:1\r\n:1\r\n*4\r\n";
+    assert_resp_protocol_error(nested, RespCodec::new().max_array(10));
+}
+
+#[test]
+fn a_frame_that_fails_to_encode_leaves_nothing_half_written() {
+    // Regression (review): the array header and the elements before the bad one stayed in
+    // the write buffer and reached the wire, where the peer read the next frames as the
+    // rest of this one.
+    use sheave_proto::Framed;
+    use sheave_proto::resp::Frame;
+    let rt = sheave_core::Runtime::new().unwrap();
+    rt.block_on(async {
+        let listener = sheave_core::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = sheave_core::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut framed = Framed::new(conn, RespCodec::new());
+        framed.encode(Frame::Simple("ok".into())).unwrap();
+        let before = framed.write_buffer().len();
+        let bad = Frame::Array(vec![Frame::Integer(1), Frame::Simple("a\nb".into())]);
+        assert!(framed.encode(bad).is_err());
+        assert_eq!(framed.write_buffer().len(), before);
+    });
 }
 
 #[test]

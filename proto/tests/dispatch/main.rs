@@ -515,3 +515,87 @@ fn public_types_implement_debug() {
     assert_debug::<Client<LinesCodec>>();
     assert_debug::<Connector<LinesCodec>>();
 }
+
+#[test]
+fn ready_waiters_get_capacity_in_arrival_order_one_release_at_a_time() {
+    // Regression (review): every release woke every waiter (O(waiters) polls per response).
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        let client = Connector::pipeline(LinesCodec::new())
+            .config(ClientConfig::default().max_in_flight(1))
+            .new_service(addr)
+            .await
+            .unwrap();
+        let _server = listener.accept().await.unwrap();
+        let held = Service::<String>::try_ready(&client).ready().unwrap();
+        let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let polls = Rc::new(Cell::new(0u32));
+        let waiters: Vec<_> = (0..3)
+            .map(|i| {
+                let (client, order, polls) = (client.clone(), order.clone(), polls.clone());
+                spawn(async move {
+                    let mut ready = std::pin::pin!(Service::<String>::ready(&client));
+                    let permit = std::future::poll_fn(|cx| {
+                        polls.set(polls.get() + 1);
+                        ready.as_mut().poll(cx)
+                    })
+                    .await
+                    .unwrap();
+                    order.borrow_mut().push(i);
+                    sheave_core::yield_now().await;
+                    drop(permit);
+                })
+            })
+            .collect();
+        sheave_core::yield_now().await; // all three are waiting now, in order
+        assert_eq!(polls.get(), 3);
+        drop(held);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.borrow(), vec![0, 1, 2]);
+        assert_eq!(polls.get(), 6, "each waiter was woken exactly once");
+    }));
+}
+
+#[test]
+fn a_peer_that_stops_reading_its_responses_is_closed_as_idle() {
+    // Regression (review): a full write buffer counted as activity, so a peer that never
+    // read kept its connection (and its buffers) forever.
+    let rt = Runtime::builder().paused_clock().build().unwrap();
+    rt.block_on(within(60, async {
+        let server = Server::bind("127.0.0.1:0".parse().unwrap())
+            .codec(LinesCodec::new())
+            .idle_timeout(Duration::from_secs(20))
+            .max_write_buffer(64 * 1024)
+            .build()
+            .unwrap();
+        let (addr, handle) = (server.local_addr(), server.handle());
+        let big = "x".repeat(60_000);
+        spawn(server.serve(move |_| {
+            let big = big.clone();
+            async move {
+                Ok::<_, Error>(service_fn(move |_: String| {
+                    let big = big.clone();
+                    async move { Ok::<_, Error>(big) }
+                }))
+            }
+        }));
+        let conn = TcpStream::connect(addr).await.unwrap();
+        // Ask for far more than the socket buffers hold, and never read.
+        for _ in 0..200 {
+            (&conn).write_all(b"give\n").await.unwrap();
+        }
+        let start = time::now();
+        while handle.connections() > 0 {
+            time::sleep(Duration::from_secs(1)).await;
+            assert!(
+                time::now() - start < Duration::from_secs(60),
+                "never closed"
+            );
+        }
+        assert!(time::now() - start >= Duration::from_secs(20));
+        handle.shutdown();
+    }));
+}
