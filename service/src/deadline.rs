@@ -56,16 +56,19 @@ thread_local! {
 }
 
 /// The deadline of the task being polled, if any.
+#[inline]
 pub fn current() -> Option<Instant> {
     CURRENT.with(Cell::get)
 }
 
 /// Time left until the current deadline (zero once passed), or `None` without a deadline.
+#[inline]
 pub fn remaining(now: Instant) -> Option<Duration> {
     current().map(|deadline| deadline.saturating_duration_since(now))
 }
 
 /// True if there is a current deadline and `now` is at or past it.
+#[inline]
 pub fn is_expired(now: Instant) -> bool {
     current().is_some_and(|deadline| deadline <= now)
 }
@@ -115,6 +118,7 @@ impl<F> WithDeadline<F> {
 struct Restore(Option<Instant>);
 
 impl Drop for Restore {
+    #[inline]
     fn drop(&mut self) {
         CURRENT.with(|c| c.set(self.0));
     }

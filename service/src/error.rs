@@ -154,6 +154,7 @@ fn bare_table() -> &'static [Arc<Inner>] {
 }
 
 impl Error {
+    #[inline]
     fn bare(kind: ErrorKind, flags: u8) -> Self {
         Error {
             inner: bare_table()[kind as usize * 4 + (flags & 3) as usize].clone(),
@@ -176,6 +177,7 @@ impl Error {
     }
 
     /// An error of `kind` with no context and no source.
+    #[inline]
     pub fn from_kind(kind: ErrorKind) -> Self {
         Self::bare(kind, 0)
     }
@@ -283,6 +285,7 @@ impl Error {
     }
 
     /// What went wrong.
+    #[inline]
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
     }
@@ -293,6 +296,7 @@ impl Error {
     }
 
     /// True if the request was surely not processed and no budget forbade retrying.
+    #[inline]
     pub fn is_retryable(&self) -> bool {
         self.inner.flags & (RETRYABLE | NON_RETRYABLE) == RETRYABLE
     }

@@ -127,6 +127,7 @@ impl Clock {
 
 /// The current time: the runtime thread's clock (virtual when paused), or the system's
 /// monotonic clock outside a runtime.
+#[inline]
 pub fn now() -> Instant {
     runtime::try_with_core(|core| core.clock.now()).unwrap_or_else(Instant::now)
 }
@@ -144,6 +145,7 @@ pub fn now() -> Instant {
 ///     assert!(cached <= sheave_core::time::now());
 /// });
 /// ```
+#[inline]
 pub fn now_cached() -> Instant {
     CACHED_NOW.with(Cell::get).unwrap_or_else(Instant::now)
 }
@@ -156,6 +158,7 @@ pub fn now_cached() -> Instant {
 /// let now = Instant::now();
 /// assert!(sheave_core::time::saturating_add(now, Duration::MAX) > now);
 /// ```
+#[inline]
 pub fn saturating_add(at: Instant, duration: Duration) -> Instant {
     const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
     at.checked_add(duration)
@@ -163,11 +166,13 @@ pub fn saturating_add(at: Instant, duration: Duration) -> Instant {
 }
 
 /// Waits until `duration` has passed. `Duration::MAX` waits (practically) forever.
+#[inline]
 pub fn sleep(duration: Duration) -> Sleep {
     sleep_until(saturating_add(now(), duration))
 }
 
 /// Waits until `deadline`.
+#[inline]
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline,
