@@ -162,6 +162,14 @@ impl<T, C> Framed<T, C> {
         encoded
     }
 
+    /// Buffers an error reply, if the codec has them (see [`Encoder::encode_error`]).
+    pub fn encode_error<I>(&mut self, error: &Error) -> bool
+    where
+        C: Encoder<I>,
+    {
+        self.codec.encode_error(error, &mut self.write_buf)
+    }
+
     /// Decodes one frame from the read buffer (no I/O); at end of stream, the codec's
     /// `decode_eof` decides what leftover bytes mean.
     pub fn decode(&mut self) -> Result<Option<C::Item>, Error>

@@ -244,19 +244,34 @@ fn a_client_that_never_reads_stops_the_server_reading_and_others_are_still_serve
 }
 
 #[test]
-fn garbage_closes_that_connection_only() {
+fn garbage_closes_that_connection_only_after_answering_what_came_before_and_saying_why() {
     let server = KvServer::start();
     let mut good = TcpStream::connect(server.addr).unwrap();
     assert_eq!(roundtrip(&mut good, &["SET", "a", "1"]), Frame::ok());
     let mut bad = TcpStream::connect(server.addr).unwrap();
-    bad.write_all(b"*abc\r\n$garbage\r\n").unwrap();
+    // A valid command first: it is answered before the connection is closed.
+    bad.write_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*abc\r\n$garbage\r\n")
+        .unwrap();
     bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = [0u8; 64];
-    match bad.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == IoKind::ConnectionReset => {}
-        other => panic!("the garbage connection was not closed: {other:?}"),
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        match bad.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == IoKind::ConnectionReset => break,
+            Err(e) => panic!("the garbage connection was not closed: {e:?}"),
+        }
+        assert!(
+            got.len() < 4096,
+            "a closed connection does not keep talking"
+        );
     }
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("$1\r\n1\r\n-ERR Protocol error: "),
+        "the good command's reply, then redis's protocol error reply: {got:?}"
+    );
     assert_eq!(roundtrip(&mut good, &["GET", "a"]), Frame::Bulk("1".into()));
     let mut fresh = TcpStream::connect(server.addr).unwrap();
     assert_eq!(roundtrip(&mut fresh, &["INCR", "a"]), Frame::Integer(2));

@@ -64,6 +64,18 @@ pub trait Encoder<Item> {
     /// Encodes `item` onto the end of `dst`. On error, `dst` may hold part of the frame; the
     /// transport treats an encoding error as fatal for the connection.
     fn encode(&mut self, item: Item, dst: &mut BytesMut) -> Result<(), Error>;
+
+    /// Encodes `error` as a reply, for protocols that have error replies (RESP's
+    /// `-ERR ...`); returns `false`, writing nothing, for protocols that do not (the
+    /// default).
+    ///
+    /// A server dispatcher uses it twice: a call that fails becomes that request's error
+    /// reply, and the connection goes on (without it, a failed call closes the connection);
+    /// and a malformed frame gets a last reply saying why before the connection closes.
+    fn encode_error(&mut self, error: &Error, dst: &mut BytesMut) -> bool {
+        let _ = (error, dst);
+        false
+    }
 }
 
 impl<D: Decoder + ?Sized> Decoder for &mut D {

@@ -25,10 +25,13 @@ const BUDGET: usize = 256;
 /// `Clone` and cheap). Defaults: 128 requests in flight, a 256 KiB write buffer bound, no idle
 /// or read timeout. See the [module docs](super) for the backpressure path.
 ///
-/// A protocol error (malformed input, a frame over a limit), a service error, or a read
-/// timeout ends the connection: what was already encoded is flushed, then `serve` returns the
-/// error. A service that wants to answer with an error *frame* (redis's `-ERR`) returns it as
-/// an `Ok` response.
+/// A protocol error (malformed input, a frame over a limit) or a read timeout ends the
+/// connection, but never silently: the requests already taken are answered first, then —
+/// if the codec has error replies ([`Encoder::encode_error`](crate::codec::Encoder::encode_error),
+/// e.g. RESP's `-ERR Protocol error: ...`) — one last reply says why, then `serve` returns
+/// the error. A call that fails becomes that request's error reply when the codec has them
+/// (pipelined mode), and ends the connection when it has not. A service can also answer
+/// with an error *frame* itself, as an `Ok` response.
 ///
 /// ```
 /// use sheave_proto::dispatch::ServerConnection;
@@ -193,8 +196,12 @@ struct Conn<F, RF, Req, Resp> {
     /// A decoded request waiting for a permit.
     waiting: Option<Req>,
     ready: Pin<Box<Option<RF>>>,
-    /// Once set, no request is taken; the result is returned when the write buffer is empty.
+    /// Once set, no request is taken; the requests already taken are answered, and the
+    /// result is returned when none is in flight and the write buffer is empty.
     closing: Option<Result<(), Error>>,
+    /// A malformed frame: once the earlier requests are answered, the codec may write one
+    /// last error reply saying why (`-ERR Protocol error: ...`) before the close.
+    farewell: Option<Error>,
     draining: bool,
     last_activity: Instant,
     idle: Option<Sleep>,
@@ -215,6 +222,7 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             waiting: None,
             ready: Box::pin(None),
             closing: None,
+            farewell: None,
             draining: false,
             last_activity: time::now_cached(),
             idle: None,
@@ -277,15 +285,15 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
     }
 
     #[inline]
+    /// Writes a finished request's outcome. Also while closing: a request that was taken is
+    /// answered. A failed call becomes an error reply when the codec has them, and closes
+    /// the connection when it has not.
     fn write<M: Mode<Req, Resp>, T, C: Encoder<Resp>, E: Into<Error>>(
         &mut self,
         result: Result<Resp, E>,
         tag: u64,
         framed: &mut Framed<T, C>,
     ) {
-        if self.closing.is_some() {
-            return;
-        }
         match result {
             Ok(mut resp) => {
                 M::set_response_tag(&mut resp, tag);
@@ -293,7 +301,13 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
                     self.close(Err(e));
                 }
             }
-            Err(e) => self.close(Err(e.into())),
+            Err(e) => {
+                let e = e.into();
+                // (A multiplexed reply would need the request's tag: there an error closes.)
+                if !(M::ORDERED && framed.encode_error(&e)) {
+                    self.close(Err(e));
+                }
+            }
         }
     }
 
@@ -386,6 +400,7 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
                             break;
                         }
                         Err(e) => {
+                            self.farewell = Some(e.clone());
                             self.close(Err(e));
                             break;
                         }
@@ -480,13 +495,18 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
                 }
             }
 
-            if let Some(result) = &self.closing
-                && framed.write_buffer().is_empty()
-            {
-                if let Err(e) = result {
-                    log::debug!("closing connection: {e}");
+            if self.closing.is_some() && self.in_flight == 0 {
+                if let Some(e) = self.farewell.take()
+                    && framed.encode_error(&e)
+                {
+                    continue; // write the reply, then close
                 }
-                return Poll::Ready(self.closing.take().expect("closing"));
+                if framed.write_buffer().is_empty() {
+                    if let Some(Err(e)) = &self.closing {
+                        log::debug!("closing connection: {e}");
+                    }
+                    return Poll::Ready(self.closing.take().expect("closing"));
+                }
             }
             if !progress {
                 break;

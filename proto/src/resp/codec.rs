@@ -454,12 +454,41 @@ impl Encoder<Frame> for RespCodec {
     fn encode(&mut self, item: Frame, dst: &mut BytesMut) -> Result<(), Error> {
         self.encode(&item, dst)
     }
+
+    fn encode_error(&mut self, error: &Error, dst: &mut BytesMut) -> bool {
+        encode_error_reply(error, dst);
+        true
+    }
 }
 
 impl Encoder<&Frame> for RespCodec {
     fn encode(&mut self, item: &Frame, dst: &mut BytesMut) -> Result<(), Error> {
         encode_frame(item, dst, 0)
     }
+
+    fn encode_error(&mut self, error: &Error, dst: &mut BytesMut) -> bool {
+        encode_error_reply(error, dst);
+        true
+    }
+}
+
+/// `-ERR <what happened>\r\n`, in redis's words for protocol errors (`-ERR Protocol error:
+/// ...`), with any CR or LF of the message replaced so the reply stays one line.
+fn encode_error_reply(error: &Error, dst: &mut BytesMut) {
+    use sheave_service::ErrorKind;
+    let message = match (error.kind(), error.context()) {
+        (ErrorKind::Protocol, Some(context)) => format!("ERR Protocol error: {context}"),
+        (ErrorKind::Protocol, None) => "ERR Protocol error".to_string(),
+        _ => format!("ERR {error}"),
+    };
+    dst.reserve(message.len() + 3);
+    dst.extend_from_slice(b"-");
+    dst.extend(
+        message
+            .bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    dst.extend_from_slice(b"\r\n");
 }
 
 fn encode_frame(frame: &Frame, dst: &mut BytesMut, depth: usize) -> Result<(), Error> {

@@ -599,3 +599,32 @@ fn a_peer_that_stops_reading_its_responses_is_closed_as_idle() {
         handle.shutdown();
     }));
 }
+
+#[test]
+fn a_failed_call_is_an_error_reply_when_the_protocol_has_them_and_the_connection_goes_on() {
+    use sheave_proto::resp::{Frame, RespCodec};
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            let svc = service_fn(|cmd: Frame| async move {
+                match cmd.command_name().as_deref() {
+                    Some("FAIL") => Err(Error::msg(ErrorKind::Unavailable, "backend down")),
+                    _ => Ok(Frame::Simple("PONG".into())),
+                }
+            });
+            ServerConnection::pipeline()
+                .serve(Framed::new(conn, RespCodec::new()), svc)
+                .await
+        });
+        let client = Connector::pipeline(RespCodec::new())
+            .new_service(addr)
+            .await
+            .unwrap();
+        let failed = client.oneshot(Frame::command(["FAIL"])).await.unwrap();
+        assert_eq!(failed, Frame::error("ERR unavailable: backend down"));
+        let next = client.oneshot(Frame::command(["PING"])).await.unwrap();
+        assert_eq!(next, Frame::Simple("PONG".into()));
+    }));
+}
