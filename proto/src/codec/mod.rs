@@ -9,6 +9,7 @@
 //!
 //! - [`LinesCodec`]: `\n`-terminated lines (a trailing `\r` is dropped), max length on by default.
 //! - [`LengthDelimitedCodec`]: frames prefixed by a length header, configured by a [`Builder`].
+//! - [`TaggedCodec`]: length-prefixed frames that carry a request id, for multiplexing.
 //! - [`RespCodec`](crate::resp::RespCodec): the redis wire protocol, in [`resp`](crate::resp).
 //!
 //! ```
@@ -27,9 +28,11 @@
 
 mod length;
 mod lines;
+mod tagged;
 
 pub use length::{Builder, ConfigError, Endian, LengthDelimitedCodec};
 pub use lines::LinesCodec;
+pub use tagged::TaggedCodec;
 
 use bytes::BytesMut;
 use sheave_service::Error;

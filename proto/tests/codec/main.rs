@@ -3,7 +3,9 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use sheave_proto::codec::{Decoder, Encoder, Endian, LengthDelimitedCodec, LinesCodec};
+use sheave_proto::codec::{
+    Decoder, Encoder, Endian, LengthDelimitedCodec, LinesCodec, TaggedCodec,
+};
 use sheave_proto::resp::{Frame, RespCodec};
 
 /// Decodes `input` fed in pieces cut at `cuts`, then at end of stream.
@@ -44,6 +46,24 @@ fn resp_frame() -> impl Strategy<Value = Frame> {
 }
 
 proptest! {
+    #[test]
+    fn tagged_frames_round_trip_at_any_split(
+        frames in proptest::collection::vec(
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64)),
+            0..8,
+        ),
+        cuts in proptest::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let mut codec = TaggedCodec::new();
+        let mut wire = BytesMut::new();
+        for (id, body) in &frames {
+            codec.encode((*id, body.as_slice()), &mut wire).unwrap();
+        }
+        let expected: Vec<(u64, Bytes)> =
+            frames.into_iter().map(|(id, body)| (id, Bytes::from(body))).collect();
+        prop_assert_eq!(decode_in_pieces(&mut codec, &wire, &cuts), expected);
+    }
+
     #[test]
     fn resp_round_trips_at_any_split(
         frames in proptest::collection::vec(resp_frame(), 0..8),
@@ -167,6 +187,13 @@ fn malformed_resp_is_a_protocol_error() {
     for case in cases {
         assert_resp_protocol_error(case, RespCodec::new());
     }
+}
+
+#[test]
+fn a_tagged_frame_too_short_for_its_id_is_a_protocol_error() {
+    let mut codec = TaggedCodec::new();
+    let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 1, 2, 3][..]);
+    assert!(codec.decode(&mut buf).unwrap_err().is_protocol());
 }
 
 #[test]

@@ -9,6 +9,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use sheave_core::net::TcpStream;
 use sheave_core::{Runtime, spawn, time};
 use sheave_proto::codec::LinesCodec;
+use sheave_proto::codec::TaggedCodec;
 use sheave_proto::dispatch::{Client, ClientConfig, Connector, ServerConnection};
 use sheave_proto::{Framed, Server};
 use sheave_service::{Error, ErrorKind, NewService, Service, ServiceExt, TryReady, service_fn};
@@ -17,7 +18,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
-use support::{Gate, IdCodec, YieldOnce, listen, within};
+use support::{Gate, YieldOnce, listen, within};
 
 #[test]
 fn a_hundred_thousand_pipelined_requests_cost_linear_polls() {
@@ -191,13 +192,13 @@ fn multiplexed_responses_come_in_completion_order_and_reach_their_callers() {
                 });
                 spawn(async move {
                     ServerConnection::multiplex()
-                        .serve(Framed::new(conn, IdCodec::default()), svc)
+                        .serve(Framed::new(conn, TaggedCodec::new()), svc)
                         .await
                 });
             }
         });
         // On the wire: "fast" (id 2) overtakes "slow" (id 1).
-        let mut raw = Framed::new(TcpStream::connect(addr).await.unwrap(), IdCodec::default());
+        let mut raw = Framed::new(TcpStream::connect(addr).await.unwrap(), TaggedCodec::new());
         {
             use futures::{SinkExt, StreamExt};
             raw.feed((1, Bytes::from("slow"))).await.unwrap();
@@ -206,7 +207,7 @@ fn multiplexed_responses_come_in_completion_order_and_reach_their_callers() {
             assert_eq!(raw.next().await.unwrap().unwrap(), (1, Bytes::from("slow")));
         }
         // Through the client, each caller gets its own reply whatever the order.
-        let client = Client::multiplex(TcpStream::connect(addr).await.unwrap(), IdCodec::default());
+        let client = Client::multiplex(TcpStream::connect(addr).await.unwrap(), TaggedCodec::new());
         let replies =
             join_all((0..50).map(|i| client.oneshot((0, Bytes::from(format!("{i}")))))).await;
         for (i, reply) in replies.into_iter().enumerate() {

@@ -1,9 +1,7 @@
 //! Test helpers: a tagged codec, a gate, a future that is pending once, a deadline.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sheave_core::net::TcpListener;
 use sheave_core::time;
-use sheave_proto::codec::{Decoder, Encoder, LengthDelimitedCodec};
 use sheave_service::Error;
 use std::cell::Cell;
 use std::future::{Future, poll_fn};
@@ -27,33 +25,6 @@ pub fn listen() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     (listener, addr)
-}
-
-/// Frames of `(id, body)`: a 4-byte length, an 8-byte id, the body.
-#[derive(Debug, Clone, Default)]
-pub struct IdCodec(LengthDelimitedCodec);
-
-impl Decoder for IdCodec {
-    type Item = (u64, Bytes);
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<(u64, Bytes)>, Error> {
-        let Some(mut frame) = self.0.decode(src)? else {
-            return Ok(None);
-        };
-        if frame.len() < 8 {
-            return Err(Error::protocol("frame shorter than its id"));
-        }
-        let id = frame.get_u64();
-        Ok(Some((id, frame.freeze())))
-    }
-}
-
-impl Encoder<(u64, Bytes)> for IdCodec {
-    fn encode(&mut self, (id, body): (u64, Bytes), dst: &mut BytesMut) -> Result<(), Error> {
-        let mut frame = BytesMut::with_capacity(8 + body.len());
-        frame.put_u64(id);
-        frame.put_slice(&body);
-        self.0.encode(&frame[..], dst)
-    }
 }
 
 /// Opened once; every waiter then passes. `Send + Sync`, for recipes that cross threads.
