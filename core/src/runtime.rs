@@ -545,6 +545,10 @@ struct HandleInner {
 /// Reaches a runtime's threads from any thread: spawns onto them and signals shutdown.
 /// `Send + Sync + Clone`; cloning is one reference count.
 ///
+/// Thread 0 is the thread that calls [`Runtime::block_on`]: work sent to it runs only while a
+/// `block_on` is running there (and is cancelled if the runtime is dropped first). Threads
+/// 1.. run on their own from `build()` until shutdown.
+///
 /// ```
 /// let rt = sheave_core::Runtime::builder().threads(2).build().unwrap();
 /// let handle = rt.handle().clone();
