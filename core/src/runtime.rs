@@ -473,8 +473,10 @@ impl Drop for Runtime {
         if current_thread_id() == 0 {
             self.core.shutdown();
         } else {
-            // Dropped inside another runtime's loop: drop our tasks without entering ours.
+            // Dropped inside another runtime's loop: drop our tasks without entering ours,
+            // and the work still queued for us (its handles report `Cancelled`).
             self.core.remote.closed.store(true, Ordering::Release);
+            drop(std::mem::take(&mut *lock(&self.core.remote.msgs)));
         }
     }
 }

@@ -442,3 +442,41 @@ fn when_every_endpoint_refuses_ready_fails_at_once_with_unavailable() {
         assert_eq!(time::now(), start, "at once");
     });
 }
+
+#[test]
+fn p2c_does_not_keep_picking_an_endpoint_whose_breaker_is_open() {
+    use sheave_middleware::breaker::{BreakerConfig, CircuitBreaker};
+    // Regression (review): a refusing endpoint has nothing pending, so p2c preferred it on
+    // every pick and ready() failed although the other endpoint was healthy.
+    let rt = paused();
+    rt.block_on(async {
+        let connect = |name: &'static str| {
+            let svc = service_fn(move |_: u32| async move {
+                if name == "bad" {
+                    Err(Error::msg(ErrorKind::Io, "refused"))
+                } else {
+                    Ok::<_, Error>(name)
+                }
+            });
+            std::future::ready(Ok::<_, Error>(CircuitBreaker::new(
+                svc,
+                BreakerConfig::default(),
+            )))
+        };
+        let lb = Balance::builder()
+            .p2c_pending()
+            .seed(9)
+            .without_ejection()
+            .build(discover::fixed([("good", "good"), ("bad", "bad")]), connect);
+        while lb.endpoints().len() < 2 {
+            sheave_core::yield_now().await;
+        }
+        let mut failures = 0;
+        for i in 0..200 {
+            if lb.oneshot(i).await.is_err() {
+                failures += 1;
+            }
+        }
+        assert_eq!(failures, 5, "only the five that opened the breaker failed");
+    });
+}

@@ -418,6 +418,31 @@ impl<K: Clone + Eq, S, C> Balance<K, S, C> {
                     }
                 }
             }
+            // Every pick refused: a refusing endpoint looks idle (nothing pending), so p2c
+            // keeps choosing it while a healthy one waits. Look at every endpoint once.
+            if dead.is_none() && best.is_none() && refused.is_some() {
+                for ep in endpoints.iter() {
+                    match ep.svc.try_ready() {
+                        TryReady::Ready(permit) => return Pick::Ready(ep.clone(), permit),
+                        TryReady::Busy => {
+                            let policy = &shared.config.policy;
+                            if best
+                                .as_ref()
+                                .is_none_or(|b| ep.cost(policy, now) < b.cost(policy, now))
+                            {
+                                best = Some(ep.clone());
+                            }
+                        }
+                        TryReady::Closed(e) => {
+                            let e: Error = e.into();
+                            if e.kind() == ErrorKind::Closed {
+                                dead = Some(ep.clone());
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
             drop(endpoints);
             match (dead, best, refused) {
                 (Some(ep), _, _) => shared.closed(&ep),

@@ -95,4 +95,7 @@ impl<Item, E: Encoder<Item> + ?Sized> Encoder<Item> for &mut E {
     fn encode(&mut self, item: Item, dst: &mut BytesMut) -> Result<(), Error> {
         (**self).encode(item, dst)
     }
+    fn encode_error(&mut self, error: &Error, dst: &mut BytesMut) -> bool {
+        (**self).encode_error(error, dst)
+    }
 }

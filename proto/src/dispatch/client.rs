@@ -102,10 +102,15 @@ enum Waiter {
 /// quadratic dispatch of design §7). A woken waiter that goes away passes its wake on.
 #[derive(Default)]
 struct Waiters {
-    slots: Vec<Waiter>,
+    /// Per slot: the generation of its current use, and its state.
+    slots: Vec<(u64, Waiter)>,
     free: Vec<usize>,
-    /// Keys in arrival order; entries whose slot is no longer `Waiting` are skipped.
-    queue: VecDeque<usize>,
+    /// `(slot, generation)` in arrival order; an entry whose slot has moved on (a newer
+    /// generation, or no longer `Waiting`) is stale and skipped.
+    queue: VecDeque<(usize, u64)>,
+    next_gen: u64,
+    /// Slots in the `Waiting` state: the live part of `queue`.
+    waiting: usize,
 }
 
 impl Waiters {
@@ -115,39 +120,58 @@ impl Waiters {
             Some(k) => k,
             None => {
                 let k = self.free.pop().unwrap_or_else(|| {
-                    self.slots.push(Waiter::Free);
+                    self.slots.push((0, Waiter::Free));
                     self.slots.len() - 1
                 });
                 *key = Some(k);
                 k
             }
         };
-        match &mut self.slots[k] {
+        match &mut self.slots[k].1 {
             Waiter::Waiting(w) => {
                 if !w.will_wake(waker) {
                     *w = waker.clone();
                 }
             }
-            slot => {
-                *slot = Waiter::Waiting(waker.clone());
-                self.queue.push_back(k);
+            _ => {
+                self.next_gen += 1;
+                self.slots[k] = (self.next_gen, Waiter::Waiting(waker.clone()));
+                self.queue.push_back((k, self.next_gen));
+                self.waiting += 1;
+                // Stale entries (waiters that left) are dropped as they reach the front; if
+                // they pile up behind a stuck front, compact.
+                if self.queue.len() > 2 * self.waiting + 16 {
+                    let slots = &self.slots;
+                    self.queue
+                        .retain(|&(k, g)| matches!(slots[k], (generation, Waiter::Waiting(_)) if generation == g));
+                }
             }
         }
     }
 
     /// Frees the caller's slot; true if it had been woken (and so owes a wake to the next).
     fn remove(&mut self, key: usize) -> bool {
-        let was = std::mem::replace(&mut self.slots[key], Waiter::Free);
+        let (_, was) = std::mem::replace(&mut self.slots[key], (0, Waiter::Free));
         self.free.push(key);
-        matches!(was, Waiter::Woken)
+        match was {
+            Waiter::Waiting(_) => {
+                self.waiting -= 1;
+                false
+            }
+            Waiter::Woken => true,
+            Waiter::Free => false,
+        }
     }
 
     /// Wakes the longest-waiting caller.
     fn wake_one(&mut self) {
-        while let Some(k) = self.queue.pop_front() {
-            if let Waiter::Waiting(_) = self.slots[k]
-                && let Waiter::Waiting(waker) = std::mem::replace(&mut self.slots[k], Waiter::Woken)
+        while let Some((k, g)) = self.queue.pop_front() {
+            if let (generation, Waiter::Waiting(_)) = &self.slots[k]
+                && *generation == g
+                && let (_, Waiter::Waiting(waker)) =
+                    std::mem::replace(&mut self.slots[k], (g, Waiter::Woken))
             {
+                self.waiting -= 1;
                 waker.wake();
                 return;
             }

@@ -202,6 +202,9 @@ struct Conn<F, RF, Req, Resp> {
     /// A malformed frame: once the earlier requests are answered, the codec may write one
     /// last error reply saying why (`-ERR Protocol error: ...`) before the close.
     farewell: Option<Error>,
+    /// Pipelined, a reply could not be written: no later one may be, or it would answer the
+    /// wrong request.
+    muted: bool,
     draining: bool,
     last_activity: Instant,
     idle: Option<Sleep>,
@@ -223,6 +226,7 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             ready: Box::pin(None),
             closing: None,
             farewell: None,
+            muted: false,
             draining: false,
             last_activity: time::now_cached(),
             idle: None,
@@ -294,21 +298,28 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
         tag: u64,
         framed: &mut Framed<T, C>,
     ) {
-        match result {
+        if self.muted {
+            return;
+        }
+        let failed = match result {
             Ok(mut resp) => {
                 M::set_response_tag(&mut resp, tag);
-                if let Err(e) = framed.encode(resp) {
-                    self.close(Err(e));
+                match framed.encode(resp) {
+                    Ok(()) => return,
+                    Err(e) => e,
                 }
             }
-            Err(e) => {
-                let e = e.into();
-                // (A multiplexed reply would need the request's tag: there an error closes.)
-                if !(M::ORDERED && framed.encode_error(&e)) {
-                    self.close(Err(e));
-                }
-            }
+            Err(e) => e.into(),
+        };
+        // The reply cannot be written as such: in pipelined mode an error reply takes its
+        // place, so replies stay one per request. Without one (a codec with no error replies,
+        // or a multiplexed reply, which would need the request's tag) the connection closes —
+        // and pipelined, nothing more is written: a later reply would land on this request.
+        if M::ORDERED && framed.encode_error(&failed) {
+            return;
         }
+        self.muted = M::ORDERED;
+        self.close(Err(failed));
     }
 
     /// Puts a new call future in a free slot (allocating only while the pool grows).
@@ -375,9 +386,11 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             self.woken = woken;
 
             // 2. Take new requests while the bounds allow.
+            // Draining, no new request is decoded, but one already decoded (waiting for the
+            // service's capacity) is still served.
             let taking = |c: &Self, f: &Framed<T, C>| {
                 c.closing.is_none()
-                    && !c.draining
+                    && (!c.draining || c.waiting.is_some())
                     && c.in_flight < cfg.max_in_flight
                     && f.write_buffer().len() < cfg.max_write_buffer
             };
@@ -471,7 +484,8 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
                         self.last_activity = time::now_cached();
                         progress = true;
                     }
-                    Poll::Ready(Err(e)) => self.close(Err(e)),
+                    // The socket failed: no reply can be delivered any more.
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => waiting_on_read = true,
                 }
             }
@@ -497,6 +511,7 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
 
             if self.closing.is_some() && self.in_flight == 0 {
                 if let Some(e) = self.farewell.take()
+                    && !self.muted
                     && framed.encode_error(&e)
                 {
                     continue; // write the reply, then close
@@ -524,8 +539,9 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             return Poll::Ready(Ok(()));
         }
         // The service has work for this connection (requests in flight, or one waiting for
-        // capacity): that is not idleness, however long it takes.
-        let serving = self.in_flight > 0 || self.waiting.is_some();
+        // capacity): that is not idleness, however long it takes — unless the connection is
+        // closing, when the idle timeout bounds the wait for the last replies.
+        let serving = (self.in_flight > 0 || self.waiting.is_some()) && self.closing.is_none();
         self.poll_timers(
             cfg.read_timeout,
             cfg.idle_timeout,
@@ -555,7 +571,12 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             }
             if Pin::new(sleep).poll(cx).is_ready() {
                 log::debug!("closing connection: no complete frame within {limit:?}");
-                return Poll::Ready(Err(Error::timeout().with_context("read timeout")));
+                // Close like any other failure: the requests already taken are answered first.
+                self.read_deadline = None;
+                self.partial_since = None;
+                self.close(Err(Error::timeout().with_context("read timeout")));
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
         }
         if let Some(limit) = idle_timeout {

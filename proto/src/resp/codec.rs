@@ -472,14 +472,16 @@ impl Encoder<&Frame> for RespCodec {
     }
 }
 
-/// `-ERR <what happened>\r\n`, in redis's words for protocol errors (`-ERR Protocol error:
-/// ...`), with any CR or LF of the message replaced so the reply stays one line.
+/// `-ERR <what happened>\r\n`. A protocol error says what was wrong with the peer's own
+/// bytes, in redis's words (`-ERR Protocol error: ...`); any other error says only its kind
+/// (`-ERR unavailable`): its context and source may describe the server's insides (addresses,
+/// backends) and stay in the server's log. CR and LF are replaced so the reply stays one line.
 fn encode_error_reply(error: &Error, dst: &mut BytesMut) {
     use sheave_service::ErrorKind;
     let message = match (error.kind(), error.context()) {
         (ErrorKind::Protocol, Some(context)) => format!("ERR Protocol error: {context}"),
         (ErrorKind::Protocol, None) => "ERR Protocol error".to_string(),
-        _ => format!("ERR {error}"),
+        (kind, _) => format!("ERR {kind}"),
     };
     dst.reserve(message.len() + 3);
     dst.extend_from_slice(b"-");
