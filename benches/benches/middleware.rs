@@ -25,7 +25,7 @@
 //! ~10 vary 2x between processes here — computed as (count at 2N − count at N) / N so
 //! start-up cancels out.
 
-use sheave_benches::{CountingAlloc, alloc_counts, callgrind_instructions, print_table};
+use sheave_benches::{CountingAlloc, alloc_counts, compare_per_call};
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
@@ -257,46 +257,5 @@ fn main() {
         return;
     }
     println!("## Middleware: one request through a stack (sheave vs tower 0.5, same run)\n");
-    let instructions = |side: &str, case: usize| -> Option<f64> {
-        const N: u64 = 100_000;
-        let at = |n: u64| callgrind_instructions(&["one", side, &case.to_string(), &n.to_string()]);
-        Some((at(2 * N)? as f64 - at(N)? as f64) / N as f64)
-    };
-    let mut rows = Vec::new();
-    for (i, case) in CASES.iter().enumerate() {
-        // Interleave the sides.
-        let (ns_a, al_a) = time_case("sheave", i);
-        let (ns_b, al_b) = time_case("tower", i);
-        let (ins_a, ins_b) = (instructions("sheave", i), instructions("tower", i));
-        let fmt_ins = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-        let ratio = match (ins_a, ins_b) {
-            (Some(a), Some(b)) => format!("{:.2}", a / b),
-            _ => "-".to_string(),
-        };
-        rows.push(vec![
-            case.to_string(),
-            format!("{ns_a:.1}"),
-            format!("{ns_b:.1}"),
-            format!("{:.2}", ns_a / ns_b),
-            format!("{al_a:.2}"),
-            format!("{al_b:.2}"),
-            fmt_ins(ins_a),
-            fmt_ins(ins_b),
-            ratio,
-        ]);
-    }
-    print_table(
-        &[
-            "stack",
-            "sheave ns",
-            "tower ns",
-            "ns sheave ÷ tower",
-            "sheave allocs",
-            "tower allocs",
-            "sheave instr",
-            "tower instr",
-            "instr sheave ÷ tower",
-        ],
-        &rows,
-    );
+    compare_per_call(&CASES, 100_000, time_case);
 }

@@ -285,3 +285,58 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
         line(row.clone());
     }
 }
+
+/// The instructions per call of `case` on `side`, from callgrind: this executable is run as
+/// `one <side> <case> <n>` for `n` = `calls` and 2 × `calls`, and the difference is divided
+/// by `calls`, so start-up cancels out. `None` when valgrind is not installed.
+pub fn callgrind_per_call(side: &str, case: usize, calls: u64) -> Option<f64> {
+    let at = |n: u64| callgrind_instructions(&["one", side, &case.to_string(), &n.to_string()]);
+    Some((at(2 * calls)? as f64 - at(calls)? as f64) / calls as f64)
+}
+
+/// Measures every case on both sides — `time(side, case)` gives (ns per call, allocations
+/// per call), the sides interleaved case by case — adds callgrind's instructions per call
+/// (see [`callgrind_per_call`]) and prints one table with the ratios.
+pub fn compare_per_call(
+    cases: &[&str],
+    callgrind_calls: u64,
+    time: impl Fn(&str, usize) -> (f64, f64),
+) {
+    let fmt_ins = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let mut rows = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let (ns_a, al_a) = time("sheave", i);
+        let (ns_b, al_b) = time("tower", i);
+        let ins_a = callgrind_per_call("sheave", i, callgrind_calls);
+        let ins_b = callgrind_per_call("tower", i, callgrind_calls);
+        let ratio = match (ins_a, ins_b) {
+            (Some(a), Some(b)) => format!("{:.2}", a / b),
+            _ => "-".to_string(),
+        };
+        rows.push(vec![
+            case.to_string(),
+            format!("{ns_a:.1}"),
+            format!("{ns_b:.1}"),
+            format!("{:.2}", ns_a / ns_b),
+            format!("{al_a:.2}"),
+            format!("{al_b:.2}"),
+            fmt_ins(ins_a),
+            fmt_ins(ins_b),
+            ratio,
+        ]);
+    }
+    print_table(
+        &[
+            "stack",
+            "sheave ns",
+            "tower ns",
+            "ns sheave ÷ tower",
+            "sheave allocs",
+            "tower allocs",
+            "sheave instr",
+            "tower instr",
+            "instr sheave ÷ tower",
+        ],
+        &rows,
+    );
+}

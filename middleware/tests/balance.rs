@@ -380,7 +380,6 @@ fn changes_are_keyed_so_removing_one_key_never_touches_another() {
 
 #[test]
 fn an_endpoint_behind_an_open_breaker_is_skipped_not_reconnected() {
-    use sheave_middleware::breaker::{BreakerConfig, CircuitBreaker};
     // Regression (review): an open breaker's refusal looked like a dead connection, so the
     // balancer dropped it and reconnected at once — with a fresh, closed breaker.
     let rt = paused();
@@ -389,17 +388,7 @@ fn an_endpoint_behind_an_open_breaker_is_skipped_not_reconnected() {
         let seen = connects.clone();
         let connect = move |name: &'static str| {
             seen.borrow_mut().push(name);
-            let svc = service_fn(move |_: u32| async move {
-                if name == "bad" {
-                    Err(Error::msg(ErrorKind::Io, "refused"))
-                } else {
-                    Ok::<_, Error>(name)
-                }
-            });
-            std::future::ready(Ok::<_, Error>(CircuitBreaker::new(
-                svc,
-                BreakerConfig::default(),
-            )))
+            std::future::ready(Ok::<_, Error>(behind_a_breaker(name)))
         };
         let lb = Balance::builder()
             .round_robin()
@@ -419,20 +408,13 @@ fn an_endpoint_behind_an_open_breaker_is_skipped_not_reconnected() {
 
 #[test]
 fn when_every_endpoint_refuses_ready_fails_at_once_with_unavailable() {
-    use sheave_middleware::breaker::{BreakerConfig, CircuitBreaker};
     let rt = paused();
     rt.block_on(async {
-        let connect = |_: &'static str| {
-            let svc =
-                service_fn(|_: u32| async { Err::<u32, _>(Error::msg(ErrorKind::Io, "refused")) });
-            std::future::ready(Ok::<_, Error>(CircuitBreaker::new(
-                svc,
-                BreakerConfig::default(),
-            )))
-        };
+        let connect =
+            |name: &'static str| std::future::ready(Ok::<_, Error>(behind_a_breaker(name)));
         let lb = Balance::builder()
             .without_ejection()
-            .build(discover::fixed([("a", "a")]), connect);
+            .build(discover::fixed([("bad", "bad")]), connect);
         for i in 0..5 {
             assert!(lb.oneshot(i).await.unwrap_err().is_io());
         }
@@ -445,24 +427,12 @@ fn when_every_endpoint_refuses_ready_fails_at_once_with_unavailable() {
 
 #[test]
 fn p2c_does_not_keep_picking_an_endpoint_whose_breaker_is_open() {
-    use sheave_middleware::breaker::{BreakerConfig, CircuitBreaker};
     // Regression (review): a refusing endpoint has nothing pending, so p2c preferred it on
     // every pick and ready() failed although the other endpoint was healthy.
     let rt = paused();
     rt.block_on(async {
-        let connect = |name: &'static str| {
-            let svc = service_fn(move |_: u32| async move {
-                if name == "bad" {
-                    Err(Error::msg(ErrorKind::Io, "refused"))
-                } else {
-                    Ok::<_, Error>(name)
-                }
-            });
-            std::future::ready(Ok::<_, Error>(CircuitBreaker::new(
-                svc,
-                BreakerConfig::default(),
-            )))
-        };
+        let connect =
+            |name: &'static str| std::future::ready(Ok::<_, Error>(behind_a_breaker(name)));
         let lb = Balance::builder()
             .p2c_pending()
             .seed(9)
@@ -479,4 +449,22 @@ fn p2c_does_not_keep_picking_an_endpoint_whose_breaker_is_open() {
         }
         assert_eq!(failures, 5, "only the five that opened the breaker failed");
     });
+}
+
+/// An endpoint behind its own circuit breaker: `"bad"` fails every call, any other name
+/// answers with itself.
+fn behind_a_breaker(
+    name: &'static str,
+) -> sheave_middleware::breaker::CircuitBreaker<
+    impl Service<u32, Response = &'static str, Error = Error>,
+> {
+    use sheave_middleware::breaker::{BreakerConfig, CircuitBreaker};
+    let svc = service_fn(move |_: u32| async move {
+        if name == "bad" {
+            Err(Error::msg(ErrorKind::Io, "refused"))
+        } else {
+            Ok::<_, Error>(name)
+        }
+    });
+    CircuitBreaker::new(svc, BreakerConfig::default())
 }
