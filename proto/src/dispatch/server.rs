@@ -6,7 +6,7 @@ use crate::codec::{Decoder, Encoder};
 use crate::framed::Framed;
 use futures::io::{AsyncRead, AsyncWrite};
 use sheave_core::time::{self, Sleep};
-use sheave_service::{Error, Service, TryReady};
+use sheave_service::{Error, ErrorKind, Service, TryReady};
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::{Future, pending, poll_fn};
@@ -113,7 +113,12 @@ impl<M> ServerConnection<M> {
 
     /// Closes a connection that for this long has had no request in flight or waiting for the
     /// service, and has moved no bytes: read none, and written none of what it owes (a peer
-    /// that stopped reading its responses is idle too).
+    /// that stopped reading its responses is idle too). Once the connection is closing (a
+    /// malformed frame, a failed reply, a read timeout), it also bounds the wait for the last
+    /// replies to be written.
+    ///
+    /// A raw `ServerConnection` has none by default, so nothing bounds how long a peer that
+    /// stops reading holds it; [`Server`](crate::Server) sets 300 s (and a 30 s read timeout).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self
@@ -238,6 +243,9 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
     fn close(&mut self, result: Result<(), Error>) {
         if self.closing.is_none() {
             self.closing = Some(result);
+            // The idle timeout bounds the wait for the last replies from now, not from the
+            // last byte read (which may be long ago on a connection that was serving).
+            self.last_activity = time::now_cached();
         }
     }
 }
@@ -306,10 +314,19 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
                 M::set_response_tag(&mut resp, tag);
                 match framed.encode(resp) {
                     Ok(()) => return,
-                    Err(e) => e,
+                    // The server's own reply could not be encoded: that is not the peer's
+                    // protocol error, whatever kind the codec gave it.
+                    Err(e) => {
+                        log::warn!("a reply could not be encoded: {e}");
+                        Error::new(ErrorKind::Service, e).with_context("encoding the reply")
+                    }
                 }
             }
-            Err(e) => e.into(),
+            Err(e) => {
+                let e = e.into();
+                log::debug!("a call failed: {e}");
+                e
+            }
         };
         // The reply cannot be written as such: in pipelined mode an error reply takes its
         // place, so replies stay one per request. Without one (a codec with no error replies,
@@ -509,7 +526,9 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
                 }
             }
 
-            if self.closing.is_some() && self.in_flight == 0 {
+            // Closing waits for the calls in flight, whose replies are owed — unless no
+            // reply can be written any more (muted), when waiting would only hold the socket.
+            if self.closing.is_some() && (self.in_flight == 0 || self.muted) {
                 if let Some(e) = self.farewell.take()
                     && !self.muted
                     && framed.encode_error(&e)
@@ -590,7 +609,9 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
                 let deadline = time::saturating_add(self.last_activity, limit);
                 if time::now() >= deadline {
                     log::debug!("closing connection: idle for {limit:?}");
-                    return Poll::Ready(Ok(()));
+                    // Closing already (a failure, waiting for the last replies): that
+                    // failure is the result, not a clean idle close.
+                    return Poll::Ready(self.closing.take().unwrap_or(Ok(())));
                 }
                 sleep.reset(deadline);
             }

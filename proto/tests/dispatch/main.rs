@@ -633,6 +633,72 @@ fn a_failed_call_is_an_error_reply_when_the_protocol_has_them_and_the_connection
     }));
 }
 
+#[test]
+fn a_reply_the_server_cannot_encode_is_not_called_the_peers_protocol_error() {
+    // Regression (review): the encoder's failure reached the client as
+    // `-ERR Protocol error`, blaming the client for the server's own bad reply.
+    use sheave_proto::resp::{Frame, RespCodec};
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            let svc = service_fn(|cmd: Frame| async move {
+                match cmd.command_name().as_deref() {
+                    // A simple string may not hold a line break: this cannot be encoded.
+                    Some("BAD") => Ok::<_, Error>(Frame::Simple("a\nb".into())),
+                    _ => Ok(Frame::Simple("PONG".into())),
+                }
+            });
+            ServerConnection::pipeline()
+                .serve(Framed::new(conn, RespCodec::new()), svc)
+                .await
+        });
+        let client = Connector::pipeline(RespCodec::new())
+            .new_service(addr)
+            .await
+            .unwrap();
+        let failed = client.oneshot(Frame::command(["BAD"])).await.unwrap();
+        assert_eq!(failed, Frame::error("ERR service error"));
+        let next = client.oneshot(Frame::command(["PING"])).await.unwrap();
+        assert_eq!(next, Frame::Simple("PONG".into()));
+    }));
+}
+
+#[test]
+fn once_no_reply_can_be_written_the_connection_does_not_wait_for_the_calls_in_flight() {
+    // Regression (review): a muted pipelined connection still waited for every call in
+    // flight, holding the socket for as long as the slowest of them.
+    let rt = Runtime::builder().paused_clock().build().unwrap();
+    rt.block_on(within(600, async {
+        let (listener, addr) = listen();
+        spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            let svc = service_fn(|line: String| async move {
+                if line == "a" {
+                    time::sleep(Duration::from_millis(10)).await;
+                    Err(Error::msg(ErrorKind::Unavailable, "a failed"))
+                } else {
+                    time::sleep(Duration::from_secs(3600)).await;
+                    Ok(line)
+                }
+            });
+            ServerConnection::pipeline()
+                .serve(Framed::new(conn, LinesCodec::new()), svc)
+                .await
+        });
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        let start = time::now();
+        // `a` fails while `slow` is in flight behind it: `slow`'s reply can never be sent.
+        conn.write_all(b"a\nslow\n").await.unwrap();
+        assert_eq!(read_to_close(&mut conn).await, "");
+        assert!(
+            time::now() - start < Duration::from_secs(3600),
+            "waited for `slow`"
+        );
+    }));
+}
+
 /// Reads from `conn` until the peer closes; returns everything read.
 async fn read_to_close(conn: &mut TcpStream) -> String {
     let mut got = Vec::new();
