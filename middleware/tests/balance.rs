@@ -2,10 +2,12 @@
 
 use futures::future::join_all;
 use sheave_core::{Runtime, spawn, time};
-use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma, WhenBusy};
+use sheave_middleware::balance::{
+    Backoff, Balance, BalanceConfig, Ejection, PeakEwma, Policy, WhenBusy,
+};
 use sheave_middleware::discover::{self, Change};
 use sheave_service::{Error, ErrorKind, Service, ServiceExt, mock, service_fn};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -448,6 +450,98 @@ fn p2c_does_not_keep_picking_an_endpoint_whose_breaker_is_open() {
             }
         }
         assert_eq!(failures, 5, "only the five that opened the breaker failed");
+    });
+}
+
+#[test]
+fn when_every_pick_refuses_an_endpoint_in_service_beats_an_ejected_one() {
+    // Regression (review): the fallback scan took the first ready endpoint in discovery
+    // order, so an ejected endpoint listed before a healthy one got traffic again.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mode {
+        Answer,
+        Fail,
+        Refuse,
+    }
+    struct Switch {
+        name: &'static str,
+        mode: Rc<Cell<Mode>>,
+        log: Log,
+    }
+    impl Service<u32> for Switch {
+        type Response = &'static str;
+        type Error = Error;
+        type Permit = ();
+        async fn ready(&self) -> Result<(), Error> {
+            match self.try_ready() {
+                sheave_service::TryReady::Closed(e) => Err(e),
+                _ => Ok(()),
+            }
+        }
+        fn try_ready(&self) -> sheave_service::TryReady<(), Error> {
+            if self.mode.get() == Mode::Refuse {
+                sheave_service::TryReady::Closed(Error::from(ErrorKind::Overloaded))
+            } else {
+                sheave_service::TryReady::Ready(())
+            }
+        }
+        async fn call(&self, _: (), _req: u32) -> Result<&'static str, Error> {
+            self.log.borrow_mut().push((self.name, time::now()));
+            match self.mode.get() {
+                Mode::Fail => Err(Error::msg(ErrorKind::Io, "broken")),
+                _ => Ok(self.name),
+            }
+        }
+    }
+
+    let rt = paused();
+    rt.block_on(async {
+        let log: Log = Rc::default();
+        let modes: HashMap<&'static str, Rc<Cell<Mode>>> = ["refusing", "ejected", "healthy"]
+            .into_iter()
+            .map(|n| (n, Rc::new(Cell::new(Mode::Answer))))
+            .collect();
+        modes["ejected"].set(Mode::Fail);
+        let (seen, switches) = (log.clone(), modes.clone());
+        let connect = move |name: &'static str| {
+            std::future::ready(Ok::<_, Error>(Switch {
+                name,
+                mode: switches[name].clone(),
+                log: seen.clone(),
+            }))
+        };
+        let config = BalanceConfig {
+            policy: Policy::RoundRobin,
+            picks: 1,
+            ejection: Some(Ejection {
+                consecutive_failures: 1,
+                max_share: 0.5,
+                ..Ejection::default()
+            }),
+            ..BalanceConfig::default()
+        };
+        let endpoints = [
+            ("refusing", "refusing"),
+            ("ejected", "ejected"),
+            ("healthy", "healthy"),
+        ];
+        let lb = Balance::builder()
+            .config(config)
+            .build(discover::fixed(endpoints), connect);
+        while lb.endpoints().len() < 3 {
+            sheave_core::yield_now().await;
+        }
+        // One failure ejects "ejected" (for a second of paused time, which never passes here).
+        while !lb.endpoints().iter().any(|e| e.ejected) {
+            let _ = lb.oneshot(0).await;
+        }
+        modes["ejected"].set(Mode::Answer);
+        modes["refusing"].set(Mode::Refuse);
+        log.borrow_mut().clear();
+        for i in 0..100 {
+            assert_eq!(lb.oneshot(i).await.unwrap(), "healthy");
+        }
+        assert_eq!(counts(&log).get("ejected"), None);
     });
 }
 

@@ -55,9 +55,9 @@ pub enum WhenBusy {
 
 /// Outlier ejection: an endpoint that fails `consecutive_failures` times in a row is skipped
 /// for `backoff.nominal(n)` on its n-th ejection, then probed back: on probation, one failure
-/// ejects it again (for longer) and one success clears its record. No more than `max_share` of the endpoints (but at least one) are ejected at once;
-/// when every endpoint is unhealthy the balancer ignores health (Finagle's panic mode) rather
-/// than refuse all traffic.
+/// ejects it again (for longer) and one success clears its record. No more than `max_share`
+/// of the endpoints (but at least one) are ejected at once; when every endpoint is unhealthy
+/// the balancer ignores health (Finagle's panic mode) rather than refuse all traffic.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ejection {
     /// Failures in a row that eject an endpoint (default 5).

@@ -419,9 +419,21 @@ impl<K: Clone + Eq, S, C> Balance<K, S, C> {
                 }
             }
             // Every pick refused: a refusing endpoint looks idle (nothing pending), so p2c
-            // keeps choosing it while a healthy one waits. Look at every endpoint once.
+            // keeps choosing it while a healthy one waits. Look at every endpoint once: the
+            // ones in service first, cheapest first; ejected ones only when no other can take
+            // the request (a rare path, so the allocation is fine).
             if dead.is_none() && best.is_none() && refused.is_some() {
-                for ep in endpoints.iter() {
+                let policy = &shared.config.policy;
+                let mut order: Vec<_> = endpoints.iter().collect();
+                order.sort_by(|a, b| {
+                    (a.is_ejected(now), a.cost(policy, now))
+                        .partial_cmp(&(b.is_ejected(now), b.cost(policy, now)))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
+                for ep in order {
+                    if best.is_some() && ep.is_ejected(now) {
+                        break; // a busy endpoint in service beats an ejected one
+                    }
                     match ep.svc.try_ready() {
                         TryReady::Ready(permit) => return Pick::Ready(ep.clone(), permit),
                         TryReady::Busy => {
