@@ -761,6 +761,41 @@ fn a_read_timeout_still_answers_the_requests_already_taken() {
 }
 
 #[test]
+fn the_idle_timeout_bounds_the_wait_for_the_last_replies_and_serve_reports_why_it_closed() {
+    // Regression (review): a connection closing on a read timeout, with a call still in
+    // flight, counted its idle time from the last read and then returned `Ok`, hiding why
+    // it closed.
+    let rt = Runtime::builder().paused_clock().build().unwrap();
+    rt.block_on(within(600, async {
+        let (listener, addr) = listen();
+        let served = spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            let svc = service_fn(|line: String| async move {
+                time::sleep(Duration::from_secs(100)).await;
+                Ok::<_, Error>(line)
+            });
+            ServerConnection::pipeline()
+                .idle_timeout(Duration::from_secs(20))
+                .read_timeout(Duration::from_secs(5))
+                .serve(Framed::new(conn, LinesCodec::new()), svc)
+                .await
+        });
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"slow\n").await.unwrap();
+        time::sleep(Duration::from_secs(10)).await;
+        // The start of a frame that never ends: the read timeout closes at 15 s, and the
+        // idle timeout then allows the reply to `slow` (due at 100 s) until 35 s.
+        conn.write_all(b"par").await.unwrap();
+        let start = time::now();
+        assert_eq!(read_to_close(&mut conn).await, "");
+        let waited = time::now() - start;
+        assert!(waited >= Duration::from_secs(25), "closed after {waited:?}");
+        let err = served.await.unwrap().unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+    }));
+}
+
+#[test]
 fn a_draining_server_serves_the_request_it_already_decoded() {
     // Regression (review): a request decoded while the service had no capacity was never
     // served once the drain began, and the connection never finished.
