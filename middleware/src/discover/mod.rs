@@ -176,7 +176,8 @@ impl<K, T> Stream for Subscription<K, T> {
 /// `Remove` per vanished one. Endpoints are keyed by their `SocketAddr`.
 ///
 /// A failed lookup is logged and changes nothing (the last known set stays). The thread stops
-/// at its next wake-up after the stream is dropped.
+/// as soon as the stream is dropped (or, mid-lookup, when the lookup returns). An `interval`
+/// under 100 ms is raised to 100 ms, so a zero never spins on the resolver.
 ///
 /// ```
 /// use futures::StreamExt;
@@ -190,6 +191,9 @@ impl<K, T> Stream for Subscription<K, T> {
 pub fn dns(host: impl Into<String>, port: u16, interval: Duration) -> Dns {
     let host = host.into();
     let (mut tx, rx) = mpsc::channel::<Vec<SocketAddr>>(0);
+    // Never sent on: dropped with the stream, which wakes the thread's wait at once.
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let interval = interval.max(Duration::from_millis(100));
     let name = host.clone();
     let spawned = std::thread::Builder::new()
         .name("sheave-dns".into())
@@ -206,9 +210,9 @@ pub fn dns(host: impl Into<String>, port: u16, interval: Duration) -> Dns {
                     }
                     Err(e) => log::warn!("dns discovery: resolving {name}: {e}"),
                 }
-                std::thread::sleep(interval);
-                if tx.is_closed() {
-                    return;
+                match stopped.recv_timeout(interval) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return, // the stream is gone
                 }
             }
         });
@@ -217,6 +221,7 @@ pub fn dns(host: impl Into<String>, port: u16, interval: Duration) -> Dns {
     }
     Dns {
         host,
+        _stop: stop,
         answers: rx,
         known: BTreeSet::new(),
         queued: VecDeque::new(),
@@ -226,6 +231,8 @@ pub fn dns(host: impl Into<String>, port: u16, interval: Duration) -> Dns {
 /// The stream of [`dns`].
 pub struct Dns {
     host: String,
+    /// Dropped with the stream: stops the resolver thread.
+    _stop: std::sync::mpsc::Sender<()>,
     answers: mpsc::Receiver<Vec<SocketAddr>>,
     known: BTreeSet<SocketAddr>,
     queued: VecDeque<Change<SocketAddr, SocketAddr>>,
@@ -284,6 +291,7 @@ mod tests {
         let (_tx, rx) = mpsc::channel(1);
         let mut d = Dns {
             host: "test".into(),
+            _stop: std::sync::mpsc::channel().0,
             answers: rx,
             known: BTreeSet::new(),
             queued: VecDeque::new(),
@@ -301,5 +309,38 @@ mod tests {
                 Change::Insert(addr(3), addr(3)),
             ]
         );
+    }
+
+    /// The resolver threads of this process.
+    fn resolver_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                    .filter(|comm| comm.trim() == "sheave-dns")
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_dropped_stream_stops_its_resolver_thread_at_once() {
+        // Regression (review): the thread noticed only after sleeping out its interval, so
+        // re-created streams piled up threads for an hour each.
+        use futures::StreamExt;
+        for _ in 0..5 {
+            let mut d = dns("localhost", 1, Duration::from_secs(3600));
+            assert!(futures::executor::block_on(d.next()).is_some());
+        }
+        // Each thread ends as soon as its stop channel closes; wait for that (bounded),
+        // not for the hour-long interval.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while resolver_threads() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "threads outlived their streams"
+            );
+            std::thread::yield_now();
+        }
     }
 }

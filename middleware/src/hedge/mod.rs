@@ -108,7 +108,7 @@ impl Rolling {
         Rolling {
             current: hist(),
             last: hist(),
-            rotate_at: time::now_cached() + window,
+            rotate_at: time::saturating_add(time::now_cached(), window),
         }
     }
 
@@ -116,7 +116,7 @@ impl Rolling {
         if now >= self.rotate_at {
             std::mem::swap(&mut self.current, &mut self.last);
             self.current.reset();
-            self.rotate_at = now + window;
+            self.rotate_at = time::saturating_add(now, window);
         }
     }
 
@@ -258,9 +258,16 @@ where
             return out;
         }
         // Slow: a backup, if the budgets and the service's capacity allow one now.
+        // A permit the budget refuses is dropped here, not kept (as a `match` scrutinee's
+        // temporary would be) while the primary runs out its time.
         let backup_permit = match self.inner.try_ready() {
-            TryReady::Ready(p) if self.may_hedge() => p,
-            _ => {
+            TryReady::Ready(p) => Some(p),
+            _ => None,
+        }
+        .filter(|_| self.may_hedge());
+        let backup_permit = match backup_permit {
+            Some(p) => p,
+            None => {
                 let out = primary.await.map_err(Into::into);
                 self.record(start);
                 return out;
@@ -466,6 +473,40 @@ mod tests {
                 .borrow_mut()
                 .push((Duration::from_secs(1), true));
             h.oneshot(1).await.unwrap();
+            assert_eq!(h.hedges(), 0);
+        });
+    }
+
+    #[test]
+    fn a_backup_permit_the_budget_refuses_is_released_at_once() {
+        // Regression (review): the refused permit lived on as the `match` scrutinee's
+        // temporary for the whole slow primary, halving capacity during an outage.
+        let rt = Runtime::builder().paused_clock().build().unwrap();
+        rt.block_on(async {
+            let latency = Rc::new(Cell::new(Duration::from_millis(10)));
+            let l = latency.clone();
+            let backend = sheave_service::service_fn(move |n: u32| {
+                let d = l.get();
+                async move {
+                    time::sleep(d).await;
+                    Ok::<_, Error>(n)
+                }
+            });
+            let config = HedgeConfig::default()
+                .min_samples(20)
+                .budget(BudgetConfig::new().ratio(0.0).min_per_second(0));
+            let h = Rc::new(Hedge::new(crate::ConcurrencyLimit::new(backend, 4), config));
+            for i in 0..20 {
+                h.oneshot(i).await.unwrap();
+            }
+            latency.set(Duration::from_secs(1));
+            let slow = sheave_core::spawn({
+                let h = h.clone();
+                async move { h.oneshot(99).await }
+            });
+            time::sleep(Duration::from_millis(200)).await; // past the hedge delay
+            assert_eq!(h.get_ref().available(), 3, "only the primary holds a slot");
+            slow.await.unwrap().unwrap();
             assert_eq!(h.hedges(), 0);
         });
     }

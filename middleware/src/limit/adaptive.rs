@@ -100,8 +100,8 @@ impl Control {
 /// in flight:
 /// - a request that succeeds within the latency target while the limit was at least half used
 ///   adds `1 / limit` (so one full window of successes adds one slot);
-/// - a request slower than the target, or one the classifier calls an overload (`Overloaded`
-///   or `Timeout`), multiplies the limit by [`backoff`](AdaptiveConfig::backoff) (0.9) — at
+/// - a request slower than the target, one the classifier calls an overload (`Overloaded`
+///   or `Timeout`), or one dropped unfinished after the target (an outer timeout), multiplies the limit by [`backoff`](AdaptiveConfig::backoff) (0.9) — at
 ///   most once per [`cooldown`](AdaptiveConfig::cooldown), so one burst of slow answers is one
 ///   signal, not fifty.
 ///
@@ -240,7 +240,14 @@ where
         let AdaptivePermit { inner, slot } = permit;
         let in_use = self.control.sem.in_use();
         let start = time::now();
+        let mut watch = Unfinished {
+            control: &self.control,
+            start,
+            in_use,
+            armed: true,
+        };
         let result = self.inner.call(inner, req).await.map_err(Into::into);
+        watch.armed = false;
         let now = time::now();
         let class = self.classifier.classify(result.as_ref());
         let overload = matches!(
@@ -256,6 +263,31 @@ where
             now,
         );
         result
+    }
+}
+
+/// Watches a call in flight: dropped before it finished — an outer timeout gave up on it,
+/// the usual fate of a call to an overloaded or black-holed backend — a call that had
+/// already run past the target counts as an overload. Without this, a limit with the
+/// timeout outside it (the usual stack) would never see a timeout, and never shrink.
+struct Unfinished<'a> {
+    control: &'a Control,
+    start: Instant,
+    in_use: usize,
+    armed: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let now = time::now_cached();
+        let rtt = now.saturating_duration_since(self.start);
+        if rtt > self.control.config.target {
+            self.control
+                .record(rtt, Class::Ignorable, true, self.in_use, now);
+        }
     }
 }
 
@@ -303,6 +335,36 @@ mod tests {
                 assert_eq!(limited.oneshot(i).await.unwrap(), i);
             }
             assert_eq!(limited.limit(), 1);
+        });
+    }
+
+    #[test]
+    fn calls_an_outer_timeout_gives_up_on_shrink_the_limit() {
+        // Regression (review): only finished calls were recorded, so with the timeout
+        // outside the limit (the usual stack) a hung backend never shrank it.
+        let rt = Runtime::builder().paused_clock().build().unwrap();
+        rt.block_on(async {
+            let backend = service_fn(|n: u32| async move {
+                time::sleep(Duration::from_secs(3600)).await;
+                Ok::<_, Error>(n)
+            });
+            let config = AdaptiveConfig::new(Duration::from_millis(50)).initial(10);
+            let svc = Rc::new(crate::Timeout::new(
+                AdaptiveLimit::new(backend, config),
+                Duration::from_millis(100),
+            ));
+            for round in 0..20u32 {
+                let calls: Vec<_> = (0..4)
+                    .map(|i| {
+                        let svc = svc.clone();
+                        spawn(async move { svc.oneshot(round * 4 + i).await })
+                    })
+                    .collect();
+                for call in calls {
+                    assert!(call.await.unwrap().unwrap_err().is_timeout());
+                }
+            }
+            assert!(svc.get_ref().limit() < 10, "{}", svc.get_ref().limit());
         });
     }
 

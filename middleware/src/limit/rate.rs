@@ -125,7 +125,8 @@ impl Bucket {
         self.arrived.set(total.max(self.arrived.get()));
         let tokens = self.tokens.get().saturating_add(new).min(self.config.burst);
         self.tokens.set(tokens);
-        self.next_at.set(self.arrival(self.arrived.get() + 1));
+        self.next_at
+            .set(self.arrival(self.arrived.get().saturating_add(1)));
     }
 
     fn try_take(&self) -> bool {
@@ -138,24 +139,42 @@ impl Bucket {
     }
 
     /// Refills, hands tokens to waiters in order, and returns who to wake: the granted ones,
-    /// and the new first waiter (which keeps the timer).
-    fn dispatch(&self, now: Instant) -> Vec<Waker> {
+    /// and the new first waiter (which keeps the timer) — except waiter `me`, the caller.
+    ///
+    /// Skipping by id, not by comparing wakers: waiters polled by one task (`join!`) share
+    /// a waker, and skipping all of them would leave a new first waiter asleep with the
+    /// only timer.
+    fn dispatch(&self, now: Instant, me: Option<u64>) -> Vec<Waker> {
         self.refill(now);
         let mut waiters = self.waiters.borrow_mut();
         let mut wake = Vec::new();
         while !waiters.is_empty() && self.try_take() {
-            wake.extend(waiters.grant_front());
+            let id = waiters.front();
+            if let Some(waker) = waiters.grant_front()
+                && id != me
+            {
+                wake.push(waker);
+            }
         }
-        wake.extend(waiters.front_waker());
+        if waiters.front() != me {
+            wake.extend(waiters.front_waker());
+        }
         wake
     }
 
-    /// Gives an unspent token back and passes it on.
-    fn give_back(&self) {
-        let tokens = (self.tokens.get() + 1).min(self.config.burst);
+    /// Gives an unspent token back and passes it on — if no token has arrived since it was
+    /// taken (`epoch`, the arrival count then). Had it stayed in the bucket, a refill since
+    /// might have found the bucket full: giving it back then could lift a burst above
+    /// `burst` (tokens held across a refill, then all given back at once). Dropping it
+    /// errs on the side of the rate.
+    fn give_back(&self, epoch: u64) {
+        if epoch != self.arrived.get() {
+            return;
+        }
+        let tokens = self.tokens.get().saturating_add(1).min(self.config.burst);
         self.tokens.set(tokens);
         if !self.waiters.borrow().is_empty() {
-            self.dispatch(now_cached())
+            self.dispatch(now_cached(), None)
                 .into_iter()
                 .for_each(Waker::wake);
         }
@@ -163,9 +182,12 @@ impl Bucket {
 }
 
 /// One token of a [`RateLimit`], taken by `ready` and spent by `call`; given back if the
-/// permit is dropped unused.
+/// permit is dropped unused before the next token arrives (later, it is dropped: the bucket
+/// may have refilled around it).
 pub struct Token {
     bucket: Option<Rc<Bucket>>,
+    /// The bucket's arrival count when the token was taken.
+    epoch: u64,
 }
 
 impl Token {
@@ -177,7 +199,7 @@ impl Token {
 impl Drop for Token {
     fn drop(&mut self) {
         if let Some(bucket) = self.bucket.take() {
-            bucket.give_back();
+            bucket.give_back(self.epoch);
         }
     }
 }
@@ -228,10 +250,8 @@ impl Waiter<'_> {
                 id
             };
             // First in line: collect what has arrived, then sleep until the next token.
-            for waker in self.bucket.dispatch(now()) {
-                if !waker.will_wake(cx.waker()) {
-                    waker.wake();
-                }
+            for waker in self.bucket.dispatch(now(), Some(id)) {
+                waker.wake();
             }
             if self.bucket.waiters.borrow_mut().take_grant(id) {
                 self.id = None;
@@ -255,7 +275,7 @@ impl Drop for Waiter<'_> {
         let Some(id) = self.id else { return };
         let held = self.bucket.waiters.borrow_mut().cancel(id);
         match held {
-            Canceled::Granted => self.bucket.give_back(),
+            Canceled::Granted => self.bucket.give_back(self.bucket.arrived.get()),
             Canceled::WasFront => {
                 let next = self.bucket.waiters.borrow().front_waker();
                 if let Some(waker) = next {
@@ -325,6 +345,7 @@ impl<S> RateLimit<S> {
 
     fn token(&self) -> Token {
         Token {
+            epoch: self.bucket.arrived.get(),
             bucket: Some(Rc::clone(&self.bucket)),
         }
     }

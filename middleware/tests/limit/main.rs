@@ -6,7 +6,7 @@ mod support;
 use std::cell::{Cell, RefCell};
 use std::pin::pin;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sheave_core::time::{now, sleep};
 use sheave_middleware::limit::RateConfig;
@@ -226,5 +226,81 @@ fn try_ready_never_queues_and_does_not_overtake_waiters() {
         assert!(svc.try_ready().is_busy(), "the waiter is first in line");
         waiter.await.unwrap();
         assert_eq!(now() - start, ms(150));
+    });
+}
+
+#[test]
+fn waiters_of_one_task_queued_out_of_poll_order_keep_the_timer() {
+    // Regression (review): the first waiter skipped every waker equal to its own, so when
+    // two `ready()`s of one task (`join!`) queued out of poll order, the new first waiter
+    // was never woken and held the only timer: the limiter admitted nothing more.
+    let svc = Rc::new(RateLimit::new(
+        service_fn(|n: u32| async move { Ok::<_, Error>(n) }),
+        RateConfig::new(1, Duration::from_secs(1)),
+    ));
+    paused().block_on(async {
+        svc.oneshot(0).await.unwrap(); // empties the bucket
+        let start = now();
+        let a = async {
+            sleep(ms(1)).await; // polled first, queued second
+            svc.oneshot(1).await.unwrap();
+            now() - start
+        };
+        let both = async { futures::join!(a, svc.oneshot(2)) };
+        let late = svc.clone();
+        let other = sheave_core::spawn(async move {
+            sleep(ms(1500)).await;
+            late.oneshot(3).await.unwrap();
+            now() - start
+        });
+        let (a_at, b) = both.await;
+        b.unwrap();
+        // Tokens at 1 s (b, first in line), 2 s (a), 3 s (the other task).
+        assert_eq!(a_at, Duration::from_secs(2));
+        assert_eq!(other.await.unwrap(), Duration::from_secs(3));
+    });
+}
+
+#[test]
+fn a_token_given_back_after_a_refill_does_not_lift_a_burst_above_the_bucket() {
+    // Regression (review): tokens held in permits across a refill and then given back were
+    // added to a bucket that had refilled around them: twice the burst at one instant.
+    let svc = RateLimit::new(
+        service_fn(|n: u32| async move { Ok::<_, Error>(n) }),
+        RateConfig::new(10, Duration::from_secs(1)),
+    );
+    paused().block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            held.push(svc.ready().await.unwrap());
+        }
+        sleep(Duration::from_secs(1)).await;
+        let mut admitted = 0;
+        for round in 0..2 {
+            while let Some(permit) = svc.try_ready().ready() {
+                svc.call(permit, 0).await.unwrap();
+                admitted += 1;
+            }
+            if round == 0 {
+                held.clear(); // given back unspent
+            }
+        }
+        assert_eq!(admitted, 10, "the burst, and no more, at one instant");
+    });
+}
+
+#[test]
+fn a_rate_of_u64_max_is_unlimited_and_never_overflows() {
+    let svc = RateLimit::new(
+        service_fn(|n: u32| async move { Ok::<_, Error>(n) }),
+        RateConfig::new(u64::MAX, Duration::from_secs(1)),
+    );
+    paused().block_on(async {
+        svc.oneshot(1).await.unwrap();
+        sleep(Duration::from_secs(2)).await;
+        for i in 0..1_000 {
+            svc.oneshot(i).await.unwrap();
+        }
+        assert!(svc.tokens() > 1_000_000);
     });
 }
