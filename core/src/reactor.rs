@@ -24,7 +24,7 @@ use slab::Slab;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -107,8 +107,11 @@ impl IoState {
 pub(crate) struct Registration {
     state: Rc<IoState>,
     key: usize,
-    /// The core whose reactor holds the registration: only it may deregister the key.
-    owner: usize,
+    /// The core whose reactor holds the registration: only it may deregister the key. Weak,
+    /// so the source is removed from its own table whichever runtime (if any) is current
+    /// when it is dropped — between two `block_on`s, say — and not at all once that
+    /// runtime is gone (closing the descriptor removes it from the poller anyway).
+    owner: Weak<runtime::Core>,
 }
 
 impl fmt::Debug for Registration {
@@ -125,7 +128,8 @@ impl Registration {
     ///
     /// Fails with `io::ErrorKind::Other` outside a runtime thread.
     pub(crate) fn new(source: &mut impl mio::event::Source) -> io::Result<Self> {
-        runtime::try_with_core(|core| core.reactor.register(source, core.id))
+        runtime::try_current_core()
+            .map(|core| core.reactor.register(source, Rc::downgrade(&core)))
             .ok_or_else(|| io::Error::other("sheave: I/O must be created on a runtime thread"))?
     }
 
@@ -150,7 +154,12 @@ impl Registration {
             }
             let tick = state.tick.get();
             match op() {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => state.clear(dir, tick),
+                // Nothing to do after all: clear the sticky closed bit too. An error event
+                // (a UDP socket's ICMP error, say) sets it, and once the call has returned
+                // the error, it would otherwise keep this loop calling into `WouldBlock`.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    state.clear(dir | closed_bit(dir), tick)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(r) => {
                     if short(&r) {
@@ -181,14 +190,9 @@ impl Registration {
 
     /// Removes the source from the reactor. Safe to call when the runtime is gone.
     pub(crate) fn deregister(&self, source: &mut impl mio::event::Source) {
-        // Dropped while another runtime's loop runs on this thread (a runtime dropped inside
-        // another's `block_on`), the key would name someone else's source there: leave it.
-        // Closing the descriptor removes it from its own poller anyway.
-        runtime::try_with_core(|core| {
-            if core.id == self.owner {
-                core.reactor.deregister(self.key, source);
-            }
-        });
+        if let Some(core) = self.owner.upgrade() {
+            core.reactor.deregister(self.key, source);
+        }
     }
 }
 
@@ -230,7 +234,7 @@ impl Reactor {
     fn register(
         &self,
         source: &mut impl mio::event::Source,
-        owner: usize,
+        owner: Weak<runtime::Core>,
     ) -> io::Result<Registration> {
         let generation = self.next_gen.get().wrapping_add(1);
         self.next_gen.set(generation);
@@ -336,5 +340,30 @@ pub(crate) mod coop {
                 true
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Runtime;
+    use crate::net::TcpListener;
+    use crate::runtime::with_core;
+
+    fn registered(rt: &Runtime) -> usize {
+        rt.block_on(async { with_core(|core| core.reactor.sources.borrow().len()) })
+    }
+
+    #[test]
+    fn a_socket_dropped_between_block_ons_leaves_its_runtimes_table() {
+        // Regression (review): deregistering needed the owning runtime to be current, so a
+        // socket dropped between two `block_on`s stayed in the table for good.
+        let rt = Runtime::new().unwrap();
+        let before = registered(&rt);
+        for _ in 0..5 {
+            let listener =
+                rt.block_on(async { TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap() });
+            drop(listener); // no runtime is current here
+        }
+        assert_eq!(registered(&rt), before);
     }
 }

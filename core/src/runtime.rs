@@ -135,6 +135,11 @@ pub(crate) fn try_with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
     CURRENT.with(|c| c.borrow().as_deref().map(f))
 }
 
+/// This thread's current core, if any.
+pub(crate) fn try_current_core() -> Option<Rc<Core>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
 /// Runs `f` with this thread's core; panics outside a runtime thread.
 pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> R {
     try_with_core(f).expect(
@@ -359,19 +364,35 @@ impl Builder {
         let mut threads = Vec::with_capacity(self.threads - 1);
         for (i, poll) in polls.enumerate() {
             let remote = remotes[i + 1].clone();
-            let handle = handle.clone();
+            let theirs = handle.clone();
             let paused = self.paused;
             let thread = std::thread::Builder::new()
                 .name(format!("{}-{}", self.name, i + 1))
                 .spawn(move || {
-                    let core = Core::new(poll, remote, paused, handle.clone(), i + 1);
-                    {
-                        let _enter = Enter::new(&core);
-                        core.run(handle.shutdown_signal());
+                    /// Shuts the core down however the loop ends — also when it unwinds (a
+                    /// panicking destructor), so the thread's queue is closed and handles to
+                    /// it report `Cancelled` instead of waiting forever.
+                    struct Stop(Rc<Core>);
+                    impl Drop for Stop {
+                        fn drop(&mut self) {
+                            self.0.shutdown();
+                        }
                     }
-                    core.shutdown();
-                })?;
-            threads.push(thread);
+                    let core = Stop(Core::new(poll, remote, paused, theirs.clone(), i + 1));
+                    let _enter = Enter::new(&core.0);
+                    core.0.run(theirs.shutdown_signal());
+                });
+            match thread {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    // Stop the threads already started: nothing else would.
+                    handle.shutdown();
+                    for thread in threads {
+                        let _ = thread.join();
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(Runtime {
             core,
@@ -647,9 +668,18 @@ impl Handle {
         let mut guard = CancelUnlessRun(Some(slot));
         let run = Box::new(move || {
             let slot = guard.0.take().expect("a message runs once");
+            // A panicking recipe fails its own handle, like a panicking task; it must not
+            // unwind through the event loop, which would stop the thread.
+            let future = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)) {
+                Ok(future) => future,
+                Err(payload) => {
+                    slot.panicked(crate::executor::panic_message(&*payload));
+                    return;
+                }
+            };
             with_core(|core| {
                 let sink: Rc<dyn PanicSink> = Rc::new(slot.clone());
-                let task = TaskFuture::new(make(), slot);
+                let task = TaskFuture::new(future, slot);
                 core.exec.spawn(core.id, &core.remote, Box::pin(task), sink);
             })
         });

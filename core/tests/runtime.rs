@@ -164,6 +164,24 @@ fn spawn_with_builds_a_non_send_future_on_the_target_thread() {
 }
 
 #[test]
+fn a_recipe_that_panics_fails_its_handle_and_the_thread_keeps_serving() {
+    // Regression (review): the panic unwound through the thread's event loop and killed
+    // it: that handle and every later spawn on the thread waited forever.
+    let rt = Runtime::builder().threads(2).build().unwrap();
+    let bad = rt
+        .handle()
+        .spawn_with(1, || -> std::future::Ready<u32> { panic!("no recipe") });
+    let good = rt.handle().spawn_on(1, async { 7 });
+    let (bad, good) = rt.block_on(async {
+        time::timeout(Duration::from_secs(20), async { (bad.await, good.await) })
+            .await
+            .expect("both handles resolved")
+    });
+    assert_eq!(bad, Err(JoinError::Panicked("no recipe".into())));
+    assert_eq!(good, Ok(7));
+}
+
+#[test]
 fn a_runtime_runs_block_on_again_and_again() {
     // Regression: the second `block_on` never polled its future (the "main woken" flag was
     // only set for the first), while still running the tasks the first one spawned.

@@ -164,6 +164,39 @@ fn udp_datagrams_round_trip_with_their_sender() {
 }
 
 #[test]
+fn after_a_udp_error_the_next_recv_waits_instead_of_spinning() {
+    // Regression (review): an error event set the sticky "closed" bit, which nothing
+    // cleared once the error was read; the next `recv` looped on `WouldBlock` forever,
+    // and no timer of that thread could fire. Run on its own thread, so a regression
+    // fails the test instead of hanging it.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = Runtime::new().unwrap();
+        let outcome = rt.block_on(async {
+            let gone = std::net::UdpSocket::bind(any_port()).unwrap();
+            let dead = gone.local_addr().unwrap();
+            drop(gone);
+            let socket = UdpSocket::bind(any_port()).unwrap();
+            socket.connect(dead).unwrap();
+            let mut buf = [0; 16];
+            // The recv waits first, so the ICMP error arrives as an event.
+            let (first, ()) = futures::join!(socket.recv(&mut buf), async {
+                socket.send(b"x").await.unwrap();
+            });
+            let refused = first.unwrap_err().kind() == std::io::ErrorKind::ConnectionRefused;
+            let second = time::timeout(Duration::from_millis(50), socket.recv(&mut buf)).await;
+            (refused, second.is_err())
+        });
+        let _ = done.send(outcome);
+    });
+    let (refused, timed_out) = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the second recv spun instead of waiting");
+    assert!(refused, "the first recv reports the ICMP error");
+    assert!(timed_out, "the second recv waits (and its timeout fires)");
+}
+
+#[test]
 fn a_busy_connection_does_not_starve_a_quiet_one() {
     // One task reads an endless stream; another needs a single round trip. The reader's I/O
     // budget makes it yield, so the round trip completes while the flood continues.

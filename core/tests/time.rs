@@ -140,6 +140,33 @@ fn a_sleep_beyond_the_wheel_horizon_is_clamped_not_a_panic() {
 }
 
 #[test]
+fn sleeps_longer_than_the_horizon_and_timers_after_years_of_uptime_still_fire() {
+    // Regression (review): the wheel clamped deadlines to an absolute tick (2^36 ms after
+    // start): a sleep past it fired early, was re-armed, and never woke; after ≈ 795 days
+    // of uptime every new timer did the same. On its own thread, so a regression fails
+    // the test instead of hanging it.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = paused();
+        let took = rt.block_on(async {
+            let start = time::now();
+            let years = Duration::from_secs(3 * 365 * 24 * 3600);
+            time::sleep(years).await;
+            let day = Duration::from_secs(24 * 3600);
+            time::sleep(day).await;
+            let out = time::timeout(Duration::from_millis(5), std::future::pending::<()>()).await;
+            assert!(out.is_err());
+            (time::now() - start, years + day + Duration::from_millis(5))
+        });
+        let _ = done.send(took);
+    });
+    let (took, expected) = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a timer never fired");
+    assert_eq!(took, expected);
+}
+
+#[test]
 fn real_clock_sleeps_are_never_early() {
     let rt = Runtime::new().unwrap();
     rt.block_on(async {

@@ -5,8 +5,9 @@
 //! polls it, is cancelled when dropped, and can be re-armed with [`Sleep::reset`] — a connection
 //! keeps one idle timer and moves it, instead of creating one per request.
 //!
-//! Timers never fire early: a deadline is rounded *up* to the next millisecond tick. Deadlines
-//! further than about 2.2 years away are clamped to that horizon.
+//! Timers never fire early: a deadline is rounded *up* to the next millisecond tick. The wheel
+//! looks about 2.1 years ahead of *now* (however long the runtime has run); a [`Sleep`] further
+//! away wakes at the horizon and re-arms itself, so it still completes at its deadline.
 //!
 //! With [`Builder::paused_clock`](crate::Builder::paused_clock), [`now`] reads a virtual clock
 //! that jumps to the next timer whenever the thread has nothing else to do.

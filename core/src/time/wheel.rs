@@ -4,7 +4,9 @@
 //! the wheel's elapsed tick and has `s` in bits `6l .. 6l + 6`. A timer therefore lives at the
 //! level of the most significant bit in which its deadline differs from "now": level 0 holds
 //! the next 64 ms one per slot, level 1 the next 4 s in 64 ms slots, and so on up to level 5
-//! (64^6 ms, about 2.2 years — [`MAX_TICKS`]; later deadlines are clamped to it).
+//! (64^6 ms, about 2.2 years). The top level also takes deadlines past the end of the current
+//! 64^6 window (its slot index wraps), so the horizon — [`HORIZON`] ticks from *now*, about
+//! 2.1 years; later deadlines are clamped to it — never shrinks with the runtime's age.
 //!
 //! Every slot is an intrusive doubly linked list threaded through the slab, so insert and cancel
 //! are O(1) and allocation-free once the slab has grown. Each level keeps an `occupied` bitmap;
@@ -20,9 +22,12 @@ const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
 /// Levels of the wheel.
 const LEVELS: usize = 6;
-/// The furthest deadline the wheel represents, in ticks from its start (64^6 ms ≈ 2.2 years).
-/// A later deadline is clamped to this one rather than rejected.
-pub(crate) const MAX_TICKS: u64 = (1 << (SLOT_BITS * LEVELS as u32)) - 1;
+/// The ticks one turn of the top level spans (64^6 ms ≈ 2.2 years).
+const TOP_RANGE: u64 = 1 << (SLOT_BITS * LEVELS as u32);
+/// The furthest a deadline may lie past the wheel's elapsed tick (≈ 2.1 years): a turn of the
+/// top level less one of its slots, so a wrapped top-level slot never aliases the current one.
+/// A later deadline is clamped to this rather than rejected.
+pub(crate) const HORIZON: u64 = TOP_RANGE - (TOP_RANGE >> SLOT_BITS);
 /// "No entry" in the intrusive lists.
 const NIL: usize = usize::MAX;
 
@@ -83,6 +88,14 @@ impl Wheel {
         self.linked > 0
     }
 
+    /// A wheel whose elapsed tick is `elapsed` (as after a long uptime).
+    #[cfg(test)]
+    pub(crate) fn starting_at(elapsed: u64) -> Self {
+        let mut wheel = Wheel::new();
+        wheel.elapsed = elapsed;
+        wheel
+    }
+
     /// Ticks that have been processed.
     #[cfg(test)]
     pub(crate) fn elapsed(&self) -> u64 {
@@ -92,7 +105,7 @@ impl Wheel {
     /// Adds a timer for tick `when`; returns its key. A deadline already past fires at once.
     pub(crate) fn insert(&mut self, when: u64, waker: Option<Waker>) -> usize {
         let key = self.entries.insert(Entry {
-            when: when.min(MAX_TICKS),
+            when: self.clamp(when),
             waker,
             place: Place::Fired,
             prev: NIL,
@@ -111,8 +124,13 @@ impl Wheel {
     /// Moves a timer to a new deadline (re-arming it if it had fired).
     pub(crate) fn reset(&mut self, key: usize, when: u64) {
         self.unlink(key);
-        self.entries[key].when = when.min(MAX_TICKS);
+        self.entries[key].when = self.clamp(when);
         self.place(key);
+    }
+
+    /// `when`, or the horizon if that comes first.
+    fn clamp(&self, when: u64) -> u64 {
+        when.min(self.elapsed.saturating_add(HORIZON))
     }
 
     /// Whether the timer has fired.
@@ -145,11 +163,16 @@ impl Wheel {
             let slot = (now_slot as u64 + distance) & (SLOTS as u64 - 1);
             let level_start = self.elapsed & !(level_range - 1);
             let mut deadline = level_start + slot * slot_range;
-            if deadline < self.elapsed && level > 0 {
-                // The occupied slot is the current one (its range started before `elapsed`).
-                deadline = self.elapsed;
-            } else if deadline < self.elapsed {
-                deadline += level_range;
+            if deadline < self.elapsed {
+                if level > 0 && (slot as usize == now_slot || level < LEVELS - 1) {
+                    // The occupied slot is the current one (its range started before
+                    // `elapsed`): cascade it now.
+                    deadline = self.elapsed;
+                } else {
+                    // A slot behind the current one: it belongs to the level's next turn (the
+                    // top level holds deadlines past the end of its window).
+                    deadline += level_range;
+                }
             }
             return Some(deadline);
         }
@@ -215,7 +238,9 @@ impl Wheel {
         // The most significant bit where `when` and `elapsed` differ picks the level.
         let masked = (self.elapsed ^ when) | (SLOTS as u64 - 1);
         let significant = 63 - masked.leading_zeros();
-        let level = (significant / SLOT_BITS) as usize;
+        // A deadline in the next window of the top level differs in a higher bit: it goes to
+        // the top level, whose slot index wraps (the horizon keeps it off the current slot).
+        let level = ((significant / SLOT_BITS) as usize).min(LEVELS - 1);
         let slot = ((when >> (SLOT_BITS * level as u32)) as usize) & (SLOTS - 1);
         let head = self.levels[level].heads[slot];
         {
@@ -301,11 +326,28 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_beyond_the_maximum_are_clamped_not_rejected() {
+    fn deadlines_beyond_the_horizon_are_clamped_not_rejected() {
         let mut wheel = Wheel::new();
         let key = wheel.insert(u64::MAX, None);
-        assert!(fired_until(&mut wheel, MAX_TICKS - 1).is_empty());
-        assert_eq!(fired_until(&mut wheel, MAX_TICKS), vec![key]);
+        assert!(fired_until(&mut wheel, HORIZON - 1).is_empty());
+        assert_eq!(fired_until(&mut wheel, HORIZON), vec![key]);
+    }
+
+    #[test]
+    fn the_horizon_counts_from_now_not_from_the_start() {
+        // Regression (review): deadlines were clamped to an absolute tick, so after 2^36 ms
+        // (≈ 795 days) of uptime every new timer fired at once, and a re-armed one never.
+        for start in [TOP_RANGE - 1, TOP_RANGE + 5, 3 * TOP_RANGE - 70_000] {
+            let mut wheel = Wheel::starting_at(start);
+            for delay in [1, 64, 86_400_000, HORIZON - 1, HORIZON] {
+                let key = wheel.insert(start + delay, None);
+                assert!(!wheel.is_fired(key), "fired at once: {start} + {delay}");
+                let mut probe = Wheel::starting_at(start);
+                let key = probe.insert(start + delay, None);
+                assert!(fired_until(&mut probe, start + delay - 1).is_empty());
+                assert_eq!(fired_until(&mut probe, start + delay), vec![key]);
+            }
+        }
     }
 
     #[derive(Debug, Clone)]
@@ -317,7 +359,13 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        let delay = prop_oneof![0u64..80, 0u64..5_000, 0u64..400_000, 0u64..30_000_000];
+        let delay = prop_oneof![
+            4 => 0u64..80,
+            4 => 0u64..5_000,
+            4 => 0u64..400_000,
+            4 => 0u64..30_000_000,
+            1 => 0u64..HORIZON,
+        ];
         prop_oneof![
             4 => delay.clone().prop_map(Op::Insert),
             1 => any::<usize>().prop_map(Op::Cancel),
@@ -329,8 +377,11 @@ mod tests {
     proptest! {
         /// The wheel and a `BTreeMap` reference agree on what fires when.
         #[test]
-        fn the_wheel_agrees_with_a_btreemap(ops in proptest::collection::vec(op(), 1..300)) {
-            let mut wheel = Wheel::new();
+        fn the_wheel_agrees_with_a_btreemap(
+            start in prop_oneof![Just(0u64), TOP_RANGE - 100_000..TOP_RANGE + 100_000, 0..4 * TOP_RANGE],
+            ops in proptest::collection::vec(op(), 1..300),
+        ) {
+            let mut wheel = Wheel::starting_at(start);
             let mut reference: BTreeMap<usize, u64> = BTreeMap::new(); // pending key -> when
             let mut live: Vec<usize> = Vec::new();
             for op in ops {
