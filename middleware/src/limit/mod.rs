@@ -8,7 +8,8 @@
 //!   finishes, its future is dropped, or the permit is dropped unused.
 //! * **Rate**: at most `burst + ⌊t × tokens / period⌋` requests pass in any stretch of time
 //!   `t`; see [`RateConfig`]. A token is taken by `ready`/`try_ready` and spent by `call`; an
-//!   unused permit gives it back.
+//!   unused permit gives it back, unless a token has arrived since it was taken (the bucket may
+//!   have refilled around it: giving it back then could let more than `burst` pass at once).
 //! * **FIFO**: `ready()` callers are served in arrival order. Released capacity is *handed*
 //!   to the first waiter, so a later `try_ready` cannot overtake the queue.
 //! * **`try_ready` never queues**: it answers `Busy` when nothing is free (or others are
