@@ -1,13 +1,16 @@
 //! [`CallAll`]: drive a stream of requests through a service, with bounded concurrency.
 //!
-//! Before taking each request from the stream, `CallAll` waits for the service's `ready`,
-//! so a busy service slows the intake instead of queueing requests in memory. At most
-//! [`max_in_flight`](CallAll::max_in_flight) calls run at once (default
-//! [`CallAll::DEFAULT_MAX_IN_FLIGHT`]). Results come in request order, or in completion
-//! order after [`unordered`](CallAll::unordered).
+//! `CallAll` takes a request from the stream, then waits for the service's `ready` before
+//! taking the next, so a busy service slows the intake instead of queueing requests in memory
+//! (at most one request waits for capacity). Capacity is reserved only once a request is at
+//! hand: an idle stream holds no permit, and a deadline a permit carries (see `Timeout`)
+//! starts with its request. At most [`max_in_flight`](CallAll::max_in_flight) calls run at
+//! once (default [`CallAll::DEFAULT_MAX_IN_FLIGHT`]). Results come in request order, or in
+//! completion order after [`unordered`](CallAll::unordered).
 //!
-//! A readiness error is yielded as soon as it is seen and ends the intake: no more requests
-//! are taken, and the calls already running still yield their results.
+//! Every request taken gets exactly one result: when `ready` fails, that error is the
+//! result of the request that waited for it (in its place, in ordered mode), and the intake
+//! goes on — a closed service fails the remaining requests quickly, one by one.
 //!
 //! `CallAll` borrows the service: the call futures borrow it too. Its last two type
 //! parameters are the service's `ready` and `call` futures, inferred, never written.
@@ -35,6 +38,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::Stream;
+use futures::future::{self, Either, Ready};
 use futures::stream::{FuturesOrdered, FuturesUnordered};
 use pin_project_lite::pin_project;
 
@@ -55,10 +59,11 @@ pin_project! {
         requests: St,
         #[pin]
         ready: Option<RF>,
-        permit: Option<S::Permit>,
+        // A request taken from the stream, waiting for capacity.
+        next: Option<St::Item>,
         make_ready: fn(&'a S) -> RF,
         make_call: fn(&'a S, S::Permit, St::Item) -> CF,
-        in_flight: InFlight<CF>,
+        in_flight: InFlight<Either<CF, Ready<CF::Output>>>,
         max_in_flight: usize,
         intake_done: bool,
     }
@@ -114,7 +119,7 @@ where
         svc,
         requests,
         ready: None,
-        permit: None,
+        next: None,
         make_ready: |svc| svc.ready(),
         make_call: |svc, permit, req| svc.call(permit, req),
         in_flight: InFlight::Ordered(FuturesOrdered::new()),
@@ -180,9 +185,16 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
         loop {
-            // Intake: reserve capacity first, then take a request to spend it on.
+            // Intake: take a request, then reserve capacity to spend on it.
             if !*this.intake_done && this.in_flight.len() < *this.max_in_flight {
-                if this.permit.is_none() {
+                if this.next.is_none() {
+                    match this.requests.as_mut().poll_next(cx) {
+                        Poll::Ready(Some(req)) => *this.next = Some(req),
+                        Poll::Ready(None) => *this.intake_done = true,
+                        Poll::Pending => {}
+                    }
+                }
+                if this.next.is_some() {
                     if this.ready.is_none() {
                         this.ready.set(Some((this.make_ready)(this.svc)));
                     }
@@ -190,28 +202,14 @@ where
                         && let Poll::Ready(res) = ready.poll(cx)
                     {
                         this.ready.set(None);
-                        match res {
-                            Ok(permit) => *this.permit = Some(permit),
-                            Err(err) => {
-                                *this.intake_done = true;
-                                return Poll::Ready(Some(Err(err)));
-                            }
+                        if let Some(req) = this.next.take() {
+                            this.in_flight.push(match res {
+                                Ok(permit) => Either::Left((this.make_call)(this.svc, permit, req)),
+                                // This request's result, in its place.
+                                Err(err) => Either::Right(future::ready(Err(err))),
+                            });
                         }
-                    }
-                }
-                if this.permit.is_some() {
-                    match this.requests.as_mut().poll_next(cx) {
-                        Poll::Ready(Some(req)) => {
-                            if let Some(permit) = this.permit.take() {
-                                this.in_flight.push((this.make_call)(this.svc, permit, req));
-                            }
-                            continue;
-                        }
-                        Poll::Ready(None) => {
-                            *this.intake_done = true;
-                            *this.permit = None;
-                        }
-                        Poll::Pending => {}
+                        continue;
                     }
                 }
             }

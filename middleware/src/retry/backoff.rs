@@ -55,12 +55,16 @@ impl Backoff {
         self
     }
 
-    /// The nominal (un-jittered) delay before retry `retry` (1-based).
+    /// The nominal (un-jittered) delay before retry `retry` (1-based); never more than
+    /// `u64::MAX` nanoseconds (≈ 584 years), so `Duration::MAX` works as "no cap".
     pub fn nominal(&self, retry: u32) -> Duration {
         let factor = 1u32
             .checked_shl(retry.saturating_sub(1))
             .unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.max)
+        self.base
+            .saturating_mul(factor)
+            .min(self.max)
+            .min(Duration::from_nanos(u64::MAX))
     }
 
     /// The window `[low, high]` the delay before retry `retry` is drawn from.
@@ -98,6 +102,17 @@ mod tests {
         let nominal: Vec<u128> = (1..=6).map(|k| b.nominal(k).as_millis()).collect();
         assert_eq!(nominal, [10, 20, 40, 80, 100, 100]);
         assert_eq!(b.nominal(u32::MAX), Duration::from_millis(100));
+        // Regression (review): past u64::MAX ns the jitter window's bounds truncated, and
+        // drawing from the (empty) range panicked.
+        let uncapped = Backoff::exponential(Duration::from_secs(3600), Duration::MAX);
+        for k in 1..=64 {
+            let (low, high) = uncapped.window(k);
+            let d = uncapped.delay(k);
+            assert!(
+                low <= d && d <= high,
+                "{k}: {d:?} outside {low:?}..={high:?}"
+            );
+        }
         for k in 1..=6 {
             let (low, high) = b.window(k);
             assert_eq!(low, high / 2);

@@ -209,7 +209,9 @@ where
             };
             let delay = self.config.get_backoff().delay(attempts);
             if let Some(deadline) = deadline::current()
-                && now_cached() + delay >= deadline
+                && now_cached()
+                    .checked_add(delay)
+                    .is_none_or(|end| end >= deadline)
             {
                 // This attempt could not finish in time.
                 return outcome;

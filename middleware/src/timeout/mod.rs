@@ -198,7 +198,12 @@ impl<F: Future, M: Finish<F::Output>> Future for Within<F, M> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<M::Output> {
         let mut this = self.project();
-        let deadline = this.fut.deadline();
+        // Ours, or the caller's if earlier: a deadline the caller set around this very future
+        // (`with_deadline(d, svc.ready())`) was not current when it was built.
+        let deadline = match deadline::current() {
+            Some(outer) if outer < this.fut.deadline() => outer,
+            _ => this.fut.deadline(),
+        };
         if let Poll::Ready(out) = this.fut.as_mut().poll(cx) {
             return Poll::Ready(this.map.done(out, deadline));
         }

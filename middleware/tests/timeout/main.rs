@@ -165,3 +165,59 @@ fn a_permit_carries_the_deadline_from_readiness() {
         assert_eq!(permit.deadline(), start + ms(100));
     });
 }
+
+#[test]
+fn a_deadline_set_around_the_ready_future_itself_tightens_the_timeout() {
+    // Regression (review): `ready()` read the caller's deadline when the future was built,
+    // so `with_deadline(d, svc.ready())` — built before `d` was current — ignored `d`.
+    use sheave_service::deadline::with_deadline;
+    let (inner, _handle) = mock::pair_with_permits::<u8, u8>(0);
+    let svc = Timeout::new(inner, ms(1000));
+    paused().block_on(async {
+        let start = now();
+        let err = with_deadline(start + ms(50), svc.ready())
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout());
+        assert_eq!(now() - start, ms(50));
+    });
+}
+
+#[test]
+fn a_huge_backoff_under_a_deadline_skips_the_retry_instead_of_overflowing() {
+    use sheave_service::deadline::with_deadline;
+    let backoff =
+        Backoff::exponential(std::time::Duration::MAX, std::time::Duration::MAX).jitter(0.0);
+    let svc = Retry::new(
+        service_fn(|_: u8| async { Err::<u8, _>(Error::unavailable()) }),
+        RetryConfig::new().backoff(backoff),
+    );
+    paused().block_on(async {
+        let err = with_deadline(now() + ms(100), svc.oneshot(1))
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable());
+    });
+}
+
+#[test]
+fn call_all_over_a_timeout_starts_each_deadline_with_its_request() {
+    // Regression (review): `call_all` reserved a permit before the next request arrived,
+    // and the permit's deadline ran out while it waited: every call timed out.
+    use futures::StreamExt;
+    let svc = Timeout::new(
+        service_fn(|n: u32| async move {
+            sleep(ms(10)).await;
+            Ok::<_, Error>(n)
+        }),
+        ms(100),
+    );
+    paused().block_on(async {
+        let requests = futures::stream::iter(0..3u32).then(|n| async move {
+            sleep(ms(500)).await;
+            n
+        });
+        let results: Vec<_> = svc.call_all(requests).collect().await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    });
+}

@@ -10,7 +10,7 @@ use std::task::{Poll, Waker};
 
 use futures::executor::block_on;
 use futures::{StreamExt, stream};
-use sheave_service::{Error, ServiceExt, mock, service_fn};
+use sheave_service::{Error, Service, ServiceExt, mock, service_fn};
 use support::{Flag, YieldNow, poll_next_with};
 
 /// Calls that take `n * 7 % 5` polls to finish, so they complete out of order; counts
@@ -68,7 +68,7 @@ fn unordered_call_all_yields_every_result_within_its_bound() {
 }
 
 #[test]
-fn call_all_takes_a_request_only_with_a_permit_in_hand() {
+fn call_all_takes_at_most_one_request_ahead_of_capacity() {
     let (svc, handle) = mock::pair_with_permits::<u32, u32>(1);
     let taken = Cell::new(0);
     let requests = stream::iter(0..3).inspect(|_| taken.set(taken.get() + 1));
@@ -76,7 +76,7 @@ fn call_all_takes_a_request_only_with_a_permit_in_hand() {
     let mut all = pin!(svc.call_all(requests));
 
     assert!(poll_next_with(all.as_mut(), &waker).is_pending());
-    assert_eq!(taken.get(), 1, "no permit for a second request");
+    assert_eq!(taken.get(), 2, "one running, one waiting for capacity");
     assert_eq!(all.in_flight(), 1);
 
     let (req, tx) = handle.try_next_request().unwrap();
@@ -86,7 +86,7 @@ fn call_all_takes_a_request_only_with_a_permit_in_hand() {
         poll_next_with(all.as_mut(), &waker),
         Poll::Ready(Some(Ok(100)))
     ));
-    assert_eq!(taken.get(), 1);
+    assert_eq!(taken.get(), 2);
 
     handle.allow_unlimited();
     assert!(flag.take());
@@ -101,25 +101,53 @@ fn call_all_takes_a_request_only_with_a_permit_in_hand() {
 }
 
 #[test]
-fn a_readiness_error_ends_the_intake_and_running_calls_still_finish() {
+fn a_readiness_error_is_the_result_of_the_request_that_waited_for_it_in_its_place() {
+    // Regression (review): the first readiness error ended the intake, so the rest of the
+    // stream was silently never taken, and in ordered mode the error overtook the results
+    // of earlier requests.
     let (svc, handle) = mock::pair_with_permits::<u32, u32>(1);
     let mut all = pin!(svc.call_all(stream::iter(0..5)));
     assert!(poll_next_with(all.as_mut(), Waker::noop()).is_pending());
 
     handle.close(Error::unavailable());
-    match poll_next_with(all.as_mut(), Waker::noop()) {
-        Poll::Ready(Some(Err(err))) => assert!(err.is_unavailable()),
-        other => panic!("expected the readiness error, got {other:?}"),
-    }
+    // Request 0 still runs: nothing may overtake its result.
+    assert!(poll_next_with(all.as_mut(), Waker::noop()).is_pending());
     let (req, tx) = handle.try_next_request().unwrap();
     tx.respond(req);
-    let rest: Vec<_> = block_on(all.collect());
-    assert!(matches!(rest.as_slice(), [Ok(0)]), "{rest:?}");
+    let results: Vec<_> = block_on(all.collect());
+    assert_eq!(results.len(), 5, "one result per request: {results:?}");
+    assert!(matches!(results[0], Ok(0)), "{results:?}");
+    assert!(
+        results[1..]
+            .iter()
+            .all(|r| r.as_ref().is_err_and(Error::is_unavailable))
+    );
     assert_eq!(
         handle.queued_requests(),
         0,
-        "no request taken after the error"
+        "nothing was sent after the close"
     );
+}
+
+#[test]
+fn an_idle_stream_holds_no_capacity_and_an_empty_one_ends_at_once() {
+    // Regression (review): a permit was reserved before the next request arrived, so an
+    // idle `call_all` held capacity, and an empty stream waited for readiness to end.
+    let (svc, handle) = mock::pair_with_permits::<u32, u32>(1);
+    let mut idle = pin!(svc.call_all(stream::pending::<u32>()));
+    assert!(poll_next_with(idle.as_mut(), Waker::noop()).is_pending());
+    assert!(
+        svc.try_ready().is_ready(),
+        "the idle stream took the only permit"
+    );
+
+    let (never_ready, _handle) = mock::pair_with_permits::<u32, u32>(0);
+    let mut empty = pin!(never_ready.call_all(stream::empty::<u32>()));
+    assert!(matches!(
+        poll_next_with(empty.as_mut(), Waker::noop()),
+        Poll::Ready(None)
+    ));
+    drop(handle);
 }
 
 #[test]
