@@ -238,7 +238,11 @@ impl Decoder for LengthDelimitedCodec {
                 adjusted as usize
             }
         };
-        if src.len() < header + len {
+        // Checked: with `max_frame_length(usize::MAX)`, a peer's length can be anything.
+        if header
+            .checked_add(len)
+            .is_none_or(|total| src.len() < total)
+        {
             return Ok(None);
         }
         self.pending = None;

@@ -268,6 +268,10 @@ struct Shared<C: Decoder, M> {
 ///   discarded, so later responses still reach their callers.
 /// - Cloning is cheap (an `Rc`); the connection closes once every clone is dropped and the
 ///   requests in flight are answered.
+/// - Pipelined, responses are matched to requests in order: a request the peer answers
+///   zero times or twice shifts every later response onto the wrong caller. Send only
+///   requests the protocol answers exactly once ([`resp::check_command`](crate::resp::check_command)
+///   checks RESP commands; [`resp::Client`](crate::resp::Client) applies it).
 ///
 /// Build one over a connected stream ([`Client::pipeline`], [`Client::multiplex`]) or let a
 /// [`Connector`] dial. Must be created on a runtime thread (it spawns the connection task).
@@ -362,8 +366,8 @@ impl<C: Decoder + 'static, M: Mode<C::Item, C::Item>> Client<C, M> {
             handles: Cell::new(1),
             mode: PhantomData,
         });
-        let task = shared.clone();
-        sheave_core::spawn(async move { poll_fn(|cx| drive::<C, M>(&task, cx)).await });
+        let task = TaskGuard(shared.clone());
+        sheave_core::spawn(async move { poll_fn(|cx| drive::<C, M>(&task.0, cx)).await });
         Client { shared }
     }
 
@@ -437,6 +441,21 @@ fn drive<C: Decoder, M: Mode<C::Item, C::Item>>(
     Poll::Ready(())
 }
 
+/// Held by the connection task: however the task ends — `drive` returning, or a panic (a
+/// codec's, say) that the runtime catches and drops the task for — every caller still
+/// waiting is failed, never left hanging.
+struct TaskGuard<C: Decoder, M>(Rc<Shared<C, M>>);
+
+impl<C: Decoder, M> Drop for TaskGuard<C, M> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.try_borrow_mut()
+            && state.closed.is_none()
+        {
+            state.fail_all(Error::closed().with_context("the connection task ended"));
+        }
+    }
+}
+
 /// Capacity for one request on a [`Client`]; dropping it unused gives the capacity back.
 pub struct Permit<C: Decoder, M> {
     shared: Option<Rc<Shared<C, M>>>,
@@ -451,7 +470,13 @@ impl<C: Decoder, M> fmt::Debug for Permit<C, M> {
 impl<C: Decoder, M> Drop for Permit<C, M> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
-            shared.state.borrow_mut().release();
+            let mut state = shared.state.borrow_mut();
+            state.release();
+            if shared.handles.get() == 0 {
+                // The last handle is gone and this was the last capacity held: the task
+                // decides to close only when polled.
+                state.wake_conn();
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 use super::{Frame, RespCodec};
 use crate::dispatch::{self, ClientConfig, Connector, Pipeline};
 use bytes::Bytes;
+use futures::future::Either;
 use sheave_service::{Error, ErrorKind, NewService, Service, TryReady};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,7 +54,13 @@ impl Client {
     }
 
     /// Sends any command and returns the raw reply (an error reply is `Ok(Frame::Error)`).
+    ///
+    /// Fails with a protocol error, sending nothing, for a frame that is not a command (a
+    /// non-empty array of bulk strings) or a command that does not get exactly one reply
+    /// (see [`check_command`]): replies are matched to requests in order, and one missing or
+    /// extra reply would hand every later caller the previous caller's answer.
     pub async fn command(&self, cmd: Frame) -> Result<Frame, Error> {
+        check_command(&cmd)?;
         let permit = Service::<Frame>::ready(&self.inner).await?;
         self.inner.call(permit, cmd).await
     }
@@ -183,7 +190,49 @@ impl Service<Frame> for Client {
         Service::<Frame>::try_ready(&self.inner)
     }
 
+    /// Fails at once, sending nothing, for a frame [`check_command`] rejects.
     fn call(&self, permit: Self::Permit, req: Frame) -> impl Future<Output = Result<Frame, Error>> {
-        self.inner.call(permit, req)
+        match check_command(&req) {
+            Ok(()) => Either::Left(self.inner.call(permit, req)),
+            Err(e) => Either::Right(std::future::ready(Err(e))),
+        }
     }
+}
+
+/// Whether `cmd` is safe to pipeline on a shared connection: a non-empty array of bulk
+/// strings (what redis answers exactly once), and not a command that changes how many
+/// replies follow — `SUBSCRIBE` and its kin, `MONITOR`, `SYNC`/`PSYNC`, `CLIENT REPLY`.
+/// Anything else (`*0`, a bare bulk string, which redis reads as two inline commands) would
+/// shift every later reply onto the wrong caller.
+pub fn check_command(cmd: &Frame) -> Result<(), Error> {
+    let Frame::Array(parts) = cmd else {
+        return Err(Error::protocol("a command is an array of bulk strings"));
+    };
+    if parts.is_empty() || !parts.iter().all(|p| matches!(p, Frame::Bulk(_))) {
+        return Err(Error::protocol(
+            "a command is a non-empty array of bulk strings",
+        ));
+    }
+    let name = cmd.command_name().unwrap_or_default();
+    let second = cmd
+        .arg(1)
+        .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase());
+    let unpaired = matches!(
+        name.as_str(),
+        "SUBSCRIBE"
+            | "UNSUBSCRIBE"
+            | "PSUBSCRIBE"
+            | "PUNSUBSCRIBE"
+            | "SSUBSCRIBE"
+            | "SUNSUBSCRIBE"
+            | "MONITOR"
+            | "SYNC"
+            | "PSYNC"
+    ) || (name == "CLIENT" && second.as_deref() == Some("REPLY"));
+    if unpaired {
+        return Err(Error::protocol(format!(
+            "{name} does not get exactly one reply; it needs a dedicated connection"
+        )));
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@
 mod client;
 mod codec;
 
-pub use client::Client;
+pub use client::{Client, check_command};
 pub use codec::RespCodec;
 
 use bytes::Bytes;

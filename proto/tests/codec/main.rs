@@ -265,3 +265,38 @@ fn malformed_length_delimited_is_a_protocol_error() {
     let mut ld = LengthDelimitedCodec::new();
     assert!(ld.decode_eof(&mut truncated).unwrap_err().is_protocol());
 }
+
+#[test]
+fn a_huge_declared_length_without_a_limit_waits_instead_of_overflowing() {
+    // Regression (review): with `max_frame_length(usize::MAX)`, a peer's 8-byte length of
+    // all ones overflowed `header + len` and panicked.
+    let mut codec = LengthDelimitedCodec::builder()
+        .length_field_length(8)
+        .max_frame_length(usize::MAX)
+        .build()
+        .unwrap();
+    let mut buf = BytesMut::from(&[0xffu8; 16][..]);
+    assert!(matches!(codec.decode(&mut buf), Ok(None)));
+}
+
+#[test]
+fn only_commands_redis_answers_exactly_once_may_share_a_pipelined_connection() {
+    // Regression (review): `*0` gets no reply from redis and a bare bulk string gets two;
+    // either shifted every later reply onto the wrong caller of a shared client.
+    use sheave_proto::resp::check_command;
+    assert!(check_command(&Frame::command(["GET", "k"])).is_ok());
+    assert!(check_command(&Frame::command(["client", "list"])).is_ok());
+    let no_args: [&str; 0] = [];
+    for bad in [
+        Frame::command(no_args),
+        Frame::NullArray,
+        Frame::Bulk(Bytes::from_static(b"PING")),
+        Frame::Array(vec![Frame::Integer(1)]),
+        Frame::command(["subscribe", "news"]),
+        Frame::command(["MONITOR"]),
+        Frame::command(["CLIENT", "REPLY", "OFF"]),
+    ] {
+        let err = check_command(&bad).unwrap_err();
+        assert!(err.is_protocol(), "{bad:?}: {err:?}");
+    }
+}

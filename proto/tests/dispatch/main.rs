@@ -848,3 +848,60 @@ impl Service<String> for GatedEcho {
         Ok(line)
     }
 }
+
+#[test]
+fn a_panicking_decoder_fails_the_waiting_callers_instead_of_stranding_them() {
+    // Regression (review): only `drive` failed the callers; when the connection task
+    // panicked, the runtime dropped it and every caller waited forever.
+    use sheave_proto::codec::{Decoder, Encoder};
+    #[derive(Clone)]
+    struct Panicky(LinesCodec);
+    impl Decoder for Panicky {
+        type Item = String;
+        fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<String>, Error> {
+            let line = self.0.decode(src)?;
+            assert_ne!(line.as_deref(), Some("boom"), "a codec bug");
+            Ok(line)
+        }
+    }
+    impl Encoder<String> for Panicky {
+        fn encode(&mut self, item: String, dst: &mut bytes::BytesMut) -> Result<(), Error> {
+            self.0.encode(item, dst)
+        }
+    }
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        let client = Client::pipeline(
+            TcpStream::connect(addr).await.unwrap(),
+            Panicky(LinesCodec::new()),
+        );
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let permit = Service::<String>::ready(&client).await.unwrap();
+        let call = client.call(permit, "hi".to_string());
+        conn.write_all(b"boom\n").await.unwrap();
+        assert!(call.await.unwrap_err().is_closed());
+        assert!(Service::<String>::ready(&client).await.is_err());
+    }));
+}
+
+#[test]
+fn a_permit_that_outlives_the_last_handle_still_lets_the_connection_close() {
+    // Regression (review): dropping the permit never woke the connection task, which had
+    // parked while the permit was counted: the socket stayed open for good.
+    let rt = Runtime::new().unwrap();
+    rt.block_on(within(30, async {
+        let (listener, addr) = listen();
+        let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+        let (conn, _) = listener.accept().await.unwrap();
+        let permit = Service::<String>::ready(&client).await.unwrap();
+        drop(client);
+        // Let the connection task run and park while the permit is still held.
+        for _ in 0..10 {
+            sheave_core::yield_now().await;
+        }
+        drop(permit);
+        let mut buf = [0u8; 16];
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 0, "the client closed");
+    }));
+}
