@@ -16,6 +16,7 @@
 //! | error flagged [`non_retryable`](crate::Error::non_retryable) | `Failure { retryable: false }` | a budget already said no |
 //! | error flagged [`retryable`](crate::Error::retryable) | `Failure { retryable: true }` | the layer that failed knows it was not processed |
 //! | `Canceled` | `Ignorable` | the caller gave up: says nothing about the service |
+//! | `InvalidRequest` | `Ignorable` | refused before it was sent: the caller's mistake, not the service's |
 //! | `Unavailable` | `Failure { retryable: true }` | nothing took the request: it was never sent |
 //! | `Timeout` | `Failure { retryable: false }` | the server may have processed it |
 //! | `Overloaded`, `Closed`, any other | `Failure { retryable: false }` | unknown whether it was processed; a shedding layer that knows flags its error `retryable` |
@@ -114,7 +115,7 @@ impl DefaultClassifier {
             return Class::Failure { retryable: true };
         }
         match error.kind() {
-            ErrorKind::Canceled => Class::Ignorable,
+            ErrorKind::Canceled | ErrorKind::InvalidRequest => Class::Ignorable,
             ErrorKind::Unavailable => Class::Failure { retryable: true },
             _ => Class::Failure { retryable: false },
         }
@@ -138,7 +139,7 @@ impl<Res> Classify<Res, Error> for DefaultClassifier {
 /// |---|---|
 /// | `Ok(_)` | `Success` |
 /// | flagged [`non_retryable`](crate::Error::non_retryable) | `Failure { retryable: false }` |
-/// | `Canceled` (unflagged) | `Ignorable` |
+/// | `Canceled` or `InvalidRequest` (unflagged) | `Ignorable` |
 /// | `Service` (an application error) or `Protocol` (it would fail again) | `Failure { retryable: false }` |
 /// | `Timeout`, `Closed`, `Io`, `Overloaded`, `Unavailable` | `Failure { retryable: true }` |
 ///
@@ -165,7 +166,7 @@ impl<Res> Classify<Res, Error> for Idempotent {
             return Class::Failure { retryable: true };
         }
         match error.kind() {
-            ErrorKind::Canceled => Class::Ignorable,
+            ErrorKind::Canceled | ErrorKind::InvalidRequest => Class::Ignorable,
             ErrorKind::Service | ErrorKind::Protocol => Class::Failure { retryable: false },
             _ => Class::Failure { retryable: true },
         }
@@ -178,6 +179,18 @@ mod tests {
 
     fn class(e: Error) -> Class {
         DefaultClassifier.classify(Err::<&(), _>(&e))
+    }
+
+    #[test]
+    fn a_request_refused_before_it_was_sent_says_nothing_about_the_service() {
+        // Regression (review): a caller's invalid command, never sent, counted as the
+        // endpoint's failure and could eject a healthy endpoint or open its breaker.
+        let invalid = Error::invalid_request("not a command");
+        assert_eq!(class(invalid.clone()), Class::Ignorable);
+        assert_eq!(
+            Idempotent.classify(Err::<&(), _>(&invalid)),
+            Class::Ignorable
+        );
     }
 
     #[test]

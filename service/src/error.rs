@@ -72,11 +72,15 @@ pub enum ErrorKind {
     Io,
     /// An error produced by user code (a service or a closure); see the source.
     Service,
+    /// The request was refused before it was sent, because it is not one the service can
+    /// take (a RESP frame redis would not answer exactly once, say): the caller's mistake,
+    /// which says nothing about the service's health.
+    InvalidRequest,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (the index of a kind in this list is `kind as usize`).
-    const ALL: [ErrorKind; 8] = [
+    const ALL: [ErrorKind; 9] = [
         ErrorKind::Timeout,
         ErrorKind::Overloaded,
         ErrorKind::Unavailable,
@@ -85,6 +89,7 @@ impl ErrorKind {
         ErrorKind::Protocol,
         ErrorKind::Io,
         ErrorKind::Service,
+        ErrorKind::InvalidRequest,
     ];
 
     /// The short description used by `Display`, e.g. `"timed out"`.
@@ -98,6 +103,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol error",
             ErrorKind::Io => "i/o error",
             ErrorKind::Service => "service error",
+            ErrorKind::InvalidRequest => "invalid request",
         }
     }
 }
@@ -117,7 +123,7 @@ const NON_RETRYABLE: u8 = 2;
 /// payload is shared), so a dispatcher can fail every in-flight request with the same error.
 ///
 /// A bare error — a kind and flags, no context, no source, as `Error::overloaded()` or
-/// `Error::timeout().retryable()` — does not allocate: it shares one of 32 preallocated
+/// `Error::timeout().retryable()` — does not allocate: it shares one of 36 preallocated
 /// payloads, so a load shedder rejecting at full speed costs a reference count, not a
 /// `malloc`.
 #[derive(Clone)]
@@ -222,6 +228,12 @@ impl Error {
     /// error with a source, use `Error::new(ErrorKind::Protocol, source)`.
     pub fn protocol(context: impl Into<Cow<'static, str>>) -> Self {
         Self::msg(ErrorKind::Protocol, context)
+    }
+
+    /// A request refused before it was sent, described by `context`
+    /// ([`ErrorKind::InvalidRequest`]).
+    pub fn invalid_request(context: impl Into<Cow<'static, str>>) -> Self {
+        Self::msg(ErrorKind::InvalidRequest, context)
     }
 
     /// An I/O error. `io::ErrorKind::TimedOut` becomes [`ErrorKind::Timeout`] (a socket
@@ -334,6 +346,11 @@ impl Error {
     /// True for [`ErrorKind::Protocol`].
     pub fn is_protocol(&self) -> bool {
         self.kind() == ErrorKind::Protocol
+    }
+
+    /// True for [`ErrorKind::InvalidRequest`].
+    pub fn is_invalid_request(&self) -> bool {
+        self.kind() == ErrorKind::InvalidRequest
     }
 
     /// True for [`ErrorKind::Io`].

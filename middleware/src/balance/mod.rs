@@ -424,14 +424,13 @@ impl<K: Clone + Eq, S, C> Balance<K, S, C> {
             // the request (a rare path, so the allocation is fine).
             if dead.is_none() && best.is_none() && refused.is_some() {
                 let policy = &shared.config.policy;
-                let mut order: Vec<_> = endpoints.iter().collect();
-                order.sort_by(|a, b| {
-                    (a.is_ejected(now), a.cost(policy, now))
-                        .partial_cmp(&(b.is_ejected(now), b.cost(policy, now)))
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                });
-                for ep in order {
-                    if best.is_some() && ep.is_ejected(now) {
+                let mut order: Vec<_> = endpoints
+                    .iter()
+                    .map(|ep| (ep.is_ejected(now), ep.cost(policy, now), ep))
+                    .collect();
+                order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+                for (ejected, _, ep) in order {
+                    if best.is_some() && ejected {
                         break; // a busy endpoint in service beats an ejected one
                     }
                     match ep.svc.try_ready() {

@@ -275,6 +275,7 @@ impl Drop for Waiter<'_> {
         let Some(id) = self.id else { return };
         let held = self.bucket.waiters.borrow_mut().cancel(id);
         match held {
+            // Granted just now (a granted waiter is woken and polled before time moves).
             Canceled::Granted => self.bucket.give_back(self.bucket.arrived.get()),
             Canceled::WasFront => {
                 let next = self.bucket.waiters.borrow().front_waker();

@@ -108,7 +108,7 @@ impl StatsConfig {
 }
 
 /// Error kinds counted apart; the last slot counts kinds added later.
-const KINDS: [ErrorKind; 8] = [
+const KINDS: [ErrorKind; 9] = [
     ErrorKind::Timeout,
     ErrorKind::Overloaded,
     ErrorKind::Unavailable,
@@ -117,6 +117,7 @@ const KINDS: [ErrorKind; 8] = [
     ErrorKind::Protocol,
     ErrorKind::Io,
     ErrorKind::Service,
+    ErrorKind::InvalidRequest,
 ];
 
 fn kind_index(kind: ErrorKind) -> usize {
@@ -403,6 +404,6 @@ mod tests {
         }
         let snap = stats.snapshot();
         assert!(KINDS.iter().all(|k| snap.errors(*k) == 1));
-        assert_eq!(snap.total_errors(), 8);
+        assert_eq!(snap.total_errors(), KINDS.len() as u64);
     }
 }

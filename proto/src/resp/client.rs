@@ -55,7 +55,7 @@ impl Client {
 
     /// Sends any command and returns the raw reply (an error reply is `Ok(Frame::Error)`).
     ///
-    /// Fails with a protocol error, sending nothing, for a frame that is not a command (a
+    /// Fails with [`ErrorKind::InvalidRequest`], sending nothing, for a frame that is not a command (a
     /// non-empty array of bulk strings) or a command that does not get exactly one reply
     /// (see [`check_command`]): replies are matched to requests in order, and one missing or
     /// extra reply would hand every later caller the previous caller's answer.
@@ -204,35 +204,44 @@ impl Service<Frame> for Client {
 /// replies follow — `SUBSCRIBE` and its kin, `MONITOR`, `SYNC`/`PSYNC`, `CLIENT REPLY`.
 /// Anything else (`*0`, a bare bulk string, which redis reads as two inline commands) would
 /// shift every later reply onto the wrong caller.
+///
+/// The error is [`ErrorKind::InvalidRequest`]: nothing was sent, and classifiers do not count
+/// it against the endpoint. Allocation-free.
 pub fn check_command(cmd: &Frame) -> Result<(), Error> {
-    let Frame::Array(parts) = cmd else {
-        return Err(Error::protocol("a command is an array of bulk strings"));
+    const UNPAIRED: [&[u8]; 9] = [
+        b"SUBSCRIBE",
+        b"UNSUBSCRIBE",
+        b"PSUBSCRIBE",
+        b"PUNSUBSCRIBE",
+        b"SSUBSCRIBE",
+        b"SUNSUBSCRIBE",
+        b"MONITOR",
+        b"SYNC",
+        b"PSYNC",
+    ];
+    let parts = match cmd {
+        Frame::Array(parts)
+            if !parts.is_empty() && parts.iter().all(|p| matches!(p, Frame::Bulk(_))) =>
+        {
+            parts
+        }
+        _ => {
+            return Err(Error::invalid_request(
+                "a command is a non-empty array of bulk strings",
+            ));
+        }
     };
-    if parts.is_empty() || !parts.iter().all(|p| matches!(p, Frame::Bulk(_))) {
-        return Err(Error::protocol(
-            "a command is a non-empty array of bulk strings",
-        ));
-    }
-    let name = cmd.command_name().unwrap_or_default();
-    let second = cmd
-        .arg(1)
-        .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase());
-    let unpaired = matches!(
-        name.as_str(),
-        "SUBSCRIBE"
-            | "UNSUBSCRIBE"
-            | "PSUBSCRIBE"
-            | "PUNSUBSCRIBE"
-            | "SSUBSCRIBE"
-            | "SUNSUBSCRIBE"
-            | "MONITOR"
-            | "SYNC"
-            | "PSYNC"
-    ) || (name == "CLIENT" && second.as_deref() == Some("REPLY"));
+    let arg = |i: usize| match parts.get(i) {
+        Some(Frame::Bulk(b)) => &b[..],
+        _ => &[][..],
+    };
+    let name = arg(0);
+    let unpaired = UNPAIRED.iter().any(|u| name.eq_ignore_ascii_case(u))
+        || (name.eq_ignore_ascii_case(b"CLIENT") && arg(1).eq_ignore_ascii_case(b"REPLY"));
     if unpaired {
-        return Err(Error::protocol(format!(
-            "{name} does not get exactly one reply; it needs a dedicated connection"
-        )));
+        return Err(Error::invalid_request(
+            "a command that does not get exactly one reply needs a dedicated connection",
+        ));
     }
     Ok(())
 }

@@ -297,6 +297,6 @@ fn only_commands_redis_answers_exactly_once_may_share_a_pipelined_connection() {
         Frame::command(["CLIENT", "REPLY", "OFF"]),
     ] {
         let err = check_command(&bad).unwrap_err();
-        assert!(err.is_protocol(), "{bad:?}: {err:?}");
+        assert!(err.is_invalid_request(), "{bad:?}: {err:?}");
     }
 }
