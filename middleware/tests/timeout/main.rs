@@ -83,16 +83,24 @@ fn an_answer_in_time_wins_and_the_timer_is_gone() {
     });
 }
 
+/// A service whose every call fails as `Unavailable` after `took`, counting calls.
+fn failing_after(
+    took: std::time::Duration,
+    calls: &Cell<u32>,
+) -> impl Service<u8, Response = u8, Error = Error> + '_ {
+    service_fn(move |_: u8| {
+        calls.set(calls.get() + 1);
+        async move {
+            sleep(took).await;
+            Err::<u8, _>(Error::unavailable())
+        }
+    })
+}
+
 #[test]
 fn a_retry_under_a_timeout_never_outlives_the_deadline() {
     let calls = Cell::new(0);
-    let failing = service_fn(|_: u8| {
-        calls.set(calls.get() + 1);
-        async {
-            sleep(ms(30)).await;
-            Err::<u8, _>(Error::unavailable())
-        }
-    });
+    let failing = failing_after(ms(30), &calls);
     let backoff = Backoff::exponential(ms(10), ms(10)).jitter(0.0);
     let config = RetryConfig::new().max_attempts(100).backoff(backoff);
     let svc = Timeout::new(Retry::new(failing, config), ms(100));
@@ -109,13 +117,7 @@ fn a_retry_under_a_timeout_never_outlives_the_deadline() {
 #[test]
 fn an_attempt_that_cannot_start_before_the_deadline_is_skipped() {
     let calls = Cell::new(0);
-    let failing = service_fn(|_: u8| {
-        calls.set(calls.get() + 1);
-        async {
-            sleep(ms(30)).await;
-            Err::<u8, _>(Error::unavailable())
-        }
-    });
+    let failing = failing_after(ms(30), &calls);
     let backoff = Backoff::exponential(ms(50), ms(50)).jitter(0.0);
     let config = RetryConfig::new().max_attempts(100).backoff(backoff);
     let svc = Timeout::new(Retry::new(failing, config), ms(100));
@@ -131,13 +133,7 @@ fn an_attempt_that_cannot_start_before_the_deadline_is_skipped() {
 
     // Now a deadline that leaves no room for the first retry's backoff: returned at once.
     calls.set(0);
-    let failing = service_fn(|_: u8| {
-        calls.set(calls.get() + 1);
-        async {
-            sleep(ms(60)).await;
-            Err::<u8, _>(Error::unavailable())
-        }
-    });
+    let failing = failing_after(ms(60), &calls);
     let svc = Timeout::new(Retry::new(failing, config), ms(100));
     paused().block_on(async {
         let start = now();

@@ -603,28 +603,40 @@ fn a_peer_that_stops_reading_its_responses_is_closed_as_idle() {
     }));
 }
 
+/// A RESP client connected to a one-connection pipelined server that answers with `answer`.
+async fn resp_client_of<F, Fut>(
+    answer: F,
+) -> sheave_proto::dispatch::Client<sheave_proto::resp::RespCodec, sheave_proto::dispatch::Pipeline>
+where
+    F: Fn(sheave_proto::resp::Frame) -> Fut + 'static,
+    Fut: Future<Output = Result<sheave_proto::resp::Frame, Error>> + 'static,
+{
+    use sheave_proto::resp::RespCodec;
+    let (listener, addr) = listen();
+    spawn(async move {
+        let (conn, _) = listener.accept().await.unwrap();
+        ServerConnection::pipeline()
+            .serve(Framed::new(conn, RespCodec::new()), service_fn(answer))
+            .await
+    });
+    Connector::pipeline(RespCodec::new())
+        .new_service(addr)
+        .await
+        .unwrap()
+}
+
 #[test]
 fn a_failed_call_is_an_error_reply_when_the_protocol_has_them_and_the_connection_goes_on() {
-    use sheave_proto::resp::{Frame, RespCodec};
+    use sheave_proto::resp::Frame;
     let rt = Runtime::new().unwrap();
     rt.block_on(within(30, async {
-        let (listener, addr) = listen();
-        spawn(async move {
-            let (conn, _) = listener.accept().await.unwrap();
-            let svc = service_fn(|cmd: Frame| async move {
-                match cmd.command_name().as_deref() {
-                    Some("FAIL") => Err(Error::msg(ErrorKind::Unavailable, "backend down")),
-                    _ => Ok(Frame::Simple("PONG".into())),
-                }
-            });
-            ServerConnection::pipeline()
-                .serve(Framed::new(conn, RespCodec::new()), svc)
-                .await
-        });
-        let client = Connector::pipeline(RespCodec::new())
-            .new_service(addr)
-            .await
-            .unwrap();
+        let client = resp_client_of(|cmd: Frame| async move {
+            match cmd.command_name().as_deref() {
+                Some("FAIL") => Err(Error::msg(ErrorKind::Unavailable, "backend down")),
+                _ => Ok(Frame::Simple("PONG".into())),
+            }
+        })
+        .await;
         let failed = client.oneshot(Frame::command(["FAIL"])).await.unwrap();
         // The kind only: the context stays in the server's log.
         assert_eq!(failed, Frame::error("ERR unavailable"));
@@ -637,27 +649,17 @@ fn a_failed_call_is_an_error_reply_when_the_protocol_has_them_and_the_connection
 fn a_reply_the_server_cannot_encode_is_not_called_the_peers_protocol_error() {
     // Regression (review): the encoder's failure reached the client as
     // `-ERR Protocol error`, blaming the client for the server's own bad reply.
-    use sheave_proto::resp::{Frame, RespCodec};
+    use sheave_proto::resp::Frame;
     let rt = Runtime::new().unwrap();
     rt.block_on(within(30, async {
-        let (listener, addr) = listen();
-        spawn(async move {
-            let (conn, _) = listener.accept().await.unwrap();
-            let svc = service_fn(|cmd: Frame| async move {
-                match cmd.command_name().as_deref() {
-                    // A simple string may not hold a line break: this cannot be encoded.
-                    Some("BAD") => Ok::<_, Error>(Frame::Simple("a\nb".into())),
-                    _ => Ok(Frame::Simple("PONG".into())),
-                }
-            });
-            ServerConnection::pipeline()
-                .serve(Framed::new(conn, RespCodec::new()), svc)
-                .await
-        });
-        let client = Connector::pipeline(RespCodec::new())
-            .new_service(addr)
-            .await
-            .unwrap();
+        let client = resp_client_of(|cmd: Frame| async move {
+            match cmd.command_name().as_deref() {
+                // A simple string may not hold a line break: this cannot be encoded.
+                Some("BAD") => Ok(Frame::Simple("a\nb".into())),
+                _ => Ok(Frame::Simple("PONG".into())),
+            }
+        })
+        .await;
         let failed = client.oneshot(Frame::command(["BAD"])).await.unwrap();
         assert_eq!(failed, Frame::error("ERR service error"));
         let next = client.oneshot(Frame::command(["PING"])).await.unwrap();
