@@ -91,6 +91,18 @@ pub trait Service<Req> {
         permit: Self::Permit,
         req: Req,
     ) -> impl Future<Output = Result<Self::Response, Self::Error>>;
+
+    /// How many requests hold this service's capacity now — permits out plus calls not yet
+    /// answered, **including calls whose callers gave up** but whose answers are still owed
+    /// (a pipelined connection keeps their slots until the peer replies) — if the service
+    /// knows; `None` (the default) if it does not.
+    ///
+    /// A balancer reads it as an endpoint's load, so a connection clogged by abandoned calls
+    /// looks as full as it is. A wrapper forwards it (as it forwards `try_ready`); a service
+    /// that does not know leaves the default, and the balancer counts its own calls instead.
+    fn in_flight(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The answer of [`Service::try_ready`]: a permit, "busy right now", or "closed for good".
@@ -191,6 +203,10 @@ macro_rules! forward_service {
                 req: Req,
             ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
                 (**self).call(permit, req)
+            }
+
+            fn in_flight(&self) -> Option<usize> {
+                (**self).in_flight()
             }
         }
     )*};

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use super::waiters::{Canceled, WaitQueue};
+use sheave_service::{Error, ErrorKind};
 
 /// Invariant: `available > 0` only while nobody waits (a release hands its slot to the first
 /// waiter instead of returning it to the pool).
@@ -18,7 +19,12 @@ pub(crate) struct Semaphore {
     /// Slots still out that a shrink already took away: their release retires them.
     debt: Cell<usize>,
     waiters: RefCell<WaitQueue>,
+    /// `acquire` fails at once with `Overloaded` when this many already wait.
+    max_waiters: Cell<usize>,
 }
+
+/// The default bound on a limit's waiters (Envoy's default for pending requests).
+pub(crate) const DEFAULT_MAX_WAITERS: usize = 1024;
 
 impl Semaphore {
     pub(crate) fn new(max: usize) -> Self {
@@ -27,7 +33,16 @@ impl Semaphore {
             available: Cell::new(max),
             debt: Cell::new(0),
             waiters: RefCell::new(WaitQueue::default()),
+            max_waiters: Cell::new(DEFAULT_MAX_WAITERS),
         }
+    }
+
+    pub(crate) fn max_waiters(&self) -> usize {
+        self.max_waiters.get()
+    }
+
+    pub(crate) fn set_max_waiters(&self, n: usize) {
+        self.max_waiters.set(n);
     }
 
     pub(crate) fn max(&self) -> usize {
@@ -100,18 +115,24 @@ impl Semaphore {
         })
     }
 
-    /// Waits (FIFO) for a slot.
-    pub(crate) async fn acquire(this: &Rc<Semaphore>) -> Slot {
+    /// Waits (FIFO) for a slot; fails at once with a retryable `Overloaded` error when
+    /// [`max_waiters`](Self::max_waiters) callers already wait (nothing was sent).
+    pub(crate) async fn acquire(this: &Rc<Semaphore>) -> Result<Slot, Error> {
         if !this.try_acquire() {
+            if this.waiting() >= this.max_waiters.get() {
+                return Err(
+                    Error::msg(ErrorKind::Overloaded, "the limit's wait queue is full").retryable(),
+                );
+            }
             let mut waiter = Waiter {
                 sem: this,
                 id: None,
             };
             poll_fn(|cx| waiter.poll(cx)).await;
         }
-        Slot {
+        Ok(Slot {
             sem: Rc::clone(this),
-        }
+        })
     }
 }
 

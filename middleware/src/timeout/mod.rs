@@ -232,6 +232,10 @@ where
         }
     }
 
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
+    }
+
     fn try_ready(&self) -> TryReady<Self::Permit, Error> {
         match self.inner.try_ready() {
             TryReady::Ready(inner) => TryReady::Ready(TimeoutPermit {

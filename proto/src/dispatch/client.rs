@@ -14,13 +14,13 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Settings of a client connection; see [`Client::with_config`] and [`Connector`].
 ///
 /// ```
 /// use sheave_proto::dispatch::ClientConfig;
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 ///
 /// let cfg = ClientConfig::default().max_in_flight(16).connect_timeout(Duration::from_secs(1));
 /// assert_eq!(cfg.get_max_in_flight(), 16);
@@ -28,15 +28,20 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     max_in_flight: usize,
+    max_abandoned: Option<usize>,
+    abandoned_age: Duration,
     connect_timeout: Duration,
     nodelay: bool,
 }
 
 impl Default for ClientConfig {
-    /// 128 requests in flight, a 5 s connect timeout, `TCP_NODELAY` on.
+    /// 128 requests in flight, a 5 s connect timeout, `TCP_NODELAY` on; abandoned calls
+    /// bounded to half the in-flight bound and 10 s of age.
     fn default() -> Self {
         ClientConfig {
             max_in_flight: 128,
+            max_abandoned: None,
+            abandoned_age: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             nodelay: true,
         }
@@ -53,6 +58,35 @@ impl ClientConfig {
     /// The configured in-flight bound.
     pub fn get_max_in_flight(&self) -> usize {
         self.max_in_flight
+    }
+
+    /// At most this many abandoned calls — calls whose callers gave up (a timeout, a
+    /// cancelled future) while the peer still owes their answers — before the connection is
+    /// closed (default: half of [`max_in_flight`](Self::max_in_flight), at least 1).
+    ///
+    /// An abandoned call keeps its slot until the peer answers, because on a pipelined
+    /// connection the answers are matched by order: a peer that stopped answering would
+    /// otherwise pin the whole connection's capacity. Past the bound the connection is
+    /// closed: every call still waiting fails with a retryable `Closed` error (the caller
+    /// may retry it elsewhere), and a balancer reconnects the endpoint.
+    pub fn max_abandoned(mut self, n: usize) -> Self {
+        self.max_abandoned = Some(n.max(1));
+        self
+    }
+
+    /// The bound on abandoned calls in force.
+    pub fn get_max_abandoned(&self) -> usize {
+        self.max_abandoned
+            .unwrap_or(self.max_in_flight.div_ceil(2))
+            .max(1)
+    }
+
+    /// An abandoned call older than this closes the connection too (default 10 s): a peer
+    /// that answers nothing for that long is hung, however few calls gave up on it. Checked
+    /// whenever a call is abandoned or capacity is asked for.
+    pub fn abandoned_age(mut self, age: Duration) -> Self {
+        self.abandoned_age = age;
+        self
     }
 
     /// How long [`Connector`] waits for a connection.
@@ -84,6 +118,10 @@ struct State<R> {
     order: VecDeque<usize>,
     /// Permits handed out plus requests awaiting their response.
     in_flight: usize,
+    /// Calls abandoned by their callers and not yet answered.
+    abandoned: usize,
+    /// When the oldest call still abandoned was given up (`None` when none is).
+    oldest_abandoned: Option<Instant>,
     closed: Option<Error>,
     conn_task: Option<Waker>,
     ready_waiters: Waiters,
@@ -224,11 +262,51 @@ impl<R> State<R> {
                     w.wake();
                 }
             }
-            Some(CallSlot::Abandoned) => self.remove(key),
+            Some(CallSlot::Abandoned) => {
+                self.remove(key);
+                self.abandoned -= 1;
+                if self.abandoned == 0 {
+                    self.oldest_abandoned = None;
+                }
+            }
             _ => return false,
         }
         self.release();
         true
+    }
+
+    /// A caller gave up on the call under `key`: past the bounds, the connection is closed.
+    fn abandon(&mut self, key: usize, limits: &AbandonLimits) {
+        self.slots[key] = Some(CallSlot::Abandoned);
+        self.abandoned += 1;
+        let now = time::now_cached();
+        let oldest = *self.oldest_abandoned.get_or_insert(now);
+        if self.abandoned > limits.max {
+            self.recycle(format!(
+                "{} calls abandoned while the peer owed their answers",
+                self.abandoned
+            ));
+        } else if now.saturating_duration_since(oldest) > limits.age {
+            self.recycle("an abandoned call went unanswered too long".to_string());
+        }
+    }
+
+    /// Checks the age bound (from `ready`), so a hung peer is found even when no call is
+    /// abandoned any more.
+    fn check_abandoned_age(&mut self, limits: &AbandonLimits) {
+        if let Some(oldest) = self.oldest_abandoned
+            && time::now_cached().saturating_duration_since(oldest) > limits.age
+        {
+            self.recycle("an abandoned call went unanswered too long".to_string());
+        }
+    }
+
+    /// Closes the connection because abandoned calls pinned it: replies can no longer be
+    /// matched otherwise. Every waiting caller gets a retryable `Closed` error.
+    fn recycle(&mut self, why: String) {
+        log::debug!("client connection recycled: {why}");
+        self.fail_all(Error::closed().with_context(why).retryable());
+        self.wake_conn();
     }
 
     /// The connection is gone: every waiting caller gets `err`, and so will every later one.
@@ -247,10 +325,17 @@ impl<R> State<R> {
     }
 }
 
+/// When abandoned calls close a connection; see [`ClientConfig::max_abandoned`].
+struct AbandonLimits {
+    max: usize,
+    age: Duration,
+}
+
 struct Shared<C: Decoder, M> {
     framed: RefCell<Framed<TcpStream, C>>,
     state: RefCell<State<C::Item>>,
     max_in_flight: usize,
+    abandon: AbandonLimits,
     handles: Cell<usize>,
     mode: PhantomData<M>,
 }
@@ -265,7 +350,9 @@ struct Shared<C: Decoder, M> {
 /// - When the connection dies (the peer closes, an I/O or protocol error), every request in
 ///   flight fails with a `Closed` error; none is left waiting.
 /// - A caller that gives up (drops its call future) keeps its place: its response is read and
-///   discarded, so later responses still reach their callers.
+///   discarded, so later responses still reach their callers. Abandoned calls are bounded
+///   in count and age ([`ClientConfig::max_abandoned`]): past the bound the connection is
+///   closed, and the calls still waiting fail with a retryable `Closed` error.
 /// - Cloning is cheap (an `Rc`); the connection closes once every clone is dropped and the
 ///   requests in flight are answered.
 /// - Pipelined, responses are matched to requests in order: a request the peer answers
@@ -358,11 +445,17 @@ impl<C: Decoder + 'static, M: Mode<C::Item, C::Item>> Client<C, M> {
                 free: Vec::new(),
                 order: VecDeque::new(),
                 in_flight: 0,
+                abandoned: 0,
+                oldest_abandoned: None,
                 closed: None,
                 conn_task: None,
                 ready_waiters: Waiters::default(),
             }),
             max_in_flight: config.max_in_flight,
+            abandon: AbandonLimits {
+                max: config.get_max_abandoned(),
+                age: config.abandoned_age,
+            },
             handles: Cell::new(1),
             mode: PhantomData,
         });
@@ -387,6 +480,12 @@ fn drive<C: Decoder, M: Mode<C::Item, C::Item>>(
     match &state.conn_task {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => state.conn_task = Some(cx.waker().clone()),
+    }
+    if state.closed.is_some() {
+        // Recycled by a caller (too many abandoned calls): every caller already has its
+        // answer; only the socket is left to close.
+        let _ = framed.get_ref().shutdown(std::net::Shutdown::Both);
+        return Poll::Ready(());
     }
     let result = loop {
         if let Poll::Ready(Err(e)) = framed.poll_flush_buf(cx) {
@@ -494,6 +593,9 @@ impl<C: Decoder, M> Client<C, M> {
         key: &mut Option<usize>,
     ) -> Poll<Result<Permit<C, M>, Error>> {
         let mut state = self.shared.state.borrow_mut();
+        if state.abandoned > 0 {
+            state.check_abandoned_age(&self.shared.abandon);
+        }
         if let Some(e) = &state.closed {
             return Poll::Ready(Err(e.clone()));
         }
@@ -569,7 +671,7 @@ impl<C: Decoder, M> Drop for ResponseGuard<'_, C, M> {
         let mut state = self.shared.state.borrow_mut();
         match state.slots[self.key] {
             Some(CallSlot::Done(_)) => state.remove(self.key),
-            _ => state.slots[self.key] = Some(CallSlot::Abandoned),
+            _ => state.abandon(self.key, &self.shared.abandon),
         }
     }
 }
@@ -589,6 +691,11 @@ where
             key: None,
         };
         poll_fn(|cx| self.poll_ready(Some(cx), &mut guard.key)).await
+    }
+
+    /// Permits out plus calls awaiting their answers, abandoned ones included.
+    fn in_flight(&self) -> Option<usize> {
+        Some(self.shared.state.borrow().in_flight)
     }
 
     fn try_ready(&self) -> TryReady<Permit<C, M>, Error> {
