@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 ///
 /// ```
 /// use sheave_proto::dispatch::ClientConfig;
-/// use std::time::{Duration, Instant};
+/// use std::time::Duration;
 ///
 /// let cfg = ClientConfig::default().max_in_flight(16).connect_timeout(Duration::from_secs(1));
 /// assert_eq!(cfg.get_max_in_flight(), 16);
