@@ -193,6 +193,9 @@ fn failures(outcomes: &[Outcome]) -> String {
             None => kinds.push((kind, 1)),
         }
     }
+    if kinds.is_empty() {
+        return "0".to_string();
+    }
     let why: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
     format!("{} ({})", failed(outcomes), why.join(", "))
 }
