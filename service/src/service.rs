@@ -45,7 +45,7 @@
 //! ```
 //!
 //! Writing a *middleware* — a service that wraps another — has a few more rules; the recipe
-//! is in the middleware crate's `recipe` module.
+//! is in the middleware crate's `recipe` module (`sheave_middleware::recipe`).
 
 use std::pin::pin;
 use std::rc::Rc;

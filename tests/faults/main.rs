@@ -524,12 +524,19 @@ fn overload_at_ten_times_capacity_fails_fast_in_bounded_memory_and_admitted_requ
             })
             .unwrap_or(0)
     };
-    let (unloaded, loaded, grown) = c.rt.block_on(async {
+    let (unloaded, loaded, grown, future_bytes) = c.rt.block_on(async {
         let client = connected(&c.addrs(), &c.stats, ClientOptions::default()).await;
+        // What one request of this stack holds while it is in flight: its future.
+        let future_bytes = std::mem::size_of_val(&client.oneshot(get(0)));
         let unloaded = offer(client.clone(), 400, 800, Vec::new()).await;
         let before = rss_kib();
         let loaded = offer(client, 12_800, 20_000, Vec::new()).await;
-        (unloaded, loaded, rss_kib().saturating_sub(before))
+        (
+            unloaded,
+            loaded,
+            rss_kib().saturating_sub(before),
+            future_bytes,
+        )
     });
     c.rt.handle().shutdown();
     let p99 = |o: &[Outcome], ok: bool| {
@@ -546,7 +553,8 @@ fn overload_at_ten_times_capacity_fails_fast_in_bounded_memory_and_admitted_requ
     );
     println!(
         "overload 10x: {} offered, {} admitted, {} refused; p99 unloaded {base:?}, admitted \
-         {admitted:?}, refused {refused:?}; RSS grew {grown} KiB",
+         {admitted:?}, refused {refused:?}; RSS grew {grown} KiB; a request's future \
+         {future_bytes} bytes",
         loaded.len(),
         loaded.len() - failed(&loaded),
         failed(&loaded)
