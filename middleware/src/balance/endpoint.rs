@@ -210,10 +210,22 @@ impl<K: Clone, S> Endpoint<K, S> {
         tau.as_nanos().max(1) as f64
     }
 
-    /// Counts a request as sent.
-    pub(crate) fn start(&self) {
+    /// Counts a request as sent, and notes the connection's own count (for the stats).
+    pub(crate) fn start<Req>(&self)
+    where
+        S: Service<Req>,
+    {
         self.pending.set(self.pending.get() + 1);
         self.requests.set(self.requests.get() + 1);
+        self.note_load::<Req>();
+    }
+
+    /// Notes the connection's own count of requests holding it (for the stats).
+    pub(crate) fn note_load<Req>(&self)
+    where
+        S: Service<Req>,
+    {
+        self.in_flight_seen.set(self.svc.in_flight());
     }
 
     /// Counts a call as finished (answered, failed or given up).

@@ -215,6 +215,8 @@ struct InFlight<
     /// other policies read no clock per request.
     start: Option<Instant>,
     classify: J,
+    /// Notes the connection's own load once the call ended (it knows `Req`; this does not).
+    note_load: fn(&Endpoint<K, S>),
     response: std::marker::PhantomData<fn(&R)>,
 }
 
@@ -236,6 +238,7 @@ impl<K: Clone + Eq, S, J: Fn(Result<&R, &Error>) -> sheave_service::classify::Cl
         };
         let verdict = (self.classify)(outcome);
         self.shared.settle(self.endpoint, rtt, verdict, now);
+        (self.note_load)(self.endpoint);
     }
 }
 
@@ -340,12 +343,13 @@ where
         if endpoint.is_gone() {
             return Err(Error::msg(ErrorKind::Unavailable, "the endpoint was removed").retryable());
         }
-        endpoint.start();
+        endpoint.start::<Req>();
         let in_flight = InFlight {
             shared: &self.shared,
             endpoint: &endpoint,
             start: matches!(self.shared.config.policy, Policy::P2cPeakEwma(_)).then(time::now),
             classify: |outcome: Result<&S::Response, &Error>| self.classifier.classify(outcome),
+            note_load: Endpoint::note_load::<Req>,
             response: std::marker::PhantomData,
         };
         let result = endpoint.svc.call(inner, req).await.map_err(Into::into);
