@@ -77,9 +77,9 @@ pub(crate) struct Endpoint<K, S> {
     pub(crate) health: std::rc::Rc<Health>,
     /// Calls made through the balancer and not yet finished.
     pending: Cell<u32>,
-    /// The service's own count of requests holding its capacity, when last looked at
-    /// (abandoned calls included); `None` if it does not say.
-    in_flight_seen: Cell<Option<usize>>,
+    /// Reads the service's own count of requests holding its capacity (abandoned calls
+    /// included), for the stats; set by the first call, which knows the request type.
+    in_flight_of: Cell<Option<fn(&S) -> Option<usize>>>,
     /// Peak-EWMA round-trip estimate, nanoseconds, as of `stamp`.
     rtt_ns: Cell<f64>,
     stamp: Cell<Instant>,
@@ -113,7 +113,7 @@ pub struct EndpointStats<K> {
     pub key: K,
     /// Requests holding the endpoint's capacity: the balancer's calls in flight, or — when the
     /// connection says more, as a pipelined one does while it still owes answers to callers
-    /// who gave up — the connection's count as last seen.
+    /// who gave up — the connection's own count.
     pub pending: u32,
     /// The peak-EWMA round-trip estimate now (decayed to the time of the snapshot; zero
     /// before the first sample).
@@ -133,7 +133,7 @@ impl<K: Clone, S> Endpoint<K, S> {
             svc,
             health,
             pending: Cell::new(0),
-            in_flight_seen: Cell::new(None),
+            in_flight_of: Cell::new(None),
             rtt_ns: Cell::new(0.0),
             stamp: Cell::new(now),
             sampled: Cell::new(false),
@@ -168,10 +168,9 @@ impl<K: Clone, S> Endpoint<K, S> {
     where
         S: Service<Req>,
     {
-        let seen = self.svc.in_flight();
-        self.in_flight_seen.set(seen);
-        seen.map_or(self.pending.get(), |n| {
-            u32::try_from(n).unwrap_or(u32::MAX).max(self.pending.get())
+        let pending = self.pending.get();
+        self.svc.in_flight().map_or(pending, |n| {
+            u32::try_from(n).unwrap_or(u32::MAX).max(pending)
         })
     }
 
@@ -210,22 +209,14 @@ impl<K: Clone, S> Endpoint<K, S> {
         tau.as_nanos().max(1) as f64
     }
 
-    /// Counts a request as sent, and notes the connection's own count (for the stats).
+    /// Counts a request as sent (and notes how to read the connection's own count).
     pub(crate) fn start<Req>(&self)
     where
         S: Service<Req>,
     {
         self.pending.set(self.pending.get() + 1);
         self.requests.set(self.requests.get() + 1);
-        self.note_load::<Req>();
-    }
-
-    /// Notes the connection's own count of requests holding it (for the stats).
-    pub(crate) fn note_load<Req>(&self)
-    where
-        S: Service<Req>,
-    {
-        self.in_flight_seen.set(self.svc.in_flight());
+        self.in_flight_of.set(Some(<S as Service<Req>>::in_flight));
     }
 
     /// Counts a call as finished (answered, failed or given up).
@@ -292,8 +283,9 @@ impl<K: Clone, S> Endpoint<K, S> {
             _ => PeakEwma::default(),
         };
         let seen = self
-            .in_flight_seen
+            .in_flight_of
             .get()
+            .and_then(|of| of(&self.svc))
             .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
         EndpointStats {
             key: self.key.clone(),

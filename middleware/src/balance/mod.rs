@@ -215,8 +215,6 @@ struct InFlight<
     /// other policies read no clock per request.
     start: Option<Instant>,
     classify: J,
-    /// Notes the connection's own load once the call ended (it knows `Req`; this does not).
-    note_load: fn(&Endpoint<K, S>),
     response: std::marker::PhantomData<fn(&R)>,
 }
 
@@ -238,7 +236,6 @@ impl<K: Clone + Eq, S, J: Fn(Result<&R, &Error>) -> sheave_service::classify::Cl
         };
         let verdict = (self.classify)(outcome);
         self.shared.settle(self.endpoint, rtt, verdict, now);
-        (self.note_load)(self.endpoint);
     }
 }
 
@@ -349,7 +346,6 @@ where
             endpoint: &endpoint,
             start: matches!(self.shared.config.policy, Policy::P2cPeakEwma(_)).then(time::now),
             classify: |outcome: Result<&S::Response, &Error>| self.classifier.classify(outcome),
-            note_load: Endpoint::note_load::<Req>,
             response: std::marker::PhantomData,
         };
         let result = endpoint.svc.call(inner, req).await.map_err(Into::into);

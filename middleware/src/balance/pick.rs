@@ -67,28 +67,49 @@ struct Seen<K, S> {
 
 impl<K: Clone + Eq, S> Seen<K, S> {
     fn was_tried(&self, i: usize) -> bool {
-        i < 64 && self.tried & (1 << i) != 0
+        was_tried(self.tried, i)
     }
 
     /// Judges endpoint `i`: its permit if it has capacity, else what it said is noted.
     fn judge<Req>(
         &mut self,
+        shared: &Shared<K, S>,
         endpoints: &[Rc<Endpoint<K, S>>],
         i: usize,
-        cost: impl Fn(&Endpoint<K, S>) -> f64,
+        now: Instant,
     ) -> Option<S::Permit>
     where
         S: Service<Req>,
         S::Error: Into<Error>,
     {
+        match judge::<K, S, Req>(&endpoints[i]) {
+            Judged::Ready(permit) => Some(permit),
+            other => {
+                self.note::<Req>(shared, endpoints, i, other, now);
+                None
+            }
+        }
+    }
+
+    /// Notes what endpoint `i`, which could not take the request, said.
+    fn note<Req>(
+        &mut self,
+        shared: &Shared<K, S>,
+        endpoints: &[Rc<Endpoint<K, S>>],
+        i: usize,
+        judged: Judged<S::Permit>,
+        now: Instant,
+    ) where
+        S: Service<Req>,
+    {
         if i < 64 {
             self.tried |= 1 << i;
         }
         let ep = &endpoints[i];
-        match judge::<K, S, Req>(ep) {
-            Judged::Ready(permit) => return Some(permit),
+        match judged {
+            Judged::Ready(_) => unreachable!("a permit is taken, not noted"),
             Judged::Busy => {
-                let c = cost(ep);
+                let c = shared.cost::<Req>(endpoints, ep, now);
                 if self.busy.as_ref().is_none_or(|(_, best)| c < *best) {
                     self.busy = Some((ep.clone(), c));
                 }
@@ -96,8 +117,11 @@ impl<K: Clone + Eq, S> Seen<K, S> {
             Judged::Refused(e) => self.refused = Some(e),
             Judged::Dead => self.dead = Some(ep.clone()),
         }
-        None
     }
+}
+
+fn was_tried(tried: u64, i: usize) -> bool {
+    i < 64 && tried & (1 << i) != 0
 }
 
 impl<K: Clone + Eq, S> Shared<K, S> {
@@ -113,23 +137,27 @@ impl<K: Clone + Eq, S> Shared<K, S> {
             if endpoints.is_empty() {
                 return Pick::Empty;
             }
-            let policy = &self.config.policy;
-            let neutral = || self.neutral_rtt(&endpoints, now);
-            let cost = |ep: &Endpoint<K, S>| ep.cost::<Req>(policy, now, neutral);
+            let any_ejected = self.any_ejected(now);
+            // 1. Picks — the first one, the common case, before any bookkeeping.
+            let first = self.pick::<Req>(&endpoints, now, 0, any_ejected);
+            let judged = judge::<K, S, Req>(&endpoints[first]);
+            if let Judged::Ready(permit) = judged {
+                return Pick::Ready(endpoints[first].clone(), permit);
+            }
             let mut seen = Seen {
                 busy: None,
                 refused: None,
                 dead: None,
                 tried: 0,
             };
-            // 1. Picks.
-            for _ in 0..self.config.picks.max(1) {
-                let i = self.pick::<Req>(&endpoints, now, &seen, &cost);
-                if let Some(permit) = seen.judge::<Req>(&endpoints, i, &cost) {
-                    return Pick::Ready(endpoints[i].clone(), permit);
-                }
+            seen.note::<Req>(self, &endpoints, first, judged, now);
+            for _ in 1..self.config.picks.max(1) {
                 if seen.dead.is_some() {
                     break;
+                }
+                let i = self.pick::<Req>(&endpoints, now, seen.tried, any_ejected);
+                if let Some(permit) = seen.judge::<Req>(self, &endpoints, i, now) {
+                    return Pick::Ready(endpoints[i].clone(), permit);
                 }
             }
             // 2. Scan: in service first, then — only if none of those has room — ejected.
@@ -142,7 +170,7 @@ impl<K: Clone + Eq, S> Shared<K, S> {
                         if seen.was_tried(i) || endpoints[i].is_ejected(now) != ejected {
                             continue;
                         }
-                        if let Some(permit) = seen.judge::<Req>(&endpoints, i, &cost) {
+                        if let Some(permit) = seen.judge::<Req>(self, &endpoints, i, now) {
                             return Pick::Ready(endpoints[i].clone(), permit);
                         }
                         if seen.dead.is_some() {
@@ -173,15 +201,16 @@ impl<K: Clone + Eq, S> Shared<K, S> {
         &self,
         endpoints: &[Rc<Endpoint<K, S>>],
         now: Instant,
-        seen: &Seen<K, S>,
-        cost: &impl Fn(&Endpoint<K, S>) -> f64,
+        tried: u64,
+        any_ejected: bool,
     ) -> usize
     where
         S: Service<Req>,
     {
         let n = endpoints.len();
-        let panic = endpoints.iter().all(|e| e.is_ejected(now));
-        let eligible = |i: usize| (panic || !endpoints[i].is_ejected(now)) && !seen.was_tried(i);
+        let panic = any_ejected && endpoints.iter().all(|e| e.is_ejected(now));
+        let healthy = |i: usize| !any_ejected || panic || !endpoints[i].is_ejected(now);
+        let eligible = |i: usize| healthy(i) && !was_tried(tried, i);
         match self.config.policy {
             Policy::RoundRobin => {
                 let start = self.cursor.get();
@@ -192,18 +221,34 @@ impl<K: Clone + Eq, S> Shared<K, S> {
                 self.cursor.set(i + 1);
                 i
             }
+            Policy::P2cPending | Policy::P2cPeakEwma(_) if n > 1 && tried == 0 && !any_ejected => {
+                // The common case: every endpoint is eligible; two distinct draws.
+                let mut rng = self.rng.borrow_mut();
+                let a = rng.random_range(0..n);
+                let b = (a + 1 + rng.random_range(0..n - 1)) % n;
+                drop(rng);
+                let cost = |i: usize| self.cost::<Req>(endpoints, &endpoints[i], now);
+                if cost(b) < cost(a) { b } else { a }
+            }
             Policy::P2cPending | Policy::P2cPeakEwma(_) => {
                 let a = self.random_eligible(n, &eligible);
                 let Some(b) = self.second_choice(n, a, &eligible) else {
                     return a;
                 };
-                if cost(&endpoints[b]) < cost(&endpoints[a]) {
-                    b
-                } else {
-                    a
-                }
+                let cost = |i: usize| self.cost::<Req>(endpoints, &endpoints[i], now);
+                if cost(b) < cost(a) { b } else { a }
             }
         }
+    }
+
+    /// The policy's cost of `ep` (an endpoint without history costs the neutral estimate).
+    fn cost<Req>(&self, endpoints: &[Rc<Endpoint<K, S>>], ep: &Endpoint<K, S>, now: Instant) -> f64
+    where
+        S: Service<Req>,
+    {
+        ep.cost::<Req>(&self.config.policy, now, || {
+            self.neutral_rtt(endpoints, now)
+        })
     }
 
     /// One random index that is `eligible`, if a few draws find one, else the first eligible

@@ -30,6 +30,9 @@ pub(crate) struct Shared<K, S> {
     reconnects: RefCell<Vec<K>>,
     pub(crate) rng: RefCell<SmallRng>,
     pub(crate) cursor: Cell<usize>,
+    /// No endpoint is ejected at or after this instant (the latest ejection's end): before
+    /// it, picks check each endpoint's health; after it, they need not.
+    ejections_end: Cell<Option<Instant>>,
 }
 
 impl<K: Clone + Eq, S> Shared<K, S> {
@@ -47,7 +50,13 @@ impl<K: Clone + Eq, S> Shared<K, S> {
             reconnects: RefCell::new(Vec::new()),
             rng: RefCell::new(rng),
             cursor: Cell::new(0),
+            ejections_end: Cell::new(None),
         }
+    }
+
+    /// Whether any endpoint may be ejected now (false means surely none is).
+    pub(crate) fn any_ejected(&self, now: Instant) -> bool {
+        self.ejections_end.get().is_some_and(|end| now < end)
     }
 
     pub(crate) fn epoch(&self) -> u64 {
@@ -180,7 +189,7 @@ impl<K: Clone + Eq, S> Shared<K, S> {
         };
         let endpoints = self.endpoints.borrow();
         let cap = ((endpoints.len() as f64 * cfg.max_share) as usize).max(1);
-        endpoints.iter().filter(|e| e.is_ejected(now)).count() < cap
+        !self.any_ejected(now) || endpoints.iter().filter(|e| e.is_ejected(now)).count() < cap
     }
 
     /// Counts a failure of `ep`'s key, and ejects it when that crosses the threshold and
@@ -192,6 +201,10 @@ impl<K: Clone + Eq, S> Shared<K, S> {
             && self.may_eject(now)
         {
             ep.eject(cfg, now);
+            let end = now + ep.health.ejected_for(now);
+            if self.ejections_end.get().is_none_or(|e| e < end) {
+                self.ejections_end.set(Some(end));
+            }
         }
     }
 
