@@ -70,6 +70,9 @@ impl Health {
     }
 }
 
+/// How to read a service's own in-flight count ([`Service::in_flight`] for one request type).
+type InFlightOf<S> = fn(&S) -> Option<usize>;
+
 /// A connected endpoint: a key, its service, and what the balancer knows of it.
 pub(crate) struct Endpoint<K, S> {
     pub(crate) key: K,
@@ -79,7 +82,7 @@ pub(crate) struct Endpoint<K, S> {
     pending: Cell<u32>,
     /// Reads the service's own count of requests holding its capacity (abandoned calls
     /// included), for the stats; set by the first call, which knows the request type.
-    in_flight_of: Cell<Option<fn(&S) -> Option<usize>>>,
+    in_flight_of: Cell<Option<InFlightOf<S>>>,
     /// Peak-EWMA round-trip estimate, nanoseconds, as of `stamp`.
     rtt_ns: Cell<f64>,
     stamp: Cell<Instant>,
