@@ -51,6 +51,7 @@
 //! | [`balance`] | [`Balance`] | p2c (pending, peak-EWMA) or round robin; ejection; reconnect; never stalls |
 //! | [`hedge`] | [`Hedge`] / [`HedgeLayer`] | a backup after the p-th percentile; first *success* wins; budgeted |
 //! | [`breaker`] | [`CircuitBreaker`] / [`CircuitBreakerLayer`] | fails fast while a service keeps failing; one probe |
+//! | [`fault`] | [`Fault`](fault::Fault) / [`FaultLayer`](fault::FaultLayer) | delays or aborts a seeded share of requests, to test what a stack does when things go wrong |
 //!
 //! Writing your own: [`recipe`] — forward `try_ready` and `in_flight`, keep the permit's
 //! meaning, count a cancelled call, follow the readiness rule.
@@ -63,6 +64,7 @@ pub mod balance;
 pub mod breaker;
 mod builder;
 pub mod discover;
+pub mod fault;
 mod future;
 pub mod hedge;
 pub mod limit;
