@@ -44,6 +44,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod chaos;
 pub mod codec;
 pub mod dispatch;
 pub mod framed;
