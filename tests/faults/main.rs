@@ -14,21 +14,20 @@
 #[path = "../../examples/support/mod.rs"]
 mod support;
 
-use sheave::Runtime;
-use sheave::service::{Error, Service, ServiceExt};
+use sheave::service::{Service, ServiceExt};
 use sheave::time;
-use sheave_middleware::stats::Stats;
 use sheave_proto::Connector;
 use sheave_proto::dispatch::ClientConfig;
 use sheave_proto::resp::{Frame, RespCodec};
 use sheave_service::{ErrorKind, NewService};
 use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
-use support::cluster::{
-    Backend, ClientOptions, accept_and_close, balanced_client_with, endpoint_stats,
+use std::time::Duration;
+use support::cluster::{ClientOptions, accept_and_close, cluster, connected, roomy};
+use support::openloop::{
+    Outcome, assert_few_sheds, assert_no_window_below, at, command, failed, failed_unshed,
+    failures, get, offer, percentile, readings, requests, share,
 };
 
 /// The cases measure rates on a 2-core machine: one at a time.
@@ -36,242 +35,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn get(i: u64) -> Frame {
-    command(&[b"GET", format!("k{}", i % 100).as_bytes()])
-}
-
-fn command(parts: &[&[u8]]) -> Frame {
-    Frame::Array(
-        parts
-            .iter()
-            .map(|p| Frame::Bulk(bytes::Bytes::copy_from_slice(p)))
-            .collect(),
-    )
-}
-
-/// One request's fate: when it was due (since the start), how long it took from then (what
-/// its caller saw, waiting for the event loop included), how long the stack took from the
-/// call, and whether it succeeded.
-#[derive(Debug, Clone, Copy)]
-struct Outcome {
-    due: Duration,
-    latency: Duration,
-    service: Duration,
-    ok: bool,
-    /// Why it failed.
-    error: Option<ErrorKind>,
-}
-
-/// Something to do once the run reaches `at`.
-struct Step<'a> {
-    at: Duration,
-    what: Box<dyn FnMut() + 'a>,
-}
-
-fn at<'a>(secs: f64, what: impl FnMut() + 'a) -> Step<'a> {
-    Step {
-        at: Duration::from_secs_f64(secs),
-        what: Box::new(what),
-    }
-}
-
-/// Offers `total` GETs at `rate` per second, open loop, running `steps` on the way; returns
-/// every outcome in the order the requests were due.
-async fn offer<S>(client: Rc<S>, rate: u64, total: u64, mut steps: Vec<Step<'_>>) -> Vec<Outcome>
-where
-    S: Service<Frame, Error = Error> + 'static,
-{
-    let outcomes: Rc<RefCell<Vec<Option<Outcome>>>> =
-        Rc::new(RefCell::new(vec![None; total as usize]));
-    let start = Instant::now();
-    let mut tick = time::interval(Duration::from_millis(1));
-    let mut tasks = Vec::with_capacity(total as usize);
-    let mut issued = 0u64;
-    while issued < total {
-        tick.tick().await;
-        let elapsed = start.elapsed();
-        for step in steps.iter_mut().filter(|s| s.at <= elapsed) {
-            (step.what)();
-            step.at = Duration::MAX; // done
-        }
-        let due_now = ((elapsed.as_secs_f64() * rate as f64) as u64).min(total);
-        while issued < due_now {
-            let i = issued;
-            issued += 1;
-            let due = Duration::from_secs_f64(i as f64 / rate as f64);
-            let (client, outcomes) = (client.clone(), outcomes.clone());
-            tasks.push(sheave::spawn(async move {
-                let called = Instant::now();
-                let result = client.oneshot(get(i)).await;
-                if let Err(e) = &result
-                    && std::env::var_os("FAULTS_DEBUG").is_some()
-                {
-                    eprintln!("request {i}: {e:?}");
-                }
-                let (ok, error) = (result.is_ok(), result.err().map(|e| e.kind()));
-                let (latency, service) = (start.elapsed().saturating_sub(due), called.elapsed());
-                outcomes.borrow_mut()[i as usize] = Some(Outcome {
-                    due,
-                    latency,
-                    service,
-                    ok,
-                    error,
-                });
-            }));
-        }
-    }
-    for task in tasks {
-        task.await.expect("a request task panicked");
-    }
-    let outcomes = outcomes.borrow();
-    outcomes
-        .iter()
-        .map(|o| o.expect("every request ended"))
-        .collect()
-}
-
-/// Per whole second of due time: (offered, succeeded).
-fn per_second(outcomes: &[Outcome]) -> Vec<(u64, u64)> {
-    let mut seconds: Vec<(u64, u64)> = Vec::new();
-    for o in outcomes {
-        let s = o.due.as_secs() as usize;
-        if seconds.len() <= s {
-            seconds.resize(s + 1, (0, 0));
-        }
-        seconds[s].0 += 1;
-        seconds[s].1 += u64::from(o.ok);
-    }
-    seconds
-}
-
-#[track_caller]
-fn assert_no_window_below(outcomes: &[Outcome], share: f64) {
-    for (s, (offered, ok)) in per_second(outcomes).into_iter().enumerate() {
-        assert!(
-            ok as f64 >= share * offered as f64,
-            "second {s}: {ok} of {offered} succeeded (below {:.0}%)",
-            share * 100.0
-        );
-    }
-}
-
-fn failed(outcomes: &[Outcome]) -> usize {
-    outcomes.iter().filter(|o| !o.ok).count()
-}
-
-/// How many failed for a reason other than being shed. A shed (`Overloaded`: the limit was
-/// full) is the stack doing its job when the machine itself stalls — a 2-core machine shared
-/// with a build can pause the client thread for tens of milliseconds — so the cases count
-/// sheds apart, and bound them separately with [`assert_few_sheds`].
-fn failed_unshed(outcomes: &[Outcome]) -> usize {
-    outcomes
-        .iter()
-        .filter(|o| !o.ok && o.error != Some(ErrorKind::Overloaded))
-        .count()
-}
-
-#[track_caller]
-fn assert_few_sheds(outcomes: &[Outcome]) {
-    let shed = failed(outcomes) - failed_unshed(outcomes);
-    assert!(
-        shed * 200 <= outcomes.len(),
-        "{shed} of {} requests shed (more than 0.5%): {}",
-        outcomes.len(),
-        failures(outcomes)
-    );
-}
-
-/// How many failed, and why: `12 (Timeout 10, Overloaded 2)`.
-fn failures(outcomes: &[Outcome]) -> String {
-    let mut kinds: Vec<(String, usize)> = Vec::new();
-    for kind in outcomes.iter().filter_map(|o| o.error) {
-        let kind = format!("{kind:?}");
-        match kinds.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, n)) => *n += 1,
-            None => kinds.push((kind, 1)),
-        }
-    }
-    if kinds.is_empty() {
-        return "0".to_string();
-    }
-    let why: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    format!("{} ({})", failed(outcomes), why.join(", "))
-}
-
-fn percentile(mut latencies: Vec<Duration>, p: f64) -> Duration {
-    if latencies.is_empty() {
-        return Duration::ZERO;
-    }
-    latencies.sort();
-    let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-    latencies[i]
-}
-
-fn requests(stats: &[(&'static str, Stats)], name: &str) -> u64 {
-    stats
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map_or(0, |(_, s)| s.snapshot().requests)
-}
-
-/// The share of requests `name` took of everything sent between two readings of the stats.
-fn share(before: &[u64], after: &[u64], index: usize) -> f64 {
-    let total: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
-    (after[index] - before[index]) as f64 / total.max(1) as f64
-}
-
-fn readings(stats: &[(&'static str, Stats)]) -> Vec<u64> {
-    stats.iter().map(|(_, s)| s.snapshot().requests).collect()
-}
-
-/// The documented stack with room for 256 requests in flight instead of 64: the fault cases
-/// measure what a hang or a death costs, and a scheduling hiccup of a shared 2-core machine
-/// (a 16 ms stall fills 64 slots at 4,000/s) would otherwise shed requests for reasons of
-/// its own. The overload case keeps the limit of 64: there, shedding is the subject.
-fn roomy() -> ClientOptions {
-    ClientOptions {
-        limit: 256,
-        ..ClientOptions::default()
-    }
-}
-
-/// The documented client, once it has connected to every backend.
-async fn connected(
-    backends: &[(&'static str, std::net::SocketAddr)],
-    stats: &[(&'static str, Stats)],
-    options: ClientOptions,
-) -> Rc<impl Service<Frame, Response = Frame, Error = Error> + use<>> {
-    let (client, mut connects) = balanced_client_with(backends, stats, options);
-    connects.wait_for(backends.len()).await;
-    Rc::new(client)
-}
-
-struct Cluster {
-    rt: Runtime,
-    backends: Vec<Backend>,
-    stats: Vec<(&'static str, Stats)>,
-}
-
-fn cluster(names: &[&'static str], delay: Duration) -> Cluster {
-    let rt = Runtime::builder().threads(2).build().unwrap();
-    let handle = rt.handle().clone();
-    let backends = names
-        .iter()
-        .map(|n| Backend::start(&handle, 1, n, delay).unwrap())
-        .collect();
-    Cluster {
-        rt,
-        backends,
-        stats: endpoint_stats(names),
-    }
-}
-
-impl Cluster {
-    fn addrs(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
-        self.backends.iter().map(|b| (b.name, b.addr)).collect()
-    }
 }
 
 /// A hang from 1 s to 3 s of a 6 s run at 4,000/s; returns the outcomes and b's shares
