@@ -9,6 +9,7 @@ use sheave::Handle;
 use sheave::service::{Error, Service, ServiceBuilder, ServiceExt};
 use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma};
 use sheave_middleware::discover;
+use sheave_middleware::hedge::{HedgeConfig, HedgeLayer};
 use sheave_middleware::retry::{BudgetConfig, RetryConfig, RetryLayer, RetryableFailures};
 use sheave_middleware::stats::{Stats, StatsConfig, StatsService};
 use sheave_middleware::{ConcurrencyLimitLayer, ServiceBuilderExt, TimeoutLayer};
@@ -232,6 +233,8 @@ pub struct ClientOptions {
     pub limit: usize,
     /// Requests in flight per connection at most.
     pub per_connection: usize,
+    /// Hedge each attempt (a backup after the percentile), or not.
+    pub hedge: Option<HedgeConfig>,
 }
 
 impl Default for ClientOptions {
@@ -242,6 +245,7 @@ impl Default for ClientOptions {
             per_try: Some(Duration::from_millis(100)),
             limit: 64,
             per_connection: 64,
+            hedge: None,
         }
     }
 }
@@ -252,6 +256,15 @@ pub fn balanced_client(
     stats: &[(&'static str, Stats)],
 ) -> impl Service<Frame, Response = Frame, Error = Error> + use<> {
     balanced_client_with(backends, stats, ClientOptions::default()).0
+}
+
+/// What a test can watch of a client from [`balanced_client_with`].
+#[derive(Debug)]
+pub struct Probes {
+    /// The connections the client made.
+    pub connects: Connects,
+    /// Every attempt the retry layer made (first tries and retries), counted below it.
+    pub attempts: Stats,
 }
 
 /// The names of the backends the client connected to, one per connection made.
@@ -286,7 +299,7 @@ impl Connects {
 /// 4. `timeout` per attempt (100 ms; Envoy's `per_try_timeout`): below the retry, so an
 ///    attempt on a hung backend ends in time for a retry elsewhere, and above the balancer,
 ///    so the balancer sees the attempt fail and ejects the backend within a few attempts;
-/// 5. the balancer: p2c over peak-EWMA with a 250 ms decay (round trips here are
+/// 5. the balancer: p2c over peak-EWMA with a 500 ms decay (round trips here are
 ///    sub-millisecond: with the default 10 s, one slow sample would skew equal endpoints'
 ///    shares for seconds), ejection after 3 failures in a row (max 50% of the endpoints,
 ///    250 ms growing to 500 ms, so a backend that recovers is probed again within half a
@@ -300,7 +313,7 @@ pub fn balanced_client_with(
     options: ClientOptions,
 ) -> (
     impl Service<Frame, Response = Frame, Error = Error> + use<>,
-    Connects,
+    Probes,
 ) {
     let (connected, connects) = futures::channel::mpsc::unbounded();
     let connector = Connector::pipeline(RespCodec::new()).config(
@@ -326,7 +339,7 @@ pub fn balanced_client_with(
     let endpoints = discover::fixed(backends.iter().map(|(name, addr)| (*name, (*name, *addr))));
     let balance = Balance::builder()
         .peak_ewma(PeakEwma {
-            decay: Duration::from_millis(250),
+            decay: Duration::from_millis(500),
             ..PeakEwma::default()
         })
         .ejection(Ejection {
@@ -338,6 +351,7 @@ pub fn balanced_client_with(
             Duration::from_millis(20),
             Duration::from_millis(200),
         ))
+        .empty_wait(Duration::from_millis(100))
         .build(endpoints, connect);
     let retry = RetryConfig::new()
         .max_attempts(4)
@@ -346,13 +360,23 @@ pub fn balanced_client_with(
             Duration::from_millis(50),
         ))
         .budget(BudgetConfig::new().ratio(0.2).min_per_second(10));
+    let attempts = Stats::new(StatsConfig::default());
     let client = ServiceBuilder::new()
         .timeout(options.deadline)
         .layer(RetryLayer::new(retry).policy(RetryableFailures::idempotent()))
+        .layer_fn({
+            let attempts = attempts.clone();
+            move |inner| StatsService::with_stats(inner, attempts.clone())
+        })
         .layer(ConcurrencyLimitLayer::new(options.limit).max_waiters(0))
+        .option_layer(options.hedge.map(HedgeLayer::new))
         .option_layer(options.per_try.map(TimeoutLayer::new))
         .service(balance);
-    (client, Connects(connects))
+    let probes = Probes {
+        connects: Connects(connects),
+        attempts,
+    };
+    (client, probes)
 }
 
 /// The documented stack with room for 256 requests in flight instead of 64: the fault cases
@@ -372,9 +396,21 @@ pub async fn connected(
     stats: &[(&'static str, Stats)],
     options: ClientOptions,
 ) -> Rc<impl Service<Frame, Response = Frame, Error = Error> + use<>> {
-    let (client, mut connects) = balanced_client_with(backends, stats, options);
-    connects.wait_for(backends.len()).await;
-    Rc::new(client)
+    connected_counting(backends, stats, options).await.0
+}
+
+/// [`connected`], with the count of the retry layer's attempts.
+pub async fn connected_counting(
+    backends: &[(&'static str, SocketAddr)],
+    stats: &[(&'static str, Stats)],
+    options: ClientOptions,
+) -> (
+    Rc<impl Service<Frame, Response = Frame, Error = Error> + use<>>,
+    Stats,
+) {
+    let (client, mut probes) = balanced_client_with(backends, stats, options);
+    probes.connects.wait_for(backends.len()).await;
+    (Rc::new(client), probes.attempts)
 }
 
 pub struct Cluster {

@@ -38,6 +38,8 @@ pub struct Outcome {
     pub ok: bool,
     /// Why it failed.
     pub error: Option<ErrorKind>,
+    /// Answered, but not with what the request asked for.
+    pub wrong: bool,
 }
 
 /// Something to do once the run reaches `at`.
@@ -55,14 +57,25 @@ pub fn at<'a>(secs: f64, what: impl FnMut() + 'a) -> Step<'a> {
 
 /// Offers `total` GETs at `rate` per second, open loop, running `steps` on the way; returns
 /// every outcome in the order the requests were due.
-pub async fn offer<S>(
+pub async fn offer<S>(client: Rc<S>, rate: u64, total: u64, steps: Vec<Step<'_>>) -> Vec<Outcome>
+where
+    S: Service<Frame, Response = Frame, Error = Error> + 'static,
+{
+    offer_checked(client, rate, total, steps, |_, _| true).await
+}
+
+/// [`offer`], where an answer counts as a success only if `check(i, &reply)` holds for
+/// request `i` ([`get`]`(i)`); an answer that fails it is counted `wrong` (an answer handed to
+/// the wrong caller, say).
+pub async fn offer_checked<S>(
     client: Rc<S>,
     rate: u64,
     total: u64,
     mut steps: Vec<Step<'_>>,
+    check: fn(u64, &Frame) -> bool,
 ) -> Vec<Outcome>
 where
-    S: Service<Frame, Error = Error> + 'static,
+    S: Service<Frame, Response = Frame, Error = Error> + 'static,
 {
     let outcomes: Rc<RefCell<Vec<Option<Outcome>>>> =
         Rc::new(RefCell::new(vec![None; total as usize]));
@@ -91,7 +104,8 @@ where
                 {
                     eprintln!("request {i}: {e:?}");
                 }
-                let (ok, error) = (result.is_ok(), result.err().map(|e| e.kind()));
+                let wrong = result.as_ref().is_ok_and(|reply| !check(i, reply));
+                let (ok, error) = (result.is_ok() && !wrong, result.err().map(|e| e.kind()));
                 let (latency, service) = (start.elapsed().saturating_sub(due), called.elapsed());
                 outcomes.borrow_mut()[i as usize] = Some(Outcome {
                     due,
@@ -99,6 +113,7 @@ where
                     service,
                     ok,
                     error,
+                    wrong,
                 });
             }));
         }
@@ -173,6 +188,10 @@ pub fn failures(outcomes: &[Outcome]) -> String {
             Some((_, n)) => *n += 1,
             None => kinds.push((kind, 1)),
         }
+    }
+    let wrong = outcomes.iter().filter(|o| o.wrong).count();
+    if wrong > 0 {
+        kinds.push(("wrong answer".to_string(), wrong));
     }
     if kinds.is_empty() {
         return "0".to_string();

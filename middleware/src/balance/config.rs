@@ -36,8 +36,10 @@ pub enum Policy {
 ///    the estimate *penalised*.
 /// 5. **A penalised estimate recovers quickly**: it decays toward zero with
 ///    `penalty_decay` (not `decay`) while the endpoint gets no traffic, and the first
-///    success replaces it with that success's round trip. A server that stalled for a
-///    second is back in the rotation within about `8 × penalty_decay` at worst.
+///    success replaces it with that success's round trip — which still decays with
+///    `penalty_decay` until the next sample, since a reply that waited out a stall is not
+///    the endpoint's pace. A server that stalled for a second is back in the rotation
+///    within about `8 × penalty_decay` at worst.
 /// 6. Otherwise, reading the estimate decays it toward zero with `decay`, so an endpoint
 ///    that looked slow is probed again once it has rested.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,8 +47,10 @@ pub struct PeakEwma {
     /// The time constant of the decay (default 10 s, as Finagle's and linkerd's). Where round
     /// trips are sub-millisecond (a LAN, loopback), a few hundred milliseconds is better: one
     /// slow sample then skews equal endpoints' shares for that long, not for tens of seconds
-    /// (`tests/faults`: 16 equal endpoints got 5.3–7.0% each with 250 ms, 4.7–7.6% with 1 s;
-    /// even is 6.25%).
+    /// (`tests/faults`: 16 equal endpoints got 5.3–7.0% each with 250 ms, 5.5–7.3% with
+    /// 500 ms, 4.7–7.6% with 1 s; even is 6.25%). Shorter is not free: a slow endpoint is
+    /// probed again once its estimate has decayed to the others' level, about
+    /// `decay × ln(slowdown)` after its last sample.
     pub decay: Duration,
     /// The estimate of an endpoint with no history when no other endpoint has one either
     /// (default 30 ms).

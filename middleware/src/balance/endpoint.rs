@@ -90,6 +90,9 @@ pub(crate) struct Endpoint<K, S> {
     sampled: Cell<bool>,
     /// Whether the estimate is a failure's penalty (it decays fast; a success replaces it).
     penalised: Cell<bool>,
+    /// Whether the estimate is the first success after a penalty: it still decays fast until
+    /// the next sample (a reply that waited out a stall is not the endpoint's pace).
+    recovering: Cell<bool>,
     /// Set when discovery removed it or its connection closed: no new requests.
     gone: Cell<bool>,
     requests: Cell<u64>,
@@ -141,6 +144,7 @@ impl<K: Clone, S> Endpoint<K, S> {
             stamp: Cell::new(now),
             sampled: Cell::new(false),
             penalised: Cell::new(false),
+            recovering: Cell::new(false),
             gone: Cell::new(false),
             requests: Cell::new(0),
             successes: Cell::new(0),
@@ -204,7 +208,7 @@ impl<K: Clone, S> Endpoint<K, S> {
     }
 
     fn tau(&self, cfg: &PeakEwma) -> f64 {
-        let tau = if self.penalised.get() {
+        let tau = if self.penalised.get() || self.recovering.get() {
             cfg.penalty_decay
         } else {
             cfg.decay
@@ -248,6 +252,7 @@ impl<K: Clone, S> Endpoint<K, S> {
         self.health.eject(ejection, now);
         self.sampled.set(false);
         self.penalised.set(false);
+        self.recovering.set(false);
     }
 
     /// Folds a round-trip sample into the peak-EWMA estimate (the rules on [`PeakEwma`]).
@@ -273,11 +278,9 @@ impl<K: Clone, S> Endpoint<K, S> {
         self.rtt_ns.set(next);
         self.stamp.set(now);
         self.sampled.set(true);
-        if failed {
-            self.penalised.set(true);
-        } else if self.penalised.get() {
-            self.penalised.set(false);
-        }
+        let was_penalised = self.penalised.get();
+        self.penalised.set(failed);
+        self.recovering.set(was_penalised && !failed);
     }
 
     pub(crate) fn stats(&self, policy: &Policy, now: Instant) -> EndpointStats<K> {
