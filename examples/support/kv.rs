@@ -426,7 +426,10 @@ impl KvService {
     fn exec(&self, now: Instant) -> Frame {
         let (queued, failed) = {
             let mut conn = self.conn.borrow_mut();
-            (std::mem::take(&mut conn.queued), std::mem::take(&mut conn.failed))
+            (
+                std::mem::take(&mut conn.queued),
+                std::mem::take(&mut conn.failed),
+            )
         };
         self.in_multi.set(false);
         if failed {

@@ -52,7 +52,7 @@ fn redis_benchmark_with_pipelining_gets_no_errors_from_our_server() {
         .args(["-h", "127.0.0.1", "-p", &server.addr.port().to_string()])
         .args([
             "-t",
-            "ping,set,get",
+            "ping,set,get,incr,mset",
             "-n",
             "20000",
             "-c",
@@ -65,15 +65,26 @@ fn redis_benchmark_with_pipelining_gets_no_errors_from_our_server() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
-    for test in ["PING_INLINE", "PING_MBULK", "SET", "GET"] {
+    for test in [
+        "PING_INLINE",
+        "PING_MBULK",
+        "SET",
+        "GET",
+        "INCR",
+        "MSET (10 keys)",
+    ] {
         let line = stdout
             .split(['\r', '\n'])
             .rfind(|l| l.trim_start().starts_with(&format!("{test}:")))
             .unwrap_or_else(|| panic!("no {test} result in {stdout}"));
         assert!(line.contains("requests per second"), "{line}");
     }
-    // 3 tests × 20,000 requests, plus the two pings, all reached the service.
-    assert!(server.calls.load(std::sync::atomic::Ordering::Relaxed) >= 80_000);
+    // 6 tests × 20,000 requests all reached the service, and the counter saw every INCR.
+    assert!(server.calls.load(std::sync::atomic::Ordering::Relaxed) >= 120_000);
+    let counter = server
+        .kv
+        .get(b"counter:__rand_int__", std::time::Instant::now());
+    assert_eq!(counter.as_deref(), Some(&b"20000"[..]));
 }
 
 #[test]
@@ -115,8 +126,11 @@ fn redis_cli_round_trips_every_supported_command() {
         (&["EXISTS", "k"], "0\n"),
         (&["DBSIZE"], "2\n"),
         (&["CONFIG", "GET", "save"], "save\n\n"),
-        (&["COMMAND"], "\n"),
-        (&["NOSUCH"], "ERR unknown command 'NOSUCH'\n\n"),
+        (&["COMMAND", "COUNT"], "46\n"),
+        (
+            &["NOSUCH", "a"],
+            "ERR unknown command 'NOSUCH', with args beginning with: 'a' \n\n",
+        ),
         (&["FLUSHALL"], "OK\n"),
         (&["DBSIZE"], "0\n"),
     ];

@@ -112,6 +112,7 @@ impl KvServer {
                     .drain_timeout(Duration::from_secs(5))
                     .build()
                     .expect("bind");
+                kv2.set_port(server.local_addr().port());
                 tx.send((server.local_addr(), server.handle())).unwrap();
                 server
                     .serve(move |_peer: SocketAddr| {

@@ -48,7 +48,8 @@ pub fn run(name: &[u8], args: &[Frame], db: &mut Db<'_>, now: Instant) -> Frame 
                 .iter()
                 .filter(|k| {
                     let k = text(k);
-                    db.with(k, |m| m.remove(&k[..])).is_some_and(|e| e.live(now))
+                    db.with(k, |m| m.remove(&k[..]))
+                        .is_some_and(|e| e.live(now))
                 })
                 .count() as i64,
         )),
@@ -60,13 +61,16 @@ pub fn run(name: &[u8], args: &[Frame], db: &mut Db<'_>, now: Instant) -> Frame 
         )),
         b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" => expire(name, args, db, now),
         b"TTL" | b"PTTL" => Ok(Frame::Integer(ttl(db, key(), now, name == b"PTTL"))),
-        b"PERSIST" => Ok(Frame::Integer(db.with(key(), |m| match m.get_mut(&key()[..]) {
-            Some(e) if e.live(now) && e.expires.is_some() => {
-                e.expires = None;
-                1
-            }
-            _ => 0,
-        }))),
+        b"PERSIST" => Ok(Frame::Integer(db.with(
+            key(),
+            |m| match m.get_mut(&key()[..]) {
+                Some(e) if e.live(now) && e.expires.is_some() => {
+                    e.expires = None;
+                    1
+                }
+                _ => 0,
+            },
+        ))),
         b"TYPE" => Ok(Frame::Simple(Bytes::from_static(
             if db.get(key(), now).is_some() {
                 b"string"
@@ -137,7 +141,10 @@ enum Ttl {
 fn deadline(n: i64, ms: bool, absolute: bool, now: Instant) -> Option<Instant> {
     let millis = if ms { n } else { n.checked_mul(1000)? };
     let from_now = if absolute {
-        let epoch_ms = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_millis() as i64;
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()?
+            .as_millis() as i64;
         millis.checked_sub(epoch_ms)?.max(0)
     } else {
         millis
@@ -255,7 +262,10 @@ fn getex(args: &[Frame], db: &mut Db<'_>, now: Instant) -> Result<Frame, &'stati
             i += 1;
             continue;
         }
-        match (matches!(ttl, Ttl::Keep), expiry_option(args, &mut i, now, "getex")) {
+        match (
+            matches!(ttl, Ttl::Keep),
+            expiry_option(args, &mut i, now, "getex"),
+        ) {
             (true, Some(Ok(t))) => ttl = t,
             (_, Some(Err(msg))) => return Ok(Frame::error(msg)),
             _ => return Err(SYNTAX),
@@ -279,10 +289,12 @@ fn getex(args: &[Frame], db: &mut Db<'_>, now: Instant) -> Result<Frame, &'stati
 fn put_keeping_ttl(m: &mut super::Map, key: &[u8], value: Bytes, now: Instant) {
     match m.get_mut(key) {
         Some(e) if e.live(now) => e.value = value,
-        Some(e) => *e = Entry {
-            value,
-            expires: None,
-        },
+        Some(e) => {
+            *e = Entry {
+                value,
+                expires: None,
+            }
+        }
         None => {
             m.insert(
                 Bytes::copy_from_slice(key),
@@ -353,7 +365,11 @@ fn incr_by_float(
 /// `MSET`/`MSETNX`, with every shard locked (the caller's `Db` holds them all).
 fn mset(nx: bool, args: &[Frame], db: &mut Db<'_>, now: Instant) -> Result<Frame, &'static str> {
     if args.len() % 2 == 0 {
-        return Ok(super::connection::wrong_args(if nx { "msetnx" } else { "mset" }));
+        return Ok(super::connection::wrong_args(if nx {
+            "msetnx"
+        } else {
+            "mset"
+        }));
     }
     let pairs = args[1..].chunks(2);
     if nx && pairs.clone().any(|p| db.get(text(&p[0]), now).is_some()) {
@@ -367,7 +383,12 @@ fn mset(nx: bool, args: &[Frame], db: &mut Db<'_>, now: Instant) -> Result<Frame
 
 /// `EXPIRE key n [NX | XX | GT | LT]` and its millisecond and absolute kin: 1 when the
 /// expiry was set (or the key deleted, for a time already past), 0 otherwise.
-fn expire(name: &[u8], args: &[Frame], db: &mut Db<'_>, now: Instant) -> Result<Frame, &'static str> {
+fn expire(
+    name: &[u8],
+    args: &[Frame],
+    db: &mut Db<'_>,
+    now: Instant,
+) -> Result<Frame, &'static str> {
     let n = integer(&args[2])?;
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for option in &args[3..] {

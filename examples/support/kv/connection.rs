@@ -344,14 +344,21 @@ fn info(svc: &KvService, args: &[Frame], db: &mut Db<'_>) -> Frame {
                 || a.eq_ignore_ascii_case(b"everything")
                 || a.eq_ignore_ascii_case(b"default")
         });
-    let wants = |section: &str| all || args[1..].iter().any(|a| text(a).eq_ignore_ascii_case(section.as_bytes()));
+    let wants = |section: &str| {
+        all || args[1..]
+            .iter()
+            .any(|a| text(a).eq_ignore_ascii_case(section.as_bytes()))
+    };
     let (mut keys, mut expires, mut bytes) = (0usize, 0usize, 0usize);
     if wants("keyspace") || wants("memory") {
         for i in 0..SHARDS {
             db.shard(i, |m| {
                 keys += m.len();
                 expires += m.values().filter(|e| e.expires.is_some()).count();
-                bytes += m.iter().map(|(k, e)| k.len() + e.value.len() + 64).sum::<usize>();
+                bytes += m
+                    .iter()
+                    .map(|(k, e)| k.len() + e.value.len() + 64)
+                    .sum::<usize>();
             });
         }
     }
@@ -445,7 +452,10 @@ fn command(args: &[Frame]) -> Frame {
         (
             bulk(s.name),
             Frame::Map(vec![
-                (bulk("summary"), bulk(format!("the redis {} command", s.name))),
+                (
+                    bulk("summary"),
+                    bulk(format!("the redis {} command", s.name)),
+                ),
                 (bulk("since"), bulk("1.0.0")),
                 (bulk("group"), bulk(s.group)),
                 (bulk("arguments"), Frame::Array(Vec::new())),
