@@ -139,6 +139,142 @@ fn redis_cli_round_trips_every_supported_command() {
     }
 }
 
+/// Runs `f` on a fresh runtime, within 60 s.
+fn within_a_minute<F: Future<Output = ()>>(f: F) {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(sheave::time::timeout(Duration::from_secs(60), f))
+        .expect("done within 60 s");
+}
+
+#[test]
+fn our_client_speaks_resp3_to_a_real_redis_server_and_keeps_pushes_apart() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = RedisServer::start();
+    within_a_minute(async {
+        let hello = resp::Hello::new()
+            .auth("default", "unused")
+            .name("sheave-test");
+        let client = resp::Client::connect_hello(redis.addr, Default::default(), hello)
+            .await
+            .unwrap();
+        assert_eq!(client.protocol(), resp::Protocol::Resp3);
+        assert_eq!(client.get("missing").await.unwrap(), None); // `_`, RESP3's null
+        let cmd = |parts: &[&str]| client.command(Frame::command(parts));
+        cmd(&["HSET", "h", "a", "1"]).await.unwrap();
+        assert_eq!(
+            cmd(&["HGETALL", "h"]).await.unwrap(),
+            Frame::Map(vec![(Frame::bulk("a"), Frame::bulk("1"))])
+        );
+        assert_eq!(
+            cmd(&["CLIENT", "GETNAME"]).await.unwrap(),
+            Frame::bulk("sheave-test")
+        );
+        // Client tracking: redis pushes an invalidation on this connection when another
+        // one changes a key this one read. The push is never taken for a reply.
+        assert_eq!(
+            cmd(&["CLIENT", "TRACKING", "ON"]).await.unwrap(),
+            Frame::ok()
+        );
+        let mut pushes = client.pushes().expect("the first subscription");
+        assert!(client.pushes().is_none(), "one subscriber at a time");
+        let other = resp::Client::connect(redis.addr).await.unwrap();
+        client.get("tracked").await.unwrap();
+        other.set("tracked", "1").await.unwrap();
+        assert_eq!(client.ping().await.unwrap(), "PONG");
+        let invalidation = Frame::Push(vec![
+            Frame::bulk("invalidate"),
+            Frame::Array(vec![Frame::bulk("tracked")]),
+        ]);
+        assert_eq!(pushes.try_next(), Some(invalidation.clone()));
+        // Nobody subscribed: dropped, and counted.
+        drop(pushes);
+        assert_eq!(client.dropped_pushes(), 0);
+        client.get("tracked").await.unwrap();
+        other.set("tracked", "2").await.unwrap();
+        assert_eq!(client.ping().await.unwrap(), "PONG");
+        assert_eq!(client.dropped_pushes(), 1);
+        // Subscribed again, a stream: pushes interleaved with a pipeline of replies.
+        let mut pushes = client.pushes().unwrap();
+        client.get("tracked").await.unwrap();
+        let (sets, gets) = futures::join!(
+            other.set("tracked", "3"),
+            join_all((0..500).map(|i| client.incr(format!("n:{}", i % 7))))
+        );
+        sets.unwrap();
+        assert!(gets.into_iter().all(|r| r.is_ok()));
+        assert_eq!(client.ping().await.unwrap(), "PONG");
+        use futures::StreamExt;
+        assert_eq!(pushes.next().await, Some(invalidation));
+    });
+}
+
+#[test]
+fn our_client_falls_back_to_resp2_when_the_server_refuses_hello() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = RedisServer::start_with(&["--rename-command", "HELLO", ""]);
+    within_a_minute(async {
+        let hello = resp::Hello::new()
+            .auth("default", "unused")
+            .name("old-school");
+        let client = resp::Client::connect_hello(redis.addr, Default::default(), hello)
+            .await
+            .unwrap();
+        assert_eq!(client.protocol(), resp::Protocol::Resp2);
+        let cmd = |parts: &[&str]| client.command(Frame::command(parts));
+        assert_eq!(
+            cmd(&["CLIENT", "GETNAME"]).await.unwrap(),
+            Frame::bulk("old-school")
+        );
+        cmd(&["HSET", "h", "a", "1"]).await.unwrap();
+        assert_eq!(
+            cmd(&["HGETALL", "h"]).await.unwrap(),
+            Frame::Array(vec![Frame::bulk("a"), Frame::bulk("1")])
+        );
+    });
+}
+
+#[test]
+fn our_client_speaks_resp3_to_our_kv_server() {
+    let server = KvServer::start();
+    within_a_minute(async {
+        let client = resp::Client::connect_hello(
+            server.addr,
+            Default::default(),
+            resp::Hello::new().name("me"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(client.protocol(), resp::Protocol::Resp3);
+        assert_eq!(client.get("missing").await.unwrap(), None);
+        client.set("k", "v").await.unwrap();
+        assert_eq!(client.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        let info = client
+            .command(Frame::command(["INFO", "server"]))
+            .await
+            .unwrap();
+        let Frame::Verbatim { text, .. } = info else {
+            panic!("INFO in RESP3 is verbatim text: {info:?}")
+        };
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.contains(&format!("tcp_port:{}\r\n", server.addr.port())),
+            "{text}"
+        );
+        let refused = resp::Client::connect_hello(
+            server.addr,
+            Default::default(),
+            resp::Hello::new().auth("bob", "secret"),
+        )
+        .await
+        .unwrap_err();
+        assert!(refused.to_string().contains("WRONGPASS"), "{refused}");
+    });
+}
+
 #[test]
 fn our_client_gets_what_a_real_redis_server_says() {
     if !have("redis-server") {

@@ -364,7 +364,7 @@ fn incr_by_float(
 
 /// `MSET`/`MSETNX`, with every shard locked (the caller's `Db` holds them all).
 fn mset(nx: bool, args: &[Frame], db: &mut Db<'_>, now: Instant) -> Result<Frame, &'static str> {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Ok(super::connection::wrong_args(if nx {
             "msetnx"
         } else {

@@ -2,6 +2,7 @@
 //! `Encoder` implementations (the work is in `decode.rs` and `encode.rs`).
 
 use super::encode::{encode_error_reply, encode_frame};
+use super::push::{DEFAULT_PUSH_QUEUE, PushSink, Pushes, Shared};
 use super::{Frame, Protocol};
 use crate::codec::{Decoder, Encoder};
 use bytes::BytesMut;
@@ -98,6 +99,8 @@ pub struct RespCodec {
     /// Decoded `HELLO`/`RESET` commands whose replies are not encoded yet: the request's
     /// number and the protocol a successful reply switches to.
     pub(super) switches: VecDeque<(u64, Protocol)>,
+    /// Where decoded push frames go instead of being returned (a client's codec).
+    pushes: Option<PushSink>,
 }
 
 impl Default for RespCodec {
@@ -122,7 +125,17 @@ impl RespCodec {
             decoded: 0,
             encoded: 0,
             switches: VecDeque::new(),
+            pushes: None,
         }
+    }
+
+    /// A client's codec: RESP3 push frames it decodes are not returned (they would be
+    /// matched to the oldest request waiting for a reply) but delivered to the returned
+    /// handle, from which [`Pushes`] subscriptions are taken.
+    pub fn divert_pushes(mut self) -> (Self, PushHandle) {
+        let shared = Shared::new(DEFAULT_PUSH_QUEUE);
+        self.pushes = Some(PushSink::new(shared.clone()));
+        (self, PushHandle { shared })
     }
 
     /// Sets the largest bulk string, in bytes.
@@ -230,7 +243,22 @@ impl Decoder for RespCodec {
     type Item = Frame;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
-        match self.decode_frame(src) {
+        loop {
+            match self.decode_frame(src) {
+                Ok(Some(Frame::Push(items))) if self.pushes.is_some() => {
+                    if let Some(sink) = &self.pushes {
+                        sink.deliver(Frame::Push(items));
+                    }
+                }
+                other => return self.decoded(other),
+            }
+        }
+    }
+}
+
+impl RespCodec {
+    fn decoded(&mut self, result: Result<Option<Frame>, Error>) -> Result<Option<Frame>, Error> {
+        match result {
             Ok(Some(frame)) => {
                 self.note_decoded(&frame)?;
                 Ok(Some(frame))
@@ -241,6 +269,25 @@ impl Decoder for RespCodec {
                 Err(e)
             }
         }
+    }
+}
+
+/// The push frames of a codec made by [`RespCodec::divert_pushes`]: subscribe to them, or
+/// count the ones nobody took.
+#[derive(Debug, Clone)]
+pub struct PushHandle {
+    shared: std::sync::Arc<Shared>,
+}
+
+impl PushHandle {
+    /// The subscription, if nobody holds it (one subscriber at a time).
+    pub fn subscribe(&self) -> Option<Pushes> {
+        self.shared.subscribe()
+    }
+
+    /// Push frames dropped so far: while nobody subscribed, or while the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped()
     }
 }
 

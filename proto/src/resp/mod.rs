@@ -43,9 +43,11 @@ mod codec;
 mod decode;
 mod encode;
 mod frame;
+mod push;
 #[cfg(test)]
 mod tests;
 
-pub use client::{Client, check_command};
-pub use codec::RespCodec;
+pub use client::{Client, Hello, check_command};
+pub use codec::{PushHandle, RespCodec};
 pub use frame::{Frame, Protocol};
+pub use push::Pushes;
