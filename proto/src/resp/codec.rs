@@ -62,9 +62,11 @@ const MAX_PENDING_SWITCHES: usize = 1024;
 /// assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::command(["GET", "k"])));
 /// assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::command(["PING"])));
 ///
+/// // The replies, one per request, in order. A RESP2 peer gets a boolean as an integer.
 /// let mut out = BytesMut::new();
-/// codec.encode(Frame::Boolean(true), &mut out).unwrap(); // a RESP2 peer gets an integer
-/// assert_eq!(&out[..], b":1\r\n");
+/// codec.encode(Frame::Boolean(true), &mut out).unwrap();
+/// codec.encode(Frame::Simple("PONG".into()), &mut out).unwrap();
+/// assert_eq!(&out[..], b":1\r\n+PONG\r\n");
 ///
 /// // HELLO 3, answered with a map: the reply and everything after it is RESP3.
 /// buf.extend_from_slice(b"HELLO 3\r\n");
