@@ -16,9 +16,12 @@ mod kv;
 #[path = "../proto/support.rs"]
 mod support;
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 use support::{KvServer, RedisServer, have, run};
 
 fn cache() -> PathBuf {
@@ -156,4 +159,89 @@ fn redis_py_at_its_defaults_passes_every_case_against_kv_as_against_redis_server
 #[test]
 fn ioredis_at_its_defaults_passes_every_case_against_kv_as_against_redis_server() {
     every_case_passes(Peer::ioredis());
+}
+
+/// An example's binary, as `cargo test` builds it next to this test's own.
+fn example(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    let why = format!(
+        "{} not built (cargo test --workspace builds it)",
+        path.display()
+    );
+    if std::env::var("SHEAVE_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{why}, but SHEAVE_REQUIRE_PEERS=1");
+    }
+    eprintln!("skipped: {why}");
+    None
+}
+
+/// The kv example, started as its header says (with port 0); killed when dropped.
+struct KvExample {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl KvExample {
+    fn start(binary: &Path) -> KvExample {
+        let mut child = Command::new(binary)
+            .args(["--addr", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the kv example");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the kv example said where it listens");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        KvExample { child, addr }
+    }
+}
+
+impl Drop for KvExample {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_kv_example_runs_as_its_header_says_and_serves_kv_client_and_redis_py() {
+    let (Some(kv), Some(kv_client)) = (example("kv"), example("kv_client")) else {
+        return;
+    };
+    let server = KvExample::start(&kv);
+    let out = run(Command::new(kv_client).arg(server.addr.to_string()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "protocol -> Resp3",
+        "PING -> PONG",
+        "INCR x100 -> up to Some(100)",
+        "DEL -> 3",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in {stdout}");
+    }
+    let py = Peer::redis_py();
+    if py.available() {
+        py.passes_against("the kv example", server.addr);
+    }
 }
