@@ -96,7 +96,7 @@ pub struct RespCodec {
     /// What the encoder writes.
     protocol: Protocol,
     /// Frames decoded and frames encoded so far (requests and replies, for a server).
-    decoded: u64,
+    pub(super) decoded: u64,
     encoded: u64,
     /// Decoded `HELLO`/`RESET` commands whose replies are not encoded yet: the request's
     /// number and the protocol a successful reply switches to.
@@ -182,9 +182,19 @@ impl RespCodec {
     }
 
     /// Notes a decoded frame: if it is `HELLO 2|3` or `RESET`, its reply switches protocol.
-    #[inline]
     fn note_decoded(&mut self, frame: &Frame) -> Result<(), Error> {
-        if let Some(protocol) = switch_requested(frame) {
+        match frame {
+            Frame::Array(items) => self.note_command(items),
+            _ => {
+                self.decoded += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Notes a decoded command (an array's elements).
+    pub(super) fn note_command(&mut self, items: &[Frame]) -> Result<(), Error> {
+        if let Some(protocol) = switch_requested(items) {
             if self.switches.len() >= MAX_PENDING_SWITCHES {
                 return Err(Error::protocol(format!(
                     "more than {MAX_PENDING_SWITCHES} HELLO or RESET commands awaiting replies"
@@ -220,10 +230,7 @@ impl RespCodec {
 /// `Some(version)` for `HELLO 2`/`HELLO 3` (with or without more arguments), `Some(Resp2)`
 /// for `RESET`. Cheap for every other command: one length comparison.
 #[inline]
-fn switch_requested(frame: &Frame) -> Option<Protocol> {
-    let Frame::Array(items) = frame else {
-        return None;
-    };
+fn switch_requested(items: &[Frame]) -> Option<Protocol> {
     let name = match items.first() {
         Some(Frame::Bulk(name)) if name.len() == 5 => name,
         _ => return None,
@@ -244,31 +251,36 @@ fn switch_requested(frame: &Frame) -> Option<Protocol> {
 impl Decoder for RespCodec {
     type Item = Frame;
 
+    #[inline]
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
-        loop {
-            match self.decode_frame(src) {
-                Ok(Some(Frame::Push(items))) if self.pushes.is_some() => {
-                    if let Some(sink) = &self.pushes {
-                        sink.deliver(Frame::Push(items));
-                    }
-                }
-                other => return self.decoded(other),
-            }
+        match self.decode_command(src) {
+            Ok(None) => self.decode_other(src),
+            done => done,
         }
     }
 }
 
 impl RespCodec {
-    fn decoded(&mut self, result: Result<Option<Frame>, Error>) -> Result<Option<Frame>, Error> {
-        match result {
-            Ok(Some(frame)) => {
-                self.note_decoded(&frame)?;
-                Ok(Some(frame))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => {
-                self.reset_scan();
-                Err(e)
+    /// Everything but a whole command at the front of the buffer: the resumable scan, push
+    /// frames diverted, the scan state reset after an error.
+    #[inline(never)]
+    fn decode_other(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        loop {
+            match self.decode_scanned(src) {
+                Ok(Some(Frame::Push(items))) if self.pushes.is_some() => {
+                    if let Some(sink) = &self.pushes {
+                        sink.deliver(Frame::Push(items));
+                    }
+                }
+                Ok(Some(frame)) => {
+                    self.note_decoded(&frame)?;
+                    return Ok(Some(frame));
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    self.reset_scan();
+                    return Err(e);
+                }
             }
         }
     }

@@ -197,20 +197,35 @@ impl RespCodec {
         self.declared = 0;
     }
 
-    pub(super) fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
-        if self.pos == 0 && self.line_scan == 0 && self.stack.is_empty() {
-            let mut spans = [(0, 0); FAST_ARGS];
-            if let Some((n, total)) = self.scan_command(src, &mut spans) {
-                let bytes = src.split_to(total).freeze();
-                let mut items = Vec::with_capacity(n);
-                items.extend(
-                    spans[..n]
-                        .iter()
-                        .map(|&(start, end)| Frame::Bulk(bytes.slice(start..end))),
-                );
-                return Ok(Some(Frame::Array(items)));
-            }
+    /// The one-pass path, if the frame at the front of `src` takes it (`Ok(None)` if not):
+    /// a whole command, counted, and noted if it is `HELLO` or `RESET`.
+    #[inline(always)]
+    pub(super) fn decode_command(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        if self.pos != 0 || self.line_scan != 0 || !self.stack.is_empty() {
+            return Ok(None);
         }
+        let mut spans = [(0, 0); FAST_ARGS];
+        let Some((n, total)) = self.scan_command(src, &mut spans) else {
+            return Ok(None);
+        };
+        let bytes = src.split_to(total).freeze();
+        let mut items = Vec::with_capacity(n);
+        items.extend(
+            spans[..n]
+                .iter()
+                .map(|&(start, end)| Frame::Bulk(bytes.slice(start..end))),
+        );
+        // Only a five-letter command can be HELLO or RESET.
+        if spans[0].1 - spans[0].0 == 5 {
+            self.note_command(&items)?;
+        } else {
+            self.decoded += 1;
+        }
+        Ok(Some(Frame::Array(items)))
+    }
+
+    /// The resumable scan: the next frame, or `None` if it is not all here yet.
+    pub(super) fn decode_scanned(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
         loop {
             if self.pos >= src.len() {
                 return Ok(None);

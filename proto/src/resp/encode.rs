@@ -56,7 +56,12 @@ pub(super) fn encode_frame(
             dst.put_slice(b"\r\n");
         }
         Frame::Integer(n) => put_header(dst, b':', *n),
-        Frame::Bulk(data) => put_blob(dst, b'$', b"", data),
+        Frame::Bulk(data) => {
+            dst.reserve(data.len() + 16);
+            put_header(dst, b'$', data.len() as i64);
+            dst.put_slice(data);
+            dst.put_slice(b"\r\n");
+        }
         Frame::Null | Frame::NullArray if resp3 => dst.put_slice(b"_\r\n"),
         Frame::Null => dst.put_slice(b"$-1\r\n"),
         Frame::NullArray => dst.put_slice(b"*-1\r\n"),
