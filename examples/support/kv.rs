@@ -12,7 +12,9 @@
 //!   `PTTL`, `PERSIST`, `TYPE`, `KEYS`, `SCAN`, `DBSIZE`, `FLUSHALL`, `FLUSHDB`.
 //! - Transactions: `MULTI`/`EXEC`/`DISCARD`, queued per connection; `EXEC` holds every shard's
 //!   lock while it runs, so a transaction is atomic with respect to every other connection
-//!   and thread (as are `MSET` and `MSETNX`). `WATCH` is refused with an error that says so.
+//!   and thread (as are `MSET` and `MSETNX`). `WATCH` is refused with an error that says so,
+//!   and so is `HELLO` inside a transaction. `QUIT` closes the connection after its `+OK`
+//!   (the codec does that).
 //!
 //! Errors are worded as redis words them (clients match on the text). Every value is a
 //! string, so `WRONGTYPE` never arises. Keys expire lazily, when touched (`DBSIZE` and
@@ -444,6 +446,12 @@ impl KvService {
             }
             b"MULTI" => return Frame::error("ERR MULTI calls can not be nested"),
             b"WATCH" => return Frame::error("ERR WATCH inside MULTI is not allowed"),
+            // Its reply (`QUEUED`) would switch the codec's protocol at once, and the
+            // connection's state only at EXEC: refused, and the transaction with it.
+            b"HELLO" => {
+                self.conn.borrow_mut().failed = true;
+                return Frame::error("ERR HELLO inside MULTI is not allowed by this server");
+            }
             b"RESET" | b"QUIT" => return self.run(name, args, &mut Db::one(&self.kv), now),
             _ => {}
         }

@@ -147,6 +147,15 @@ async function main() {
     assert.equal(await redis.get("foo"), "bar");
   });
 
+  test("quit closes the connection", async () => {
+    const other = new Redis(port, host);
+    assert.equal(await other.ping(), "PONG");
+    const ended = new Promise((resolve) => other.once("end", resolve));
+    assert.equal(await other.quit(), "OK");
+    await ended;
+    assert.equal(other.status, "end");
+  });
+
   for (const [name, fn] of cases) {
     await fn();
     console.log(`ok ${name}`);

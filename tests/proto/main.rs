@@ -7,6 +7,7 @@
 
 #[path = "../../examples/support/kv.rs"]
 mod kv;
+mod kv_semantics;
 mod support;
 
 use bytes::BytesMut;

@@ -117,13 +117,14 @@ fn integer(arg: &Frame) -> Result<i64, &'static str> {
     parse_i64(text(arg)).ok_or(NOT_INTEGER)
 }
 
-/// A float argument or stored value: finite, no spaces.
+/// A float argument or stored value: no spaces, not NaN (infinities parse, as in redis; the
+/// sum is checked).
 fn parse_f64(b: &[u8]) -> Option<f64> {
     if b.is_empty() || b.iter().any(|c| c.is_ascii_whitespace()) {
         return None;
     }
     let v: f64 = std::str::from_utf8(b).ok()?.parse().ok()?;
-    v.is_finite().then_some(v)
+    (!v.is_nan()).then_some(v)
 }
 
 /// How a command changes a key's expiry.
@@ -389,7 +390,7 @@ fn expire(
     db: &mut Db<'_>,
     now: Instant,
 ) -> Result<Frame, &'static str> {
-    let n = integer(&args[2])?;
+    // Options first, then the time, as redis checks them.
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for option in &args[3..] {
         match &text(option).to_ascii_uppercase()[..] {
@@ -397,10 +398,10 @@ fn expire(
             b"XX" => xx = true,
             b"GT" => gt = true,
             b"LT" => lt = true,
-            other => {
+            _ => {
                 return Ok(Frame::error(format!(
                     "ERR Unsupported option {}",
-                    String::from_utf8_lossy(other)
+                    String::from_utf8_lossy(text(option))
                 )));
             }
         }
@@ -411,6 +412,7 @@ fn expire(
     if gt && lt {
         return Err("ERR GT and LT options at the same time are not compatible");
     }
+    let n = integer(&args[2])?;
     let ms = name == b"PEXPIRE" || name == b"PEXPIREAT";
     let absolute = name.ends_with(b"AT");
     let command = String::from_utf8_lossy(name).to_lowercase();

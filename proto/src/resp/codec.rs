@@ -6,7 +6,7 @@ use super::push::{DEFAULT_PUSH_QUEUE, PushSink, Pushes, Shared};
 use super::{Frame, Protocol};
 use crate::codec::{Decoder, Encoder};
 use bytes::BytesMut;
-use sheave_service::Error;
+use sheave_service::{Error, ErrorKind};
 use std::collections::VecDeque;
 
 /// Default limits, close to what redis itself accepts for a client.
@@ -49,6 +49,12 @@ const MAX_PENDING_SWITCHES: usize = 1024;
 /// `HELLO` reply itself is already in the new protocol, as redis sends it. Any service that
 /// answers `HELLO` (or refuses it) therefore gets the right encoding, with nothing to tell
 /// the codec.
+///
+/// **`QUIT`.** After a server's codec decodes `QUIT` it decodes nothing more: the connection
+/// closes once the replies owed (`QUIT`'s own `+OK` last) are written, as redis closes it.
+/// (Decoding then fails with an [`ErrorKind::Closed`] error, for which
+/// [`encode_error`](Encoder::encode_error) writes nothing.) A client's codec is not affected:
+/// a reply that reads `QUIT` is just a reply.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -103,6 +109,9 @@ pub struct RespCodec {
     pub(super) switches: VecDeque<(u64, Protocol)>,
     /// Where decoded push frames go instead of being returned (a client's codec).
     pushes: Option<PushSink>,
+    /// A server's codec decoded `QUIT`: it decodes nothing more, and the connection closes
+    /// once the replies owed are written.
+    pub(super) quit: bool,
 }
 
 impl Default for RespCodec {
@@ -128,6 +137,7 @@ impl RespCodec {
             encoded: 0,
             switches: VecDeque::new(),
             pushes: None,
+            quit: false,
         }
     }
 
@@ -194,6 +204,14 @@ impl RespCodec {
 
     /// Notes a decoded command (an array's elements).
     pub(super) fn note_command(&mut self, items: &[Frame]) -> Result<(), Error> {
+        // A server's codec has encoded no more replies than it decoded requests; a client's
+        // has always sent the request of a reply it decodes, so a reply that reads `QUIT`
+        // does not close a client's connection.
+        if self.encoded <= self.decoded
+            && matches!(items, [Frame::Bulk(name)] if name.eq_ignore_ascii_case(b"QUIT"))
+        {
+            self.quit = true;
+        }
         if let Some(protocol) = switch_requested(items) {
             if self.switches.len() >= MAX_PENDING_SWITCHES {
                 return Err(Error::protocol(format!(
@@ -265,6 +283,9 @@ impl RespCodec {
     /// frames diverted, the scan state reset after an error.
     #[inline(never)]
     fn decode_other(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        if self.quit {
+            return Err(quit_error());
+        }
         loop {
             match self.decode_scanned(src) {
                 Ok(Some(Frame::Push(items))) if self.pushes.is_some() => {
@@ -323,8 +344,22 @@ impl Encoder<&Frame> for RespCodec {
     }
 
     fn encode_error(&mut self, error: &Error, dst: &mut BytesMut) -> bool {
+        if self.quit && is_quit_error(error) {
+            return false; // the farewell after QUIT: its `+OK` was the last word
+        }
         self.note_encoding(|| true);
         encode_error_reply(error, dst);
         true
     }
+}
+
+const QUIT_CONTEXT: &str = "the peer sent QUIT";
+
+/// What decoding returns after `QUIT`: the connection is closed (not a protocol error).
+fn quit_error() -> Error {
+    Error::msg(ErrorKind::Closed, QUIT_CONTEXT)
+}
+
+fn is_quit_error(error: &Error) -> bool {
+    error.kind() == ErrorKind::Closed && error.context() == Some(QUIT_CONTEXT)
 }

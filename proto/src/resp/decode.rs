@@ -201,7 +201,7 @@ impl RespCodec {
     /// a whole command, counted, and noted if it is `HELLO` or `RESET`.
     #[inline(always)]
     pub(super) fn decode_command(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
-        if self.pos != 0 || self.line_scan != 0 || !self.stack.is_empty() {
+        if self.pos != 0 || self.line_scan != 0 || !self.stack.is_empty() || self.quit {
             return Ok(None);
         }
         let mut spans = [(0, 0); FAST_ARGS];
@@ -215,8 +215,8 @@ impl RespCodec {
                 .iter()
                 .map(|&(start, end)| Frame::Bulk(bytes.slice(start..end))),
         );
-        // Only a five-letter command can be HELLO or RESET.
-        if spans[0].1 - spans[0].0 == 5 {
+        // Only a four- or five-letter command can be QUIT, HELLO or RESET.
+        if (4..=5).contains(&(spans[0].1 - spans[0].0)) {
             self.note_command(&items)?;
         } else {
             self.decoded += 1;

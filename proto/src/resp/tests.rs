@@ -345,3 +345,44 @@ fn resp3_only_types_are_downgraded_for_a_resp2_peer() {
     let bad = Frame::BigNumber("1x".into());
     assert!(codec.encode(&bad, &mut BytesMut::new()).is_err());
 }
+
+#[test]
+fn quit_ends_a_servers_decoding_and_its_farewell_is_silent() {
+    let mut codec = RespCodec::new();
+    let mut buf = BytesMut::from(&b"GET k\r\n*1\r\n$4\r\nquit\r\nPING\r\n"[..]);
+    assert!(codec.decode(&mut buf).unwrap().is_some());
+    assert_eq!(
+        codec.decode(&mut buf).unwrap(),
+        Some(Frame::command(["quit"]))
+    );
+    let closed = codec.decode(&mut buf).unwrap_err();
+    assert_eq!(closed.kind(), sheave_service::ErrorKind::Closed);
+    let mut out = BytesMut::new();
+    codec.encode(Frame::Null, &mut out).unwrap();
+    codec.encode(Frame::ok(), &mut out).unwrap();
+    assert!(!Encoder::<Frame>::encode_error(
+        &mut codec, &closed, &mut out
+    ));
+    assert_eq!(&out[..], b"$-1\r\n+OK\r\n");
+    // Another failure still gets its error reply.
+    assert!(Encoder::<Frame>::encode_error(
+        &mut codec,
+        &Error::timeout(),
+        &mut out
+    ));
+}
+
+#[test]
+fn a_reply_reading_quit_does_not_close_a_clients_codec() {
+    let mut codec = RespCodec::new();
+    let mut out = BytesMut::new();
+    codec
+        .encode(Frame::command(["LRANGE", "l", "0", "0"]), &mut out)
+        .unwrap();
+    let mut buf = BytesMut::from(&b"*1\r\n$4\r\nQUIT\r\n:1\r\n"[..]);
+    assert!(codec.decode(&mut buf).unwrap().is_some());
+    codec
+        .encode(Frame::command(["GET", "k"]), &mut out)
+        .unwrap();
+    assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::Integer(1)));
+}
