@@ -2,6 +2,7 @@
 //! `redis-benchmark` and the client libraries (redis-py, ioredis) at their default settings.
 //!
 //! - The handshake: `HELLO [2|3] [AUTH user pass] [SETNAME name]` (RESP3 replies follow;
+//!   no password is configured, so the `default` user gets in with any, as with `AUTH`;
 //!   the codec downgrades them for a RESP2 connection), `INFO [section]`,
 //!   `CLIENT SETINFO|SETNAME|GETNAME|ID|INFO`, `SELECT 0`, `COMMAND [COUNT|INFO|DOCS|LIST]`,
 //!   `CONFIG GET`, `QUIT`, `RESET`, `ECHO`, `PING [msg]`.
@@ -57,8 +58,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 const SHARDS: usize = 16;
-/// The most commands one transaction may queue.
+/// The most one transaction may queue: commands, their elements in all, and their bytes.
 const MAX_QUEUED: usize = 64 * 1024;
+const MAX_QUEUED_ELEMENTS: usize = 1024 * 1024;
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 type Map = HashMap<Bytes, Entry, FxBuildHasher>;
 
@@ -263,6 +266,9 @@ struct Conn {
     protocol: u8,
     /// The commands of an open `MULTI`, and whether one was refused (`EXEC` then aborts).
     queued: Vec<Frame>,
+    /// The elements and bytes of `queued`, bounded like its length.
+    queued_elements: usize,
+    queued_bytes: usize,
     failed: bool,
 }
 
@@ -404,12 +410,19 @@ impl KvService {
             conn.failed = true;
             return refusal;
         }
-        if conn.queued.len() >= MAX_QUEUED {
+        let bytes: usize = args.iter().map(|a| text(a).len()).sum();
+        if conn.queued.len() >= MAX_QUEUED
+            || conn.queued_elements + args.len() > MAX_QUEUED_ELEMENTS
+            || conn.queued_bytes + bytes > MAX_QUEUED_BYTES
+        {
             conn.failed = true;
             return Frame::error(format!(
-                "ERR a transaction may queue at most {MAX_QUEUED} commands"
+                "ERR a transaction may queue at most {MAX_QUEUED} commands, \
+                 {MAX_QUEUED_ELEMENTS} elements and {MAX_QUEUED_BYTES} bytes"
             ));
         }
+        conn.queued_elements += args.len();
+        conn.queued_bytes += bytes;
         conn.queued.push(Frame::Array(args.to_vec()));
         Frame::Simple(Bytes::from_static(b"QUEUED"))
     }
@@ -418,6 +431,8 @@ impl KvService {
     fn exec(&self, now: Instant) -> Frame {
         let (queued, failed) = {
             let mut conn = self.conn.borrow_mut();
+            conn.queued_elements = 0;
+            conn.queued_bytes = 0;
             (
                 std::mem::take(&mut conn.queued),
                 std::mem::take(&mut conn.failed),
@@ -445,6 +460,8 @@ impl KvService {
     fn discard(&self) {
         let mut conn = self.conn.borrow_mut();
         conn.queued = Vec::new();
+        conn.queued_elements = 0;
+        conn.queued_bytes = 0;
         conn.failed = false;
         self.in_multi.set(false);
     }

@@ -123,6 +123,10 @@ const SCRIPT: &[&[&str]] = &[
     &["HELLO", "x"],
     &["HELLO", "2", "AUTH", "bob", "pw"],
     &["HELLO", "2", "FOO"],
+    &["AUTH", "pw"],
+    &["AUTH", "default", "pw"],
+    &["AUTH", "bob", "pw"],
+    &["AUTH", "a", "b", "c"],
     &["CLIENT", "NOSUCH"],
     &["CLIENT", "SETNAME", "a b"],
     &["CLIENT", "SETNAME", "named"],
@@ -335,4 +339,31 @@ fn quit_is_answered_then_the_connection_closes_and_what_followed_is_not_run() {
         assert_eq!(until_closed(addr, &input), b"+OK\r\n+OK\r\n");
         assert_eq!(Conn::open(addr).call(&["GET", "a"]), Frame::bulk("1"));
     }
+}
+
+#[test]
+fn a_transaction_queue_is_bounded_and_a_refusal_aborts_it() {
+    let svc = KvService::new(Kv::new());
+    let now = Instant::now();
+    let exec = |cmd: &[&str]| svc.execute_at(&Frame::command(cmd), now);
+    assert_eq!(exec(&["MULTI"]), Frame::ok());
+    let queued = Frame::Simple("QUEUED".into());
+    for _ in 0..64 * 1024 {
+        assert_eq!(exec(&["INCR", "n"]), queued);
+    }
+    let refused = exec(&["INCR", "n"]);
+    assert!(
+        matches!(&refused, Frame::Error(e) if e.starts_with(b"ERR a transaction may queue at most")),
+        "{refused:?}"
+    );
+    assert!(matches!(exec(&["EXEC"]), Frame::Error(e) if e.starts_with(b"EXECABORT")));
+    assert_eq!(exec(&["GET", "n"]), Frame::Null, "nothing of it ran");
+    // Bytes count too: 65 values of 1 MiB pass 64 MiB.
+    let mib = "x".repeat(1 << 20);
+    assert_eq!(exec(&["MULTI"]), Frame::ok());
+    for _ in 0..63 {
+        assert_eq!(exec(&["SET", "big", &mib]), queued);
+    }
+    assert!(matches!(exec(&["SET", "big", &mib]), Frame::Error(_)));
+    assert!(matches!(exec(&["EXEC"]), Frame::Error(e) if e.starts_with(b"EXECABORT")));
 }

@@ -127,7 +127,7 @@ fn redis_cli_round_trips_every_supported_command() {
         (&["EXISTS", "k"], "0\n"),
         (&["DBSIZE"], "2\n"),
         (&["CONFIG", "GET", "save"], "save\n\n"),
-        (&["COMMAND", "COUNT"], "46\n"),
+        (&["COMMAND", "COUNT"], "47\n"),
         (
             &["NOSUCH", "a"],
             "ERR unknown command 'NOSUCH', with args beginning with: 'a' \n\n",

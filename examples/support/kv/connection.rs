@@ -82,6 +82,7 @@ static COMMANDS: &[Spec] = &[
     spec("ping", -1, &["fast"], NONE, "connection"),
     spec("echo", 2, &["fast"], NONE, "connection"),
     spec("hello", -1, C, NONE, "connection"),
+    spec("auth", -2, C, NONE, "connection"),
     spec("client", -2, &["loading", "stale"], NONE, "connection"),
     spec("select", 2, C, NONE, "connection"),
     spec("quit", -1, C, NONE, "connection"),
@@ -163,6 +164,18 @@ pub fn run(svc: &KvService, upper: &[u8], args: &[Frame], db: &mut Db<'_>) -> Op
             _ => Frame::error("ERR value is not an integer or out of range"),
         },
         b"HELLO" => hello(svc, args),
+        // No password is configured: the default user, whatever the password.
+        b"AUTH" => match args {
+            [_, _] => Frame::error(
+                "ERR AUTH <password> called without any password configured for the default \
+                 user. Are you sure your configuration is correct?",
+            ),
+            [_, user, _] if &text(user)[..] == b"default" => Frame::ok(),
+            [_, _, _] => {
+                Frame::error("WRONGPASS invalid username-password pair or user is disabled.")
+            }
+            _ => Frame::error("ERR syntax error"),
+        },
         b"CLIENT" => client(svc, args),
         b"INFO" => info(svc, args, db),
         b"COMMAND" => command(args),
