@@ -427,3 +427,44 @@ fn garbage_closes_that_connection_only_after_answering_what_came_before_and_sayi
     let mut fresh = TcpStream::connect(server.addr).unwrap();
     assert_eq!(roundtrip(&mut fresh, &["INCR", "a"]), Frame::Integer(2));
 }
+
+#[test]
+fn malformed_or_oversized_resp3_closes_that_connection_only_with_a_protocol_error() {
+    let server = KvServer::start();
+    let mut good = TcpStream::connect(server.addr).unwrap();
+    let hello = roundtrip(&mut good, &["HELLO", "3"]);
+    assert!(matches!(hello, Frame::Map(_)), "{hello:?}");
+    let cases: [&[u8]; 4] = [
+        b"%600000\r\n",   // 1.2 Mi elements: over the budget
+        b",1.5.x\r\n",    // not a double
+        b"=2\r\nab\r\n",  // a verbatim string without its format
+        b"$20000000\r\n", // a bulk string over 16 MiB
+    ];
+    for input in cases {
+        let mut bad = TcpStream::connect(server.addr).unwrap();
+        bad.write_all(&[&command(&["PING"])[..], input].concat())
+            .unwrap();
+        bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match bad.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == IoKind::ConnectionReset => break,
+                Err(e) => panic!("not closed after {input:?}: {e:?}"),
+            }
+            assert!(
+                got.len() < 4096,
+                "a closed connection does not keep talking"
+            );
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("+PONG\r\n-ERR Protocol error: "),
+            "{input:?}: the PING's reply, then the protocol error: {got:?}"
+        );
+        // The RESP3 connection is still served, in RESP3.
+        assert_eq!(roundtrip(&mut good, &["GET", "missing"]), Frame::Null);
+    }
+}
