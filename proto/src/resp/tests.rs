@@ -386,3 +386,27 @@ fn a_reply_reading_quit_does_not_close_a_clients_codec() {
         .unwrap();
     assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::Integer(1)));
 }
+
+#[test]
+fn diverted_pushes_reach_the_subscriber_and_the_rest_are_counted() {
+    use futures::StreamExt;
+    let (mut codec, pushes) = RespCodec::new().divert_pushes();
+    let push = b">2\r\n$7\r\nmessage\r\n:1\r\n";
+    // Nobody subscribed: dropped and counted; the reply after it is returned.
+    let mut buf = BytesMut::from(&[&push[..], b":7\r\n"].concat()[..]);
+    assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::Integer(7)));
+    assert_eq!(pushes.dropped(), 1);
+    let mut sub = pushes.subscribe().unwrap();
+    assert!(pushes.subscribe().is_none());
+    // Subscribed: queued up to 1,024, then dropped while full.
+    let mut buf = BytesMut::from(&push.repeat(1030)[..]);
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    assert_eq!(pushes.dropped(), 1 + 6);
+    let message = Frame::Push(vec![Frame::bulk("message"), Frame::Integer(1)]);
+    assert_eq!(sub.try_next(), Some(message.clone()));
+    // The stream ends once the codec (the connection) is gone and the queue is read.
+    drop(codec);
+    let rest = futures::executor::block_on(sub.by_ref().collect::<Vec<_>>());
+    assert_eq!(rest.len(), 1023);
+    assert!(rest.iter().all(|f| *f == message));
+}
