@@ -7,21 +7,20 @@
 #[path = "../../examples/support/mod.rs"]
 mod support;
 
-use sheave::Handle;
 use sheave::service::ServiceExt;
-use sheave_middleware::hedge::HedgeConfig;
 use sheave_proto::Connector;
-use sheave_proto::chaos::{ChaosHandle, ChaosProxy, Toxics};
+use sheave_proto::chaos::Toxics;
 use sheave_proto::resp::{Frame, RespCodec};
 use sheave_service::{ErrorKind, NewService};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
-use support::cluster::{ClientOptions, Cluster, cluster, connected_counting, roomy};
+use support::chaos::{self, cluster_with_proxy, during, p99};
+use support::cluster::{Cluster, cluster, connected_counting, roomy};
 use support::openloop::{
-    Outcome, assert_few_sheds, assert_no_window_below, at, command, failed, failed_unshed,
-    failures, offer, offer_checked, percentile, readings, share,
+    assert_few_sheds, assert_no_window_below, at, command, failed, failed_unshed, failures, offer,
+    offer_checked,
 };
 
 /// The cases measure rates on a 2-core machine: one at a time.
@@ -31,83 +30,35 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts a chaos proxy in front of `upstream` on runtime thread `thread`.
-fn proxy(rt: &Handle, thread: usize, upstream: SocketAddr) -> (SocketAddr, ChaosHandle) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    rt.spawn_with(thread, move || {
-        let proxy = ChaosProxy::bind("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
-        tx.send((proxy.local_addr(), proxy.handle())).unwrap();
-        proxy.run()
-    });
-    rx.recv().expect("the proxy thread is gone")
-}
-
-/// Three backends, the middle one (`b`) behind a chaos proxy: the cluster, the client's
-/// addresses, and the proxy's handle.
-fn cluster_with_proxy() -> (Cluster, Vec<(&'static str, SocketAddr)>, ChaosHandle) {
-    let c = cluster(&["a", "b", "c"], Duration::ZERO);
-    let (b, chaos) = proxy(c.rt.handle(), 1, c.backends[1].addr);
-    let mut addrs = c.addrs();
-    addrs[1].1 = b;
-    (c, addrs, chaos)
-}
-
-fn p99(outcomes: &[Outcome]) -> Duration {
-    percentile(outcomes.iter().map(|o| o.latency).collect(), 0.99)
-}
-
-/// The outcomes of requests due between two instants of the run.
-fn during(outcomes: &[Outcome], from: f64, to: f64) -> Vec<Outcome> {
-    let (from, to) = (Duration::from_secs_f64(from), Duration::from_secs_f64(to));
-    outcomes
-        .iter()
-        .filter(|o| o.due >= from && o.due < to)
-        .copied()
-        .collect()
-}
-
 #[test]
 fn case_1_a_blackholed_backend_fails_nothing_is_ejected_within_a_second_and_comes_back() {
     let _one = serial();
-    let (c, addrs, chaos) = cluster_with_proxy();
-    let marks: RefCell<Vec<Vec<u64>>> = RefCell::default();
-    let mark = || marks.borrow_mut().push(readings(&c.stats));
-    let outcomes = c.rt.block_on(async {
-        let (client, _) = connected_counting(&addrs, &c.stats, roomy()).await;
-        let steps = vec![
-            at(1.0, || chaos.set(Toxics::none().blackhole())),
-            at(2.0, mark),
-            at(3.0, || {
-                mark();
-                chaos.clear()
-            }),
-            at(4.0, mark),
-            at(5.0, mark),
-        ];
-        offer(client, 4_000, 24_000, steps).await
-    });
-    c.rt.handle().shutdown();
-    let m = marks.borrow();
-    let (hung, back) = (share(&m[0], &m[1], 1), share(&m[2], &m[3], 1));
-    let fault_p99 = p99(&during(&outcomes, 1.0, 3.0));
+    let run = chaos::blackhole();
+    let outcomes = &run.outcomes;
+    let fault_p99 = p99(&during(outcomes, 1.0, 3.0));
     println!(
-        "case 1, blackhole: {} requests, {} failed, p99 during the fault {fault_p99:?}, b's \
-         share {:.2}% from 1 s into it and {:.1}% 1-2 s after",
+        "case 1, blackhole: {} requests, {} failed, {} retries, p99 during the fault \
+         {fault_p99:?}, b's share {:.2}% from 1 s into it and {:.1}% 1-2 s after",
         outcomes.len(),
-        failures(&outcomes),
-        hung * 100.0,
-        back * 100.0
+        failures(outcomes),
+        run.attempts.saturating_sub(outcomes.len() as u64),
+        run.hung_share * 100.0,
+        run.back_share * 100.0
     );
-    assert_eq!(failed_unshed(&outcomes), 0, "{}", failures(&outcomes));
-    assert_few_sheds(&outcomes);
-    assert_no_window_below(&outcomes, 0.9);
-    assert!(hung < 0.02, "ejected within 1 s: {:.2}%", hung * 100.0);
+    assert_eq!(failed_unshed(outcomes), 0, "{}", failures(outcomes));
+    assert_few_sheds(outcomes);
+    assert_no_window_below(outcomes, 0.9);
+    assert!(
+        run.hung_share < 0.02,
+        "ejected within 1 s: {:.2}%",
+        run.hung_share * 100.0
+    );
     // Back in rotation — at less than an even share: the proxy's extra hop makes b's round
     // trips longer than a's and c's, and peak-EWMA sees that.
     assert!(
-        back >= 0.1,
+        run.back_share >= 0.1,
         "probed back after the fault: {:.1}%",
-        back * 100.0
+        run.back_share * 100.0
     );
 }
 
@@ -199,44 +150,28 @@ fn case_3_a_flapping_backend_fails_nothing_and_retries_stay_within_the_budget() 
 #[test]
 fn case_4_a_ten_times_slower_backend_gets_under_five_percent_and_hedging_keeps_the_tail() {
     let _one = serial();
-    let run = |hedge: Option<HedgeConfig>| {
-        let (c, addrs, chaos) = cluster_with_proxy();
-        let marks: RefCell<Vec<Vec<u64>>> = RefCell::default();
-        let mark = || marks.borrow_mut().push(readings(&c.stats));
-        let options = ClientOptions { hedge, ..roomy() };
-        let outcomes = c.rt.block_on(async {
-            let (client, _) = connected_counting(&addrs, &c.stats, options).await;
-            // Healthy for 2 s (hedging learns its percentile over a 1 s window), then b
-            // answers 10x late: its round trips here are ~0.2 ms, so +1 ms each way.
-            let slow = Toxics::none().latency(Duration::from_millis(1), Duration::ZERO);
-            let steps = vec![at(2.0, || chaos.set(slow)), at(2.5, mark), at(4.99, mark)];
-            offer(client, 4_000, 20_000, steps).await
-        });
-        c.rt.handle().shutdown();
-        let m = marks.borrow();
-        (outcomes, share(&m[0], &m[1], 1))
-    };
-    let hedged = HedgeConfig {
-        window: Duration::from_secs(1),
-        ..HedgeConfig::default().percentile(0.9).min_samples(100)
-    };
-    let (plain, plain_share) = run(None);
-    let (with_hedge, hedge_share) = run(Some(hedged));
-    let healthy = p99(&during(&plain, 1.0, 2.0));
-    let (slow_plain, slow_hedged) = (
-        p99(&during(&plain, 2.5, 5.0)),
-        p99(&during(&with_hedge, 2.5, 5.0)),
-    );
+    let plain = chaos::slow(None);
+    let hedged = chaos::slow(Some(chaos::hedging()));
+    let healthy = p99(&during(&plain.outcomes, 1.0, 2.0));
+    let slow_plain = p99(&during(&plain.outcomes, 2.5, 5.0));
+    let slow_hedged = p99(&during(&hedged.outcomes, 2.5, 5.0));
     println!(
         "case 4, b 10x slower: b's share {:.2}% ({:.2}% hedged); p99 healthy {healthy:?}, slow \
          {slow_plain:?}, slow and hedged {slow_hedged:?}; {} / {} failed",
-        plain_share * 100.0,
-        hedge_share * 100.0,
-        failures(&plain),
-        failures(&with_hedge)
+        plain.slow_share * 100.0,
+        hedged.slow_share * 100.0,
+        failures(&plain.outcomes),
+        failures(&hedged.outcomes)
     );
-    assert!(plain_share < 0.05, "b took {:.2}%", plain_share * 100.0);
-    assert_eq!(failed_unshed(&plain) + failed_unshed(&with_hedge), 0);
+    assert!(
+        plain.slow_share < 0.05,
+        "b took {:.2}%",
+        plain.slow_share * 100.0
+    );
+    assert_eq!(
+        failed_unshed(&plain.outcomes) + failed_unshed(&hedged.outcomes),
+        0
+    );
     assert!(
         slow_hedged <= 2 * healthy.max(Duration::from_millis(1)),
         "hedged p99 {slow_hedged:?} vs healthy {healthy:?}"
