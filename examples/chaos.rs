@@ -25,6 +25,9 @@ use std::time::Duration;
 use support::chaos;
 use support::openloop::{Outcome, failed, failed_unshed, percentile};
 
+/// A case: its outcomes and the retry layer's attempts.
+type Case = fn() -> (Vec<Outcome>, u64);
+
 /// One row of the report.
 struct Row {
     case: &'static str,
@@ -44,7 +47,7 @@ fn rss_kib() -> u64 {
 }
 
 fn main() {
-    let cases: [(&'static str, fn() -> (Vec<Outcome>, u64)); 3] = [
+    let cases: [(&'static str, Case); 3] = [
         ("blackhole b 1-3 s", || {
             let r = chaos::blackhole();
             (r.outcomes, r.attempts)
