@@ -604,6 +604,22 @@ impl Service<u32> for Gate {
     }
 }
 
+/// A connector of [`Gate`]s with `capacity` slots each, sharing one count of held calls.
+fn gates(
+    log: Log,
+    capacity: usize,
+) -> impl Fn(&'static str) -> std::future::Ready<Result<Gate, Error>> {
+    let held = Rc::new(Cell::new(0));
+    move |name| {
+        std::future::ready(Ok(Gate {
+            name,
+            capacity,
+            held: held.clone(),
+            log: log.clone(),
+        }))
+    }
+}
+
 #[test]
 fn a_call_given_up_by_an_outer_timeout_counts_as_a_failure_and_ejects_its_endpoint() {
     // Regression (issue: a hung backend stalls the client): a call cancelled above the
@@ -611,16 +627,7 @@ fn a_call_given_up_by_an_outer_timeout_counts_as_a_failure_and_ejects_its_endpoi
     let rt = paused();
     rt.block_on(async {
         let log: Log = Rc::default();
-        let held = Rc::new(Cell::new(0));
-        let (l, h) = (log.clone(), held.clone());
-        let connect = move |name: &'static str| {
-            std::future::ready(Ok::<_, Error>(Gate {
-                name,
-                capacity: usize::MAX,
-                held: h.clone(),
-                log: l.clone(),
-            }))
-        };
+        let connect = gates(log.clone(), usize::MAX);
         let lb = Balance::builder()
             .ejection(Ejection {
                 consecutive_failures: 3,
@@ -699,16 +706,7 @@ fn past_the_waiter_bound_ready_fails_at_once_with_overloaded() {
     let rt = paused();
     rt.block_on(async {
         let log: Log = Rc::default();
-        let held = Rc::new(Cell::new(0));
-        let (l, h) = (log.clone(), held.clone());
-        let connect = move |name: &'static str| {
-            std::future::ready(Ok::<_, Error>(Gate {
-                name,
-                capacity: 0,
-                held: h.clone(),
-                log: l.clone(),
-            }))
-        };
+        let connect = gates(log.clone(), 0);
         let lb = Rc::new(
             Balance::builder()
                 .max_waiters(1)
