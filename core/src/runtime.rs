@@ -32,7 +32,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -123,6 +123,22 @@ static NEXT_CORE_ID: AtomicUsize = AtomicUsize::new(1);
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
     static CURRENT_ID: Cell<usize> = const { Cell::new(0) };
+    /// Thread 0 of every runtime built on this thread (and not yet dropped), by runtime id:
+    /// what [`Handle::spawn_with`] uses to run a thread-0 recipe at once when called here
+    /// outside `block_on`.
+    static OWNED: RefCell<Vec<(usize, Weak<Core>)>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_RUNTIME_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// Thread 0 of runtime `runtime`, if this thread owns that runtime.
+fn owned_core(runtime: usize) -> Option<Rc<Core>> {
+    OWNED.with(|o| {
+        o.borrow()
+            .iter()
+            .find(|(id, _)| *id == runtime)
+            .and_then(|(_, core)| core.upgrade())
+    })
 }
 
 /// The id of the core running on this thread, or 0.
@@ -353,6 +369,7 @@ impl Builder {
         }
         let handle = Handle {
             inner: Arc::new(HandleInner {
+                id: NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed),
                 remotes: remotes.clone(),
                 next: AtomicUsize::new(0),
                 shutdown: ShutdownState::default(),
@@ -361,6 +378,7 @@ impl Builder {
         let mut polls = polls.into_iter();
         let first = polls.next().expect("at least one thread");
         let core = Core::new(first, remotes[0].clone(), self.paused, handle.clone(), 0);
+        OWNED.with(|o| o.borrow_mut().push((handle.inner.id, Rc::downgrade(&core))));
         let mut threads = Vec::with_capacity(self.threads - 1);
         for (i, poll) in polls.enumerate() {
             let remote = remotes[i + 1].clone();
@@ -485,6 +503,8 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        let id = self.handle.inner.id;
+        OWNED.with(|o| o.borrow_mut().retain(|(owned, _)| *owned != id));
         self.handle.shutdown();
         for t in self.threads.drain(..) {
             if t.join().is_err() {
@@ -509,7 +529,7 @@ impl Drop for Runtime {
 /// Outside a runtime thread.
 ///
 /// ```
-/// use std::rc::Rc;
+/// use std::rc::{Rc, Weak};
 /// let rt = sheave_core::Runtime::new().unwrap();
 /// rt.block_on(async {
 ///     let local = Rc::new(5); // not Send, and that is fine
@@ -560,6 +580,8 @@ struct ShutdownState {
 }
 
 struct HandleInner {
+    /// Unique among the runtimes of the process.
+    id: usize,
     remotes: Vec<Arc<RemoteQueue>>,
     next: AtomicUsize,
     shutdown: ShutdownState,
@@ -568,9 +590,41 @@ struct HandleInner {
 /// Reaches a runtime's threads from any thread: spawns onto them and signals shutdown.
 /// `Send + Sync + Clone`; cloning is one reference count.
 ///
-/// Thread 0 is the thread that calls [`Runtime::block_on`]: work sent to it runs only while a
-/// `block_on` is running there (and is cancelled if the runtime is dropped first). Threads
-/// 1.. run on their own from `build()` until shutdown.
+/// # Thread 0
+///
+/// Thread 0 is the thread that owns the [`Runtime`] and calls [`Runtime::block_on`]; its loop
+/// runs only inside `block_on`. Threads 1.. run on their own from `build()` until shutdown.
+/// What reaches thread 0:
+///
+/// - **From thread 0's own thread, outside `block_on`** (setting up in `main` before the
+///   loop starts): [`spawn_with`](Handle::spawn_with) runs the recipe *at once*, on this
+///   thread, with the runtime's thread 0 current — so a listener it binds is bound when
+///   `spawn_with` returns, and a channel it sends on has its message — and the future it
+///   returns starts at the next `block_on`. Waiting for a thread-0 recipe before `block_on`
+///   therefore works; waiting for its *future* to make progress does not (nothing runs it yet).
+/// - **From inside `block_on`, or from another thread**: the work is queued and runs in
+///   thread 0's loop — while a `block_on` runs there (work sent while none runs waits for
+///   the next one, and is cancelled if the runtime is dropped first). So another OS thread
+///   must not block waiting for thread 0 while thread 0 is not in `block_on`.
+///
+/// ```
+/// use std::sync::mpsc;
+/// let rt = sheave_core::Runtime::builder().threads(2).build().unwrap();
+/// let (tx, rx) = mpsc::channel();
+/// for t in 0..2 {
+///     let tx = tx.clone();
+///     // Outside block_on: thread 0's recipe runs here and now; thread 1's on thread 1.
+///     rt.handle().spawn_with(t, move || {
+///         tx.send(sheave_core::Handle::thread_index()).unwrap();
+///         async {}
+///     });
+/// }
+/// let mut ran: Vec<_> = (0..2).map(|_| rx.recv().unwrap()).collect();
+/// ran.sort();
+/// assert_eq!(ran, [Some(0), Some(1)]);
+/// ```
+///
+/// # From a plain OS thread
 ///
 /// ```
 /// let rt = sheave_core::Runtime::builder().threads(2).build().unwrap();
@@ -652,6 +706,9 @@ impl Handle {
     /// not be `Send` — this is how each thread builds its own `!Send` state (a per-thread
     /// service stack, a listener) from a `Send` recipe.
     ///
+    /// For thread 0, `make` runs at once when this is called from thread 0's own thread
+    /// outside `block_on`, and otherwise in thread 0's loop: see [Thread 0](Handle#thread-0).
+    ///
     /// After [`shutdown`](Handle::shutdown), the task is not started and its handle reports
     /// [`JoinError::Cancelled`](crate::JoinError::Cancelled).
     pub fn spawn_with<M, F>(&self, thread: usize, make: M) -> RemoteJoinHandle<F::Output>
@@ -662,11 +719,12 @@ impl Handle {
     {
         let slot = Arc::new(Mutex::new(JoinSlot::new()));
         let handle = RemoteJoinHandle { slot: slot.clone() };
-        let remote = &self.inner.remotes[thread % self.threads()];
+        let thread = thread % self.threads();
+        let remote = &self.inner.remotes[thread];
         // If the message is dropped without running (the thread stopped first), the guard
         // tells the handle, which would otherwise wait forever.
         let mut guard = CancelUnlessRun(Some(slot));
-        let run = Box::new(move || {
+        let run: Box<dyn FnOnce() + Send> = Box::new(move || {
             let slot = guard.0.take().expect("a message runs once");
             // A panicking recipe fails its own handle, like a panicking task; it must not
             // unwind through the event loop, which would stop the thread.
@@ -683,7 +741,21 @@ impl Handle {
                 core.exec.spawn(core.id, &core.remote, Box::pin(task), sink);
             })
         });
-        if self.is_shutdown() || !remote.push(Msg::Run(run)) {
+        if self.is_shutdown() {
+            drop(run); // cancels the handle
+            return handle;
+        }
+        if thread == 0
+            && current_thread_id() == 0
+            && let Some(core) = owned_core(self.inner.id)
+        {
+            // Thread 0's own thread, outside `block_on`: nothing would take the message
+            // before the next `block_on`, and the caller may be about to wait for the recipe.
+            let _enter = Enter::new(&core);
+            run();
+            return handle;
+        }
+        if !remote.push(Msg::Run(run)) {
             Completion::finish(&handle.slot, Err(crate::JoinError::Cancelled));
         }
         handle

@@ -98,8 +98,8 @@ enum Waiter {
 }
 
 /// The `ready()` callers waiting for capacity, served in arrival order: a release wakes
-/// **one** of them (waking all of them made every response cost O(waiters) polls — the
-/// quadratic dispatch of design §7). A woken waiter that goes away passes its wake on.
+/// **one** of them (waking all of them made every response cost O(waiters) polls: with `n`
+/// callers waiting, dispatch cost grew as `n²`). A woken waiter that goes away passes its wake on.
 #[derive(Default)]
 struct Waiters {
     /// Per slot: the generation of its current use, and its state.
