@@ -33,6 +33,7 @@ use crate::dispatch::{Mode, Multiplex, Pipeline, ServerConnection};
 use crate::framed::Framed;
 use futures::future::{Either, select};
 use sheave_core::net::TcpListener;
+use sheave_core::signal::Signals;
 use sheave_core::{Handle, JoinHandle, time};
 use sheave_service::{Error, ErrorKind, NewService, Service};
 use slab::Slab;
@@ -56,6 +57,8 @@ use std::time::Duration;
 /// itself, with its own services: nothing is shared between threads on the request path.
 pub struct Server<C, M = Pipeline> {
     listener: TcpListener,
+    /// Caught when [`Builder::shutdown_on_signals`] was asked for.
+    signals: Option<Signals>,
     addr: SocketAddr,
     config: Config<C, M>,
     shared: Arc<Shared>,
@@ -72,6 +75,7 @@ struct Config<C, M> {
     threads: usize,
     max_connections: usize,
     drain_timeout: Duration,
+    on_signals: bool,
     conn: ServerConnection<M>,
 }
 
@@ -92,6 +96,7 @@ impl<C: fmt::Debug, M> fmt::Debug for Config<C, M> {
             .field("threads", &self.threads)
             .field("max_connections", &self.max_connections)
             .field("drain_timeout", &self.drain_timeout)
+            .field("on_signals", &self.on_signals)
             .field("connection", &self.conn)
             .finish()
     }
@@ -129,6 +134,7 @@ impl Server<()> {
                 threads: 1,
                 max_connections: 10_000,
                 drain_timeout: Duration::from_secs(10),
+                on_signals: false,
                 conn: ServerConnection::pipeline()
                     .idle_timeout(Duration::from_secs(300))
                     .read_timeout(Duration::from_secs(30)),
@@ -144,6 +150,7 @@ impl<C, M> Builder<C, M> {
             threads,
             max_connections,
             drain_timeout,
+            on_signals,
             conn,
             ..
         } = self.config;
@@ -154,6 +161,7 @@ impl<C, M> Builder<C, M> {
                 threads,
                 max_connections,
                 drain_timeout,
+                on_signals,
                 conn,
             },
         }
@@ -167,6 +175,7 @@ impl<C, M> Builder<C, M> {
             threads,
             max_connections,
             drain_timeout,
+            on_signals,
             ..
         } = self.config;
         Builder {
@@ -176,6 +185,7 @@ impl<C, M> Builder<C, M> {
                 threads,
                 max_connections,
                 drain_timeout,
+                on_signals,
                 conn: ServerConnection::multiplex()
                     .idle_timeout(Duration::from_secs(300))
                     .read_timeout(Duration::from_secs(30)),
@@ -226,6 +236,16 @@ impl<C, M> Builder<C, M> {
         self
     }
 
+    /// Shuts down gracefully (as [`ServerHandle::shutdown`]) on `SIGTERM` or `SIGINT`: the
+    /// server stops accepting, answers every request it has taken (within the
+    /// [drain timeout](Builder::drain_timeout)), closes its connections, and
+    /// [`serve`](Server::serve) returns. The signals are caught from [`build`](Builder::build)
+    /// on, for the rest of the process (see [`sheave_core::signal`]).
+    pub fn shutdown_on_signals(mut self) -> Self {
+        self.config.on_signals = true;
+        self
+    }
+
     /// Binds the listener of the calling runtime thread (the others bind in
     /// [`serve`](Server::serve), on the port learnt here).
     ///
@@ -239,10 +259,15 @@ impl<C, M> Builder<C, M> {
             TcpListener::bind(self.addr)?
         };
         let addr = listener.local_addr()?;
+        let signals = match self.config.on_signals {
+            true => Some(Signals::new()?),
+            false => None,
+        };
         let mut config = self.config;
         config.threads = threads;
         Ok(Server {
             listener,
+            signals,
             addr,
             config,
             shared: Arc::new(Shared::default()),
@@ -364,6 +389,19 @@ where
     {
         let handle = Handle::current();
         let here = Handle::thread_index().unwrap_or(0);
+        let on_signal = self.signals.map(|mut signals| {
+            let shared = self.shared.clone();
+            sheave_core::spawn(async move {
+                let stopped = pin!(shared.shutdown_signal());
+                if let Either::Left((signal, _)) = select(pin!(signals.recv()), stopped).await {
+                    log::info!("{signal}: shutting down");
+                    ServerHandle {
+                        shared: shared.clone(),
+                    }
+                    .shutdown();
+                }
+            })
+        });
         let per_thread = Arc::new(per_thread);
         let mut others = Vec::new();
         for i in 1..self.config.threads {
@@ -387,6 +425,9 @@ where
             self.shared.clone(),
         )
         .await;
+        if let Some(task) = on_signal {
+            task.abort();
+        }
         let mut result = Ok(());
         for other in others {
             match other.await {
