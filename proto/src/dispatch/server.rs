@@ -19,6 +19,12 @@ use std::time::{Duration, Instant};
 /// Units of work (requests taken, responses completed) before a connection yields.
 const BUDGET: usize = 256;
 
+/// How long a closing connection that leaves requests unread waits, after its last reply and
+/// its FIN, for the peer to close too. Closing a socket with unread input sends a reset, and
+/// a reset can destroy replies the peer has not read yet: so the server half-closes, discards
+/// what still arrives, and closes once the peer has (or after this long).
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Serves one connection with one service: the server half of the dispatch engine.
 ///
 /// Configure it once and call [`serve`](ServerConnection::serve) per connection (it is
@@ -213,6 +219,9 @@ struct Conn<F, RF, Req, Resp> {
     draining: bool,
     last_activity: Instant,
     idle: Option<Sleep>,
+    /// Replies all written, the write side shut: discarding input until the peer closes, then
+    /// returning this result.
+    linger: Option<(Option<Result<(), Error>>, Sleep)>,
     /// When the partial frame at the end of the read buffer began to arrive.
     partial_since: Option<Instant>,
     read_deadline: Option<Sleep>,
@@ -235,9 +244,55 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
             draining: false,
             last_activity: time::now_cached(),
             idle: None,
+            linger: None,
             partial_since: None,
             read_deadline: None,
         }
+    }
+
+    /// Ends the connection with `result` once every reply is written: at once if the peer has
+    /// closed its side, else after a lingering close (see [`LINGER`]).
+    fn finish<T, C>(
+        &mut self,
+        result: Result<(), Error>,
+        framed: &mut Framed<T, C>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        if framed.is_eof() {
+            return Poll::Ready(result);
+        }
+        let deadline = time::saturating_add(time::now_cached(), LINGER);
+        self.linger = Some((Some(result), time::sleep_until(deadline)));
+        if let Poll::Ready(Err(e)) = Pin::new(framed.get_mut()).poll_close(cx) {
+            log::debug!("half-closing the connection: {e}");
+            return Poll::Ready(self.linger.take().and_then(|(r, _)| r).expect("set"));
+        }
+        self.poll_linger(framed, cx)
+    }
+
+    /// Discards input until the peer closes, an error, or the linger deadline.
+    fn poll_linger<T, C>(
+        &mut self,
+        framed: &mut Framed<T, C>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (result, deadline) = self.linger.as_mut().expect("lingering");
+        loop {
+            framed.discard_read_buffer();
+            match framed.poll_fill(cx) {
+                Poll::Ready(Ok(n)) if n > 0 => continue,
+                Poll::Ready(_) => break,
+                Poll::Pending if Pin::new(&mut *deadline).poll(cx).is_ready() => break,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(result.take().expect("returned once"))
     }
 
     fn close(&mut self, result: Result<(), Error>) {
@@ -385,6 +440,9 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
         ReadyFn: Fn() -> RF,
         RF: Future<Output = Result<S::Permit, S::Error>>,
     {
+        if self.linger.is_some() {
+            return self.poll_linger(framed, cx);
+        }
         self.queue.register(cx.waker());
         let mut budget = BUDGET;
         let mut waiting_on_read = false;
@@ -539,7 +597,8 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
                     if let Some(Err(e)) = &self.closing {
                         log::debug!("closing connection: {e}");
                     }
-                    return Poll::Ready(self.closing.take().expect("closing"));
+                    let result = self.closing.take().expect("closing");
+                    return self.finish(result, framed, cx);
                 }
             }
             if !progress {
@@ -555,7 +614,7 @@ impl<F, RF, Req, Resp> Conn<F, RF, Req, Resp> {
         let quiet =
             self.in_flight == 0 && framed.write_buffer().is_empty() && self.waiting.is_none();
         if quiet && (self.draining || framed.is_eof()) {
-            return Poll::Ready(Ok(()));
+            return self.finish(Ok(()), framed, cx);
         }
         // The service has work for this connection (requests in flight, or one waiting for
         // capacity): that is not idleness, however long it takes — unless the connection is
