@@ -10,6 +10,8 @@
 //!   tasks sent from other threads.
 //! - [`net`]: TCP and UDP sockets implementing the `futures::io` traits.
 //! - [`signal`]: `SIGTERM`/`SIGINT` as a future, for a graceful shutdown.
+//! - [`sync`]: [`WaitQueue`](sync::WaitQueue) (FIFO hand-off) and [`Notify`](sync::Notify),
+//!   the cancel-safe waiting primitives the other crates build on.
 //! - [`time`]: `sleep`, `timeout`, `interval`, and a paused clock for exact tests.
 //!
 //! ```
@@ -49,6 +51,7 @@ pub mod net;
 mod reactor;
 mod runtime;
 pub mod signal;
+pub mod sync;
 pub mod time;
 
 pub use executor::{JoinError, JoinHandle, RemoteJoinHandle};

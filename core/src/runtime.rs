@@ -22,11 +22,11 @@
 
 use crate::executor::{
     Completion, Executor, JoinHandle, JoinSlot, MAIN, POLLS_PER_TURN, PanicSink, RemoteJoinHandle,
-    TaskFuture, TaskId, TaskWaker, lock,
+    TaskFuture, TaskId, TaskWaker,
 };
 use crate::reactor::{Reactor, WAKE_TOKEN, coop};
+use crate::sync::{Notify, Waiting, lock};
 use crate::time::{CACHED_NOW, Clock, wheel::Wheel};
-use slab::Slab;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
@@ -529,7 +529,7 @@ impl Drop for Runtime {
 /// Outside a runtime thread.
 ///
 /// ```
-/// use std::rc::{Rc, Weak};
+/// use std::rc::Rc;
 /// let rt = sheave_core::Runtime::new().unwrap();
 /// rt.block_on(async {
 ///     let local = Rc::new(5); // not Send, and that is fine
@@ -576,7 +576,8 @@ impl<T> Drop for CancelUnlessRun<T> {
 #[derive(Default)]
 struct ShutdownState {
     flag: AtomicBool,
-    waiters: Mutex<Slab<Waker>>,
+    /// Notified once the flag is set.
+    notify: Notify,
 }
 
 struct HandleInner {
@@ -765,12 +766,8 @@ impl Handle {
     /// every [`ShutdownSignal`] completes (a `block_on` future waiting on one returns).
     pub fn shutdown(&self) {
         let state = &self.inner.shutdown;
-        if state.flag.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let waiters: Vec<Waker> = lock(&state.waiters).drain().collect();
-        for w in waiters {
-            w.wake();
+        if !state.flag.swap(true, Ordering::AcqRel) {
+            state.notify.notify_waiters();
         }
     }
 
@@ -782,8 +779,8 @@ impl Handle {
     /// A future that completes when [`shutdown`](Handle::shutdown) is called.
     pub fn shutdown_signal(&self) -> ShutdownSignal {
         ShutdownSignal {
+            waiting: Waiting::new(&self.inner.shutdown.notify),
             handle: self.clone(),
-            key: None,
         }
     }
 }
@@ -791,7 +788,7 @@ impl Handle {
 /// Completes when the runtime's [`Handle::shutdown`] is called. Cheap to poll; cancel-safe.
 pub struct ShutdownSignal {
     handle: Handle,
-    key: Option<usize>,
+    waiting: Waiting,
 }
 
 impl fmt::Debug for ShutdownSignal {
@@ -806,33 +803,16 @@ impl Future for ShutdownSignal {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        // The flag covers a shutdown before this signal was made; the notification one after.
         if this.handle.is_shutdown() {
             return Poll::Ready(());
         }
-        let state = &this.handle.inner.shutdown;
-        let mut waiters = lock(&state.waiters);
-        // Re-check under the lock: `shutdown` sets the flag before taking the lock.
-        if state.flag.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        match this.key {
-            Some(key) if waiters.contains(key) => {
-                if !waiters[key].will_wake(cx.waker()) {
-                    waiters[key] = cx.waker().clone();
-                }
-            }
-            _ => {
-                this.key = Some(waiters.insert(cx.waker().clone()));
-            }
-        }
-        Poll::Pending
+        this.waiting.poll(&this.handle.inner.shutdown.notify, cx)
     }
 }
 
 impl Drop for ShutdownSignal {
     fn drop(&mut self) {
-        if let Some(key) = self.key {
-            lock(&self.handle.inner.shutdown.waiters).try_remove(key);
-        }
+        self.waiting.release(&self.handle.inner.shutdown.notify);
     }
 }
