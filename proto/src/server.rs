@@ -34,19 +34,17 @@ use crate::framed::Framed;
 use futures::future::{Either, select};
 use sheave_core::net::TcpListener;
 use sheave_core::signal::Signals;
+use sheave_core::sync::Notify;
 use sheave_core::{Handle, JoinHandle, time};
 use sheave_service::{Error, ErrorKind, NewService, Service};
-use slab::Slab;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
-use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
 use std::time::Duration;
 
 /// A TCP server: start with [`Server::bind`], configure, [`build`](Builder::build) (which
@@ -279,26 +277,17 @@ impl<C, M> Builder<C, M> {
 #[derive(Default)]
 struct Shared {
     shutdown: AtomicBool,
-    waiters: Mutex<Vec<Waker>>,
+    /// Notified once `shutdown` is set.
+    stopping: Notify,
     connections: AtomicUsize,
 }
 
 impl Shared {
     async fn shutdown_signal(&self) {
-        poll_fn(|cx| {
-            if self.shutdown.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            if self.shutdown.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await
+        let stopping = self.stopping.notified(); // before the check: nothing is missed
+        if !self.shutdown.load(Ordering::Acquire) {
+            stopping.await;
+        }
     }
 }
 
@@ -323,14 +312,7 @@ impl ServerHandle {
     /// [`serve`](Server::serve) returns.
     pub fn shutdown(&self) {
         if !self.shared.shutdown.swap(true, Ordering::AcqRel) {
-            let waiters = std::mem::take(
-                &mut *self
-                    .shared
-                    .waiters
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
-            waiters.into_iter().for_each(Waker::wake);
+            self.shared.stopping.notify_waiters();
         }
     }
 
@@ -440,60 +422,27 @@ where
     }
 }
 
-/// Per-thread drain state: set once the server shuts down; connections wait on it.
+/// Per-thread drain state: set once the server shuts down; connections wait on it. A waiting
+/// connection that ends leaves no waker behind (a server with short connections would
+/// otherwise keep one per connection ever accepted).
 #[derive(Default)]
 struct Drain {
     draining: Cell<bool>,
-    /// The connections waiting for the drain, each removed when its connection ends (a
-    /// server with short connections would otherwise keep a waker per connection ever
-    /// accepted).
-    waiters: RefCell<Slab<Waker>>,
+    /// Notified once `draining` is set.
+    started: Notify,
 }
 
 impl Drain {
     fn start(&self) {
         self.draining.set(true);
-        let woken: Vec<Waker> = self.waiters.borrow_mut().drain().collect();
-        woken.into_iter().for_each(Waker::wake);
+        self.started.notify_waiters();
     }
 
     async fn wait(&self) {
-        /// Leaves the waiter set when the wait ends or is dropped.
-        struct Entry<'a> {
-            drain: &'a Drain,
-            key: Option<usize>,
+        let started = self.started.notified(); // before the check: nothing is missed
+        if !self.draining.get() {
+            started.await;
         }
-        impl Drop for Entry<'_> {
-            fn drop(&mut self) {
-                // After `start`, the set was drained: the key may be reused by nobody (no
-                // connection registers once draining), so removing is only done before.
-                if let Some(key) = self.key
-                    && !self.drain.draining.get()
-                {
-                    self.drain.waiters.borrow_mut().try_remove(key);
-                }
-            }
-        }
-        let mut entry = Entry {
-            drain: self,
-            key: None,
-        };
-        poll_fn(|cx| {
-            if self.draining.get() {
-                return Poll::Ready(());
-            }
-            let mut waiters = self.waiters.borrow_mut();
-            match entry.key {
-                Some(key) => {
-                    if !waiters[key].will_wake(cx.waker()) {
-                        waiters[key] = cx.waker().clone();
-                    }
-                }
-                None => entry.key = Some(waiters.insert(cx.waker().clone())),
-            }
-            Poll::Pending
-        })
-        .await
     }
 }
 
@@ -597,7 +546,7 @@ mod tests {
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             assert!(wait.as_mut().poll(&mut cx).is_pending());
         }
-        assert_eq!(drain.waiters.borrow().len(), 0);
+        assert_eq!(drain.started.waiters(), 0);
         let mut wait = Box::pin(drain.wait());
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(wait.as_mut().poll(&mut cx).is_pending());

@@ -8,7 +8,7 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::waiters::{Canceled, WaitQueue};
+use super::waiters::{Cancelled, QueueFull, WaitQueue, WaiterId};
 
 /// Invariant: `available > 0` only while nobody waits (a release hands its slot to the first
 /// waiter instead of returning it to the pool).
@@ -26,8 +26,17 @@ impl Semaphore {
             max: Cell::new(max),
             available: Cell::new(max),
             debt: Cell::new(0),
-            waiters: RefCell::new(WaitQueue::default()),
+            waiters: RefCell::new(WaitQueue::new()),
         }
+    }
+
+    /// A semaphore whose queue holds at most `max_waiters`: past them,
+    /// [`acquire_bounded`](Semaphore::acquire_bounded) fails at once.
+    #[allow(dead_code)] // for the concurrency limit's bound on waiters
+    pub(crate) fn with_max_waiters(max: usize, max_waiters: usize) -> Self {
+        let sem = Semaphore::new(max);
+        *sem.waiters.borrow_mut() = WaitQueue::with_max_waiters(max_waiters);
+        sem
     }
 
     pub(crate) fn max(&self) -> usize {
@@ -100,18 +109,26 @@ impl Semaphore {
         })
     }
 
-    /// Waits (FIFO) for a slot.
+    /// Waits (FIFO) for a slot. For a semaphore without a bound on waiters (from
+    /// [`new`](Semaphore::new)); see [`acquire_bounded`](Semaphore::acquire_bounded).
     pub(crate) async fn acquire(this: &Rc<Semaphore>) -> Slot {
+        Semaphore::acquire_bounded(this)
+            .await
+            .expect("a semaphore without a bound on waiters queues every waiter")
+    }
+
+    /// Waits (FIFO) for a slot; fails at once when the queue is full.
+    pub(crate) async fn acquire_bounded(this: &Rc<Semaphore>) -> Result<Slot, QueueFull> {
         if !this.try_acquire() {
             let mut waiter = Waiter {
                 sem: this,
                 id: None,
             };
-            poll_fn(|cx| waiter.poll(cx)).await;
+            poll_fn(|cx| waiter.poll(cx)).await?;
         }
-        Slot {
+        Ok(Slot {
             sem: Rc::clone(this),
-        }
+        })
     }
 }
 
@@ -136,23 +153,23 @@ impl fmt::Debug for Slot {
 /// A queued `ready()`; removes its entry, or passes on a slot it was handed, when dropped.
 struct Waiter<'a> {
     sem: &'a Semaphore,
-    id: Option<u64>,
+    id: Option<WaiterId>,
 }
 
 impl Waiter<'_> {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), QueueFull>> {
         let mut waiters = self.sem.waiters.borrow_mut();
         match self.id {
             None => {
                 if self.sem.try_acquire() {
-                    return Poll::Ready(());
+                    return Poll::Ready(Ok(()));
                 }
-                self.id = Some(waiters.push(cx.waker()));
+                self.id = Some(waiters.push(cx.waker())?);
                 Poll::Pending
             }
             Some(id) if waiters.take_grant(id) => {
                 self.id = None;
-                Poll::Ready(())
+                Poll::Ready(Ok(()))
             }
             Some(id) => {
                 waiters.set_waker(id, cx.waker());
@@ -166,7 +183,7 @@ impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
             let held = self.sem.waiters.borrow_mut().cancel(id);
-            if held == Canceled::Granted {
+            if held == Cancelled::Granted {
                 self.sem.release();
             }
         }

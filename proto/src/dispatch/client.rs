@@ -4,6 +4,7 @@ use super::{Mode, Multiplex, Pipeline};
 use crate::codec::{Decoder, Encoder};
 use crate::framed::Framed;
 use sheave_core::net::TcpStream;
+use sheave_core::sync::{Cancelled, WaitQueue, WaiterId};
 use sheave_core::time;
 use sheave_service::{Error, NewService, Service, TryReady};
 use std::cell::{Cell, RefCell};
@@ -86,104 +87,11 @@ struct State<R> {
     in_flight: usize,
     closed: Option<Error>,
     conn_task: Option<Waker>,
-    ready_waiters: Waiters,
-}
-
-/// A `ready()` call waiting for capacity.
-enum Waiter {
-    Free,
-    Waiting(Waker),
-    /// Woken for capacity, not yet back to take it.
-    Woken,
-}
-
-/// The `ready()` callers waiting for capacity, served in arrival order: a release wakes
-/// **one** of them (waking all of them made every response cost O(waiters) polls: with `n`
-/// callers waiting, dispatch cost grew as `n²`). A woken waiter that goes away passes its wake on.
-#[derive(Default)]
-struct Waiters {
-    /// Per slot: the generation of its current use, and its state.
-    slots: Vec<(u64, Waiter)>,
-    free: Vec<usize>,
-    /// `(slot, generation)` in arrival order; an entry whose slot has moved on (a newer
-    /// generation, or no longer `Waiting`) is stale and skipped.
-    queue: VecDeque<(usize, u64)>,
-    next_gen: u64,
-    /// Slots in the `Waiting` state: the live part of `queue`.
-    waiting: usize,
-}
-
-impl Waiters {
-    /// Waits (or keeps waiting) with `waker`; `key` holds the caller's slot.
-    fn register(&mut self, key: &mut Option<usize>, waker: &Waker) {
-        let k = match *key {
-            Some(k) => k,
-            None => {
-                let k = self.free.pop().unwrap_or_else(|| {
-                    self.slots.push((0, Waiter::Free));
-                    self.slots.len() - 1
-                });
-                *key = Some(k);
-                k
-            }
-        };
-        match &mut self.slots[k].1 {
-            Waiter::Waiting(w) => {
-                if !w.will_wake(waker) {
-                    *w = waker.clone();
-                }
-            }
-            _ => {
-                self.next_gen += 1;
-                self.slots[k] = (self.next_gen, Waiter::Waiting(waker.clone()));
-                self.queue.push_back((k, self.next_gen));
-                self.waiting += 1;
-                // Stale entries (waiters that left) are dropped as they reach the front; if
-                // they pile up behind a stuck front, compact.
-                if self.queue.len() > 2 * self.waiting + 16 {
-                    let slots = &self.slots;
-                    self.queue
-                        .retain(|&(k, g)| matches!(slots[k], (generation, Waiter::Waiting(_)) if generation == g));
-                }
-            }
-        }
-    }
-
-    /// Frees the caller's slot; true if it had been woken (and so owes a wake to the next).
-    fn remove(&mut self, key: usize) -> bool {
-        let (_, was) = std::mem::replace(&mut self.slots[key], (0, Waiter::Free));
-        self.free.push(key);
-        match was {
-            Waiter::Waiting(_) => {
-                self.waiting -= 1;
-                false
-            }
-            Waiter::Woken => true,
-            Waiter::Free => false,
-        }
-    }
-
-    /// Wakes the longest-waiting caller.
-    fn wake_one(&mut self) {
-        while let Some((k, g)) = self.queue.pop_front() {
-            if let (generation, Waiter::Waiting(_)) = &self.slots[k]
-                && *generation == g
-                && let (_, Waiter::Waiting(waker)) =
-                    std::mem::replace(&mut self.slots[k], (g, Waiter::Woken))
-            {
-                self.waiting -= 1;
-                waker.wake();
-                return;
-            }
-        }
-    }
-
-    /// Wakes every caller (the connection is gone: they all have an answer now).
-    fn wake_all(&mut self) {
-        while !self.queue.is_empty() {
-            self.wake_one();
-        }
-    }
+    /// The `ready()` callers waiting for capacity, served in arrival order with hand-off: a
+    /// release hands its capacity to **one** of them (waking all of them made every response
+    /// cost O(waiters) polls: with `n` callers waiting, dispatch cost grew as `n²`), and a
+    /// waiter that goes away passes what it was handed on.
+    ready_waiters: WaitQueue,
 }
 
 impl<R> State<R> {
@@ -205,9 +113,13 @@ impl<R> State<R> {
         self.free.push(key);
     }
 
+    /// Gives one unit of capacity back: to the first waiter if any (the count stays, now
+    /// theirs), else to the pool.
     fn release(&mut self) {
-        self.in_flight -= 1;
-        self.ready_waiters.wake_one();
+        match self.ready_waiters.grant_front() {
+            Some(waiter) => waiter.wake(),
+            None => self.in_flight -= 1,
+        }
     }
 
     fn wake_conn(&mut self) {
@@ -243,7 +155,10 @@ impl<R> State<R> {
             }
         }
         self.order.clear();
-        self.ready_waiters.wake_all();
+        // Every waiter has its answer now: the error.
+        for waiter in self.ready_waiters.take_all() {
+            waiter.wake();
+        }
     }
 }
 
@@ -360,7 +275,7 @@ impl<C: Decoder + 'static, M: Mode<C::Item, C::Item>> Client<C, M> {
                 in_flight: 0,
                 closed: None,
                 conn_task: None,
-                ready_waiters: Waiters::default(),
+                ready_waiters: WaitQueue::new(),
             }),
             max_in_flight: config.max_in_flight,
             handles: Cell::new(1),
@@ -488,43 +403,66 @@ impl<C: Decoder, M> Client<C, M> {
         }
     }
 
+    /// A permit if capacity is free (or was handed to this waiter); else, with `cx`, queues
+    /// the caller (FIFO) under `key`.
     fn poll_ready(
         &self,
         cx: Option<&mut Context<'_>>,
-        key: &mut Option<usize>,
+        key: &mut Option<WaiterId>,
     ) -> Poll<Result<Permit<C, M>, Error>> {
         let mut state = self.shared.state.borrow_mut();
         if let Some(e) = &state.closed {
-            return Poll::Ready(Err(e.clone()));
+            let e = e.clone();
+            if let Some(k) = key.take()
+                && state.ready_waiters.cancel(k) == Cancelled::Granted
+            {
+                state.in_flight -= 1; // closed: nobody else will use it
+            }
+            return Poll::Ready(Err(e));
         }
+        if let Some(k) = *key {
+            if state.ready_waiters.take_grant(k) {
+                // Handed over by a release: already counted in `in_flight`.
+                *key = None;
+                drop(state);
+                return Poll::Ready(Ok(self.permit()));
+            }
+            if let Some(cx) = cx {
+                state.ready_waiters.set_waker(k, cx.waker());
+            }
+            return Poll::Pending;
+        }
+        // With hand-off, capacity is free only while nobody waits: no one is overtaken.
         if state.in_flight < self.shared.max_in_flight {
             state.in_flight += 1;
-            if let Some(k) = key.take() {
-                state.ready_waiters.remove(k);
-            }
             drop(state);
             return Poll::Ready(Ok(self.permit()));
         }
         if let Some(cx) = cx {
-            state.ready_waiters.register(key, cx.waker());
+            match state.ready_waiters.push(cx.waker()) {
+                Ok(k) => *key = Some(k),
+                Err(full) => {
+                    return Poll::Ready(Err(Error::overloaded().with_context(full.to_string())));
+                }
+            }
         }
         Poll::Pending
     }
 }
 
-/// Removes a `ready()` waiter's entry when its future is dropped (cancel safety).
+/// Leaves the queue of `ready()` callers when its future is dropped (cancel safety): capacity
+/// it was handed and did not take goes to the next caller.
 struct WaiterGuard<'a, C: Decoder, M> {
     client: &'a Client<C, M>,
-    key: Option<usize>,
+    key: Option<WaiterId>,
 }
 
 impl<C: Decoder, M> Drop for WaiterGuard<'_, C, M> {
     fn drop(&mut self) {
         if let Some(k) = self.key {
             let mut state = self.client.shared.state.borrow_mut();
-            if state.ready_waiters.remove(k) {
-                // We were woken for capacity we will not use: pass the wake on.
-                state.ready_waiters.wake_one();
+            if state.ready_waiters.cancel(k) == Cancelled::Granted {
+                state.release();
             }
         }
     }
