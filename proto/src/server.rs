@@ -118,25 +118,57 @@ impl<C: fmt::Debug, M> fmt::Debug for Server<C, M> {
     }
 }
 
+/// The default bound on open connections, across all threads.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The default idle timeout of a served connection: 5 minutes (see
+/// [`ServerConnection::idle_timeout`]).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The default time a peer has to finish a frame once it has started: 30 s (see
+/// [`ServerConnection::read_timeout`]).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time requests in flight have to finish on shutdown: 10 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Server<()> {
-    /// Starts configuring a server on `addr` (port 0 picks a free port). Defaults: one thread,
-    /// 10,000 connections, 128 requests in flight per connection, a 256 KiB write buffer
-    /// bound, a 5 minute idle timeout, a 30 s read timeout (to finish a frame once it has
-    /// started), 10 s to drain on shutdown. Every connection has both timeouts: a server must
-    /// not keep what a peer abandoned or trickles.
+    /// Starts configuring a server on `addr` (port 0 picks a free port). Defaults: one
+    /// thread, [`DEFAULT_MAX_CONNECTIONS`], the dispatcher's
+    /// [in-flight](crate::dispatch::DEFAULT_MAX_IN_FLIGHT) and
+    /// [write buffer](crate::dispatch::DEFAULT_MAX_WRITE_BUFFER) bounds,
+    /// [`DEFAULT_IDLE_TIMEOUT`], [`DEFAULT_READ_TIMEOUT`], [`DEFAULT_DRAIN_TIMEOUT`]. Every
+    /// connection has both timeouts: a server must not keep what a peer abandoned or trickles.
+    ///
+    /// Settings survive every other builder call, [`codec`](Builder::codec) and
+    /// [`multiplex`](Builder::multiplex) included: call them in any order.
     pub fn bind(addr: SocketAddr) -> Builder<(), Pipeline> {
         Builder {
             addr,
             config: Config {
                 codec: (),
                 threads: 1,
-                max_connections: 10_000,
-                drain_timeout: Duration::from_secs(10),
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                drain_timeout: DEFAULT_DRAIN_TIMEOUT,
                 on_signals: false,
                 conn: ServerConnection::pipeline()
-                    .idle_timeout(Duration::from_secs(300))
-                    .read_timeout(Duration::from_secs(30)),
+                    .idle_timeout(DEFAULT_IDLE_TIMEOUT)
+                    .read_timeout(DEFAULT_READ_TIMEOUT),
             },
+        }
+    }
+}
+
+impl<C, M> Config<C, M> {
+    /// The same settings with the codec mapped and in dispatch mode `M2`.
+    fn convert<C2, M2>(self, codec: impl FnOnce(C) -> C2) -> Config<C2, M2> {
+        Config {
+            codec: codec(self.codec),
+            threads: self.threads,
+            max_connections: self.max_connections,
+            drain_timeout: self.drain_timeout,
+            on_signals: self.on_signals,
+            conn: self.conn.into_mode(),
         }
     }
 }
@@ -144,50 +176,18 @@ impl Server<()> {
 impl<C, M> Builder<C, M> {
     /// Frames every connection with a clone of `codec`.
     pub fn codec<C2>(self, codec: C2) -> Builder<C2, M> {
-        let Config {
-            threads,
-            max_connections,
-            drain_timeout,
-            on_signals,
-            conn,
-            ..
-        } = self.config;
         Builder {
             addr: self.addr,
-            config: Config {
-                codec,
-                threads,
-                max_connections,
-                drain_timeout,
-                on_signals,
-                conn,
-            },
+            config: self.config.convert(|_| codec),
         }
     }
 
     /// Serves with the multiplexed dispatcher (request ids in the frames) instead of the
-    /// pipelined one. Resets the per-connection settings to their defaults, so call it first.
+    /// pipelined one. Every setting made before it is kept: the mode is a type switch only.
     pub fn multiplex(self) -> Builder<C, Multiplex> {
-        let Config {
-            codec,
-            threads,
-            max_connections,
-            drain_timeout,
-            on_signals,
-            ..
-        } = self.config;
         Builder {
             addr: self.addr,
-            config: Config {
-                codec,
-                threads,
-                max_connections,
-                drain_timeout,
-                on_signals,
-                conn: ServerConnection::multiplex()
-                    .idle_timeout(Duration::from_secs(300))
-                    .read_timeout(Duration::from_secs(30)),
-            },
+            config: self.config.convert(|codec| codec),
         }
     }
 
@@ -535,6 +535,42 @@ async fn accept_loop<C, M, N, S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_survive_multiplex_and_codec_in_any_order() {
+        // Regression (issue 10): `multiplex()` reset the per-connection settings.
+        let custom = Server::bind("127.0.0.1:0".parse().unwrap())
+            .max_in_flight(7)
+            .idle_timeout(Duration::from_secs(3))
+            .read_timeout(Duration::from_secs(2))
+            .max_write_buffer(1234)
+            .threads(3)
+            .max_connections(9)
+            .drain_timeout(Duration::from_secs(4))
+            .shutdown_on_signals()
+            .multiplex()
+            .codec(crate::codec::LinesCodec::new());
+        let shown = format!("{custom:?}");
+        for setting in [
+            "max_in_flight: 7",
+            "idle_timeout: Some(3s)",
+            "read_timeout: Some(2s)",
+            "max_write_buffer: 1234",
+            "threads: 3",
+            "max_connections: 9",
+            "drain_timeout: 4s",
+            "on_signals: true",
+            "Multiplex",
+        ] {
+            assert!(shown.contains(setting), "{setting} lost: {shown}");
+        }
+        let defaults = format!(
+            "{:?}",
+            Server::bind("127.0.0.1:0".parse().unwrap()).multiplex()
+        );
+        assert!(defaults.contains("idle_timeout: Some(300s)"), "{defaults}");
+        assert!(defaults.contains("read_timeout: Some(30s)"), "{defaults}");
+    }
 
     #[test]
     fn connections_that_end_leave_no_drain_waiter_behind() {

@@ -57,7 +57,7 @@ mod server;
 mod wake;
 
 pub use client::{Client, ClientConfig, Connector, Permit};
-pub use server::ServerConnection;
+pub use server::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_WRITE_BUFFER, ServerConnection};
 
 use std::fmt;
 

@@ -20,8 +20,8 @@ use std::time::Duration;
 /// Serves one connection with one service: the server half of the dispatch engine.
 ///
 /// Configure it once and call [`serve`](ServerConnection::serve) per connection (it is
-/// `Clone` and cheap). Defaults: 128 requests in flight, a 256 KiB write buffer bound, no idle
-/// or read timeout. See the [module docs](super) for the backpressure path.
+/// `Clone` and cheap). Defaults: [`DEFAULT_MAX_IN_FLIGHT`] requests in flight, a
+/// [`DEFAULT_MAX_WRITE_BUFFER`] write buffer bound, no idle or read timeout. See the [module docs](super) for the backpressure path.
 ///
 /// A protocol error (malformed input, a frame over a limit) or a read timeout ends the
 /// connection, but never silently: the requests already taken are answered first, then —
@@ -81,13 +81,37 @@ impl ServerConnection<Multiplex> {
     }
 }
 
+/// The default bound on requests in flight per connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
+
+/// The default bound on response bytes waiting to be written, per connection: 256 KiB.
+pub const DEFAULT_MAX_WRITE_BUFFER: usize = 256 * 1024;
+
 impl<M> ServerConnection<M> {
     fn new() -> Self {
         ServerConnection {
-            max_in_flight: 128,
-            max_write_buffer: 256 * 1024,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
             idle_timeout: None,
             read_timeout: None,
+            mode: PhantomData,
+        }
+    }
+
+    /// The same settings for the other dispatch mode: the mode is a type switch only.
+    pub fn into_mode<M2>(self) -> ServerConnection<M2> {
+        let ServerConnection {
+            max_in_flight,
+            max_write_buffer,
+            idle_timeout,
+            read_timeout,
+            mode: _,
+        } = self;
+        ServerConnection {
+            max_in_flight,
+            max_write_buffer,
+            idle_timeout,
+            read_timeout,
             mode: PhantomData,
         }
     }
@@ -116,7 +140,9 @@ impl<M> ServerConnection<M> {
     /// replies to be written.
     ///
     /// A raw `ServerConnection` has none by default, so nothing bounds how long a peer that
-    /// stops reading holds it; [`Server`](crate::Server) sets 300 s (and a 30 s read timeout).
+    /// stops reading holds it; [`Server`](crate::Server) sets
+    /// [`DEFAULT_IDLE_TIMEOUT`](crate::server::DEFAULT_IDLE_TIMEOUT) (and
+    /// [`DEFAULT_READ_TIMEOUT`](crate::server::DEFAULT_READ_TIMEOUT)).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self
