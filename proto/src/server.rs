@@ -20,7 +20,7 @@
 //!             Ok::<_, Error>(format!("hello {name} from {}", peer.ip()))
 //!         }))
 //!     }));
-//!     let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+//!     let client = ClientConnection::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
 //!     let reply = client.oneshot("ann".to_string()).await.unwrap();
 //!     assert_eq!(reply, "hello ann from 127.0.0.1");
 //!     handle.shutdown(); // stop accepting, drain, close

@@ -1,4 +1,4 @@
-//! A typed redis client: `get`, `set`, `incr`, ... over a pipelined [`dispatch::Client`].
+//! A typed redis client: `get`, `set`, `incr`, ... over a pipelined [`dispatch::ClientConnection`].
 
 use super::{Frame, RespCodec};
 use crate::dispatch::{self, ClientConfig, Connector, Pipeline};
@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A redis client over one pipelined connection. Concurrent calls share the connection and are
-/// written in batches; every helper is `ready` + `call` on the inner [`dispatch::Client`].
+/// written in batches; every helper is `ready` + `call` on the inner [`dispatch::ClientConnection`].
 ///
 /// It is also a `Service<Frame>` (any command, raw reply), so middleware can wrap it. The
 /// helpers turn a redis error reply into an [`ErrorKind::Service`] error carrying redis's
@@ -28,12 +28,12 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: dispatch::Client<RespCodec, Pipeline>,
+    inner: dispatch::ClientConnection<RespCodec, Pipeline>,
 }
 
 impl Client {
     /// Wraps a pipelined RESP client.
-    pub fn new(inner: dispatch::Client<RespCodec, Pipeline>) -> Self {
+    pub fn new(inner: dispatch::ClientConnection<RespCodec, Pipeline>) -> Self {
         Client { inner }
     }
 
@@ -49,7 +49,7 @@ impl Client {
     }
 
     /// The pipelined client underneath.
-    pub fn get_ref(&self) -> &dispatch::Client<RespCodec, Pipeline> {
+    pub fn get_ref(&self) -> &dispatch::ClientConnection<RespCodec, Pipeline> {
         &self.inner
     }
 

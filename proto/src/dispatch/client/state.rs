@@ -1,0 +1,112 @@
+//! The state shared by a client connection's handles and its connection task: the callers'
+//! slots, the capacity, and the queue of `ready()` callers.
+
+use sheave_core::sync::WaitQueue;
+use sheave_service::Error;
+use std::collections::VecDeque;
+use std::task::Waker;
+
+/// A waiting caller's place: filled by the connection task, or failed when it dies.
+pub(super) enum CallSlot<R> {
+    Waiting(Option<Waker>),
+    Done(Result<R, Error>),
+    /// The caller went away; the response is discarded when it arrives.
+    Abandoned,
+}
+
+/// The state shared by the client handles and the connection task.
+pub(super) struct State<R> {
+    pub(super) slots: Vec<Option<CallSlot<R>>>,
+    pub(super) free: Vec<usize>,
+    /// Pipeline: slots in the order their requests were written.
+    pub(super) order: VecDeque<usize>,
+    /// Permits handed out plus requests awaiting their response.
+    pub(super) in_flight: usize,
+    pub(super) closed: Option<Error>,
+    pub(super) conn_task: Option<Waker>,
+    /// The `ready()` callers waiting for capacity, served in arrival order with hand-off: a
+    /// release hands its capacity to **one** of them (waking all of them made every response
+    /// cost O(waiters) polls: with `n` callers waiting, dispatch cost grew as `n²`), and a
+    /// waiter that goes away passes what it was handed on.
+    pub(super) ready_waiters: WaitQueue,
+}
+
+impl<R> State<R> {
+    pub(super) fn new() -> Self {
+        State {
+            slots: Vec::new(),
+            free: Vec::new(),
+            order: VecDeque::new(),
+            in_flight: 0,
+            closed: None,
+            conn_task: None,
+            ready_waiters: WaitQueue::new(),
+        }
+    }
+
+    pub(super) fn insert(&mut self, slot: CallSlot<R>) -> usize {
+        match self.free.pop() {
+            Some(key) => {
+                self.slots[key] = Some(slot);
+                key
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    pub(super) fn remove(&mut self, key: usize) {
+        self.slots[key] = None;
+        self.free.push(key);
+    }
+
+    /// Gives one unit of capacity back: to the first waiter if any (the count stays, now
+    /// theirs), else to the pool.
+    pub(super) fn release(&mut self) {
+        match self.ready_waiters.grant_front() {
+            Some(waiter) => waiter.wake(),
+            None => self.in_flight -= 1,
+        }
+    }
+
+    pub(super) fn wake_conn(&mut self) {
+        if let Some(w) = &self.conn_task {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Fills the slot `key` with a response; `false` if no request is waiting under `key`.
+    pub(super) fn fill(&mut self, key: usize, resp: Result<R, Error>) -> bool {
+        match self.slots.get_mut(key).and_then(Option::as_mut) {
+            Some(slot @ CallSlot::Waiting(_)) => {
+                if let CallSlot::Waiting(Some(w)) = std::mem::replace(slot, CallSlot::Done(resp)) {
+                    w.wake();
+                }
+            }
+            Some(CallSlot::Abandoned) => self.remove(key),
+            _ => return false,
+        }
+        self.release();
+        true
+    }
+
+    /// The connection is gone: every waiting caller gets `err`, and so will every later one.
+    pub(super) fn fail_all(&mut self, err: Error) {
+        self.closed = Some(err.clone());
+        for key in 0..self.slots.len() {
+            if matches!(
+                self.slots[key],
+                Some(CallSlot::Waiting(_) | CallSlot::Abandoned)
+            ) {
+                self.fill(key, Err(err.clone()));
+            }
+        }
+        self.order.clear();
+        // Every waiter has its answer now: the error.
+        for waiter in self.ready_waiters.take_all() {
+            waiter.wake();
+        }
+    }
+}
