@@ -2,7 +2,7 @@
 //!
 //! ```
 //! use sheave_core::{Runtime, net::TcpStream};
-//! use sheave_proto::{Server, codec::LinesCodec, dispatch::Client};
+//! use sheave_proto::{Server, codec::LinesCodec, dispatch::ClientConnection};
 //! use sheave_service::{Error, ServiceExt, service_fn};
 //! use std::net::SocketAddr;
 //!

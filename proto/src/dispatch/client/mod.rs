@@ -58,7 +58,7 @@ struct Shared<C: Decoder, M, T> {
 ///
 /// ```
 /// use sheave_core::{Runtime, net::{TcpListener, TcpStream}};
-/// use sheave_proto::{codec::LinesCodec, dispatch::Client};
+/// use sheave_proto::{codec::LinesCodec, dispatch::ClientConnection};
 /// use sheave_service::{ErrorKind, Service, ServiceExt};
 ///
 /// let rt = Runtime::new().unwrap();
