@@ -11,7 +11,7 @@ use sheave_middleware::ServiceBuilderExt;
 use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma};
 use sheave_middleware::discover;
 use sheave_middleware::retry::{BudgetConfig, RetryConfig, RetryLayer, RetryableFailures};
-use sheave_middleware::stats::{Stats, StatsConfig, StatsService};
+use sheave_middleware::stats::{Stats, StatsConfig, StatsHandle};
 use sheave_proto::dispatch::ClientConfig;
 use sheave_proto::resp::{Frame, RespCodec};
 use sheave_proto::{Connector, Server, ServerHandle};
@@ -117,11 +117,11 @@ fn slow(
 }
 
 /// The per-endpoint statistics the client keeps, one per backend name (they survive
-/// reconnects: every connection to that backend records into the same `Stats`).
-pub fn endpoint_stats(names: &[&'static str]) -> Vec<(&'static str, Stats)> {
+/// reconnects: every connection to that backend records into the same `StatsHandle`).
+pub fn endpoint_stats(names: &[&'static str]) -> Vec<(&'static str, StatsHandle)> {
     names
         .iter()
-        .map(|n| (*n, Stats::new(StatsConfig::default())))
+        .map(|n| (*n, StatsHandle::new(StatsConfig::default())))
         .collect()
 }
 
@@ -140,24 +140,24 @@ pub fn endpoint_stats(names: &[&'static str]) -> Vec<(&'static str, Stats)> {
 /// `log` and `stats` (for the whole client) are added by the caller around this.
 pub fn balanced_client(
     backends: &[(&'static str, SocketAddr)],
-    stats: &[(&'static str, Stats)],
+    stats: &[(&'static str, StatsHandle)],
 ) -> impl Service<Frame, Response = Frame, Error = Error> + use<> {
     let connector = Connector::pipeline(RespCodec::new()).config(
         ClientConfig::default()
             .max_in_flight(64)
             .connect_timeout(Duration::from_millis(200)),
     );
-    let by_name: Vec<(&'static str, Stats)> = stats.to_vec();
+    let by_name: Vec<(&'static str, StatsHandle)> = stats.to_vec();
     let connect = move |(name, addr): (&'static str, SocketAddr)| {
         let connector = connector.clone();
         let stats = by_name
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, s)| s.clone())
-            .unwrap_or_else(|| Stats::new(StatsConfig::default()));
+            .unwrap_or_else(|| StatsHandle::new(StatsConfig::default()));
         async move {
             let conn = connector.new_service(addr).await?;
-            Ok::<_, Error>(StatsService::with_stats(conn, stats))
+            Ok::<_, Error>(Stats::with_stats(conn, stats))
         }
     };
     let endpoints = discover::fixed(backends.iter().map(|(name, addr)| (*name, (*name, *addr))));

@@ -114,7 +114,7 @@ impl<S, P> Retry<S, P> {
     }
 
     /// The policy.
-    pub fn policy(&self) -> &P {
+    pub fn get_policy(&self) -> &P {
         &self.policy
     }
 
