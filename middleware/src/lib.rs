@@ -67,6 +67,8 @@ pub mod log;
 pub mod retry;
 pub mod shed;
 pub mod stats;
+#[cfg(test)]
+mod test_support;
 pub mod timeout;
 
 pub use balance::Balance;

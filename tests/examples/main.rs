@@ -40,6 +40,7 @@ fn every_example_has_a_test_here() {
 }
 
 /// Connects to the address in a "listening on ADDR ..." line.
+#[track_caller]
 fn connect(listening: &str) -> TcpStream {
     let addr: SocketAddr = listening
         .split_whitespace()
@@ -108,6 +109,7 @@ fn resp(args: &[&str]) -> Vec<u8> {
 
 /// Reads one RESP reply line (simple string, error, integer, or a bulk string's header and
 /// body), returned without its line ends.
+#[track_caller]
 fn read_reply(conn: &mut BufReader<TcpStream>) -> Option<String> {
     let mut line = String::new();
     if conn.read_line(&mut line).expect("a reply") == 0 {

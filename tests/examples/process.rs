@@ -14,6 +14,7 @@ pub const WITHIN: Duration = Duration::from_secs(120);
 
 /// The built binary of example `name`: cargo puts it in `target/<profile>/examples/`, next to
 /// the `deps/` folder holding this test.
+#[track_caller]
 fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test's path");
     let profile = exe
@@ -130,6 +131,7 @@ impl Example {
     }
 
     /// Sends `SIGTERM`, as a process manager stopping a server would.
+    #[track_caller]
     pub fn terminate(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])

@@ -39,6 +39,7 @@ impl log::Log for Capture {
     fn flush(&self) {}
 }
 
+#[track_caller]
 fn capture() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {

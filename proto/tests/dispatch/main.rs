@@ -871,6 +871,7 @@ fn a_panicking_decoder_fails_the_waiting_callers_instead_of_stranding_them() {
     struct Panicky(LinesCodec);
     impl Decoder for Panicky {
         type Item = String;
+        #[track_caller]
         fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<String>, Error> {
             let line = self.0.decode(src)?;
             assert_ne!(line.as_deref(), Some("boom"), "a codec bug");
