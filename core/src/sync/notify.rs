@@ -63,6 +63,7 @@ impl Notify {
 
     /// A future that completes at the next [`notify_waiters`](Notify::notify_waiters) after
     /// this call.
+    #[inline]
     pub fn notified(&self) -> Notified<'_> {
         Notified {
             notify: self,
@@ -113,10 +114,14 @@ impl Waiting {
         }
     }
 
+    #[inline]
     pub(crate) fn is_notified(&self, notify: &Notify) -> bool {
         notify.generation.load(Ordering::SeqCst) != self.generation
     }
 
+    /// The fast path (inlined: a connection polls its drain signal on every wake): notified,
+    /// or registered already with this waker.
+    #[inline]
     pub(crate) fn poll(&mut self, notify: &Notify, cx: &mut Context<'_>) -> Poll<()> {
         if self.is_notified(notify) {
             self.key = None; // the notification drained the set: the key is nobody's now
@@ -126,6 +131,13 @@ impl Waiting {
             // Registered with this waker already: a notification will wake it.
             return Poll::Pending;
         }
+        self.register(notify, cx)
+    }
+
+    /// The slow path: (re-)registers the waker under the lock.
+    #[cold]
+    #[inline(never)]
+    fn register(&mut self, notify: &Notify, cx: &mut Context<'_>) -> Poll<()> {
         let mut waiters = lock(&notify.waiters);
         // Re-check under the lock: `notify_waiters` bumps the generation before draining.
         if self.is_notified(notify) {
@@ -178,6 +190,7 @@ impl Notified<'_> {
 impl Future for Notified<'_> {
     type Output = ();
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         this.waiting.poll(this.notify, cx)
@@ -216,6 +229,7 @@ impl OwnedNotified {
 impl Future for OwnedNotified {
     type Output = ();
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         this.waiting.poll(&this.notify, cx)
