@@ -1,7 +1,7 @@
 //! Per-slot wakers that queue the index of the woken slot, so only woken futures are polled.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use sheave_core::sync::lock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Wake, Waker};
 
