@@ -7,6 +7,9 @@
 //! nc 127.0.0.1 PORT                                    # type lines; they come back
 //! ```
 //!
+//! `SIGTERM` or Ctrl-C (`SIGINT`) stops it: it stops accepting, closes its connections and
+//! exits 0.
+//!
 //! Or let it measure itself — it starts the server on a background runtime thread, drives it
 //! from the main thread over many connections, checks every byte, and prints what it saw:
 //!
@@ -19,6 +22,7 @@
 
 use futures::{AsyncReadExt, AsyncWriteExt, future};
 use sheave::net::{TcpListener, TcpStream};
+use sheave::signal::Signals;
 use sheave::{Runtime, spawn, time};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -80,7 +84,9 @@ async fn serve(listener: TcpListener) {
     }
 }
 
-/// Starts one listener per runtime thread on the same port (thread 0 binds first to pick it).
+/// Starts one listener per runtime thread on the same port, from outside `block_on`: thread 0's
+/// recipe runs at once on this thread, the others' on their threads; each reports whether it
+/// bound before this returns.
 fn start_server(rt: &Runtime, addr: SocketAddr, first: usize) -> std::io::Result<SocketAddr> {
     let probe = std::net::TcpListener::bind(addr)?;
     let addr = probe.local_addr()?;
@@ -125,11 +131,20 @@ fn main() {
         eprintln!("echo: cannot listen on {}: {e}", args.addr);
         std::process::exit(1);
     });
-    println!(
-        "listening on {addr} ({} thread(s)); Ctrl-C stops",
-        args.threads
-    );
-    rt.block_on(rt.handle().shutdown_signal());
+    rt.block_on(async {
+        // Caught before the address is printed: whoever reads it may signal at once.
+        let mut signals = Signals::new().unwrap_or_else(|e| {
+            eprintln!("echo: cannot catch signals: {e}");
+            std::process::exit(1);
+        });
+        println!(
+            "listening on {addr} ({} thread(s)); Ctrl-C or SIGTERM stops",
+            args.threads
+        );
+        let signal = signals.recv().await;
+        eprintln!("echo: {signal}: stopping");
+    });
+    rt.handle().shutdown();
 }
 
 fn selftest(args: &Args) {

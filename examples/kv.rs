@@ -6,6 +6,9 @@
 //! redis-benchmark -p PORT -t ping,set,get,incr,mset -n 100000 -P 16 -q
 //! ```
 //!
+//! `SIGTERM` or Ctrl-C drains it: it stops accepting, answers every request it has read,
+//! closes the connections and exits 0.
+//!
 //! Flags: `--addr IP:PORT` (default 127.0.0.1:6380, port 0 picks one), `--threads N` (a
 //! listener per runtime thread with `SO_REUSEPORT`; default 1), `--max-in-flight N` (per
 //! connection; default 128), `--idle-timeout SECS`.
@@ -71,7 +74,8 @@ fn main() {
         let mut builder = Server::bind(args.addr)
             .codec(RespCodec::new())
             .threads(args.threads)
-            .max_in_flight(args.max_in_flight);
+            .max_in_flight(args.max_in_flight)
+            .shutdown_on_signals();
         if let Some(idle) = args.idle_timeout {
             builder = builder.idle_timeout(idle);
         }

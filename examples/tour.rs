@@ -12,7 +12,7 @@
 //! two thirds in, it comes back on the same port. The run ends with a table per endpoint
 //! and phase: where the requests went, and how fast they were answered. It exits non-zero if
 //! any request failed. `RUST_LOG` is not read: install a logger to see the per-request log
-//! lines (target `sheave::log`).
+//! lines (target `sheave_middleware::log`).
 
 mod support;
 

@@ -40,8 +40,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub use sheave_core::{
-    Builder, Handle, JoinError, JoinHandle, RemoteJoinHandle, Runtime, ShutdownSignal, net, spawn,
-    time, yield_now,
+    Builder, Handle, JoinError, JoinHandle, RemoteJoinHandle, Runtime, ShutdownSignal, net, signal,
+    spawn, time, yield_now,
 };
 pub use sheave_middleware as middleware;
 pub use sheave_proto as proto;

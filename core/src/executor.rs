@@ -373,10 +373,7 @@ impl<T: 'static> Completion<T> for Arc<Mutex<JoinSlot<T>>> {
     }
 }
 
-/// Locks a mutex, recovering from poisoning: a panic elsewhere leaves a slot still consistent.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sync::lock;
 
 pin_project! {
     /// Drives a user future and delivers its output (or abort/cancel) to the join slot.

@@ -9,6 +9,9 @@
 //! - [`spawn`], [`JoinHandle`]: local tasks; [`Handle::spawn`] and [`Handle::spawn_with`]:
 //!   tasks sent from other threads.
 //! - [`net`]: TCP and UDP sockets implementing the `futures::io` traits.
+//! - [`signal`]: `SIGTERM`/`SIGINT` as a future, for a graceful shutdown.
+//! - [`sync`]: [`WaitQueue`](sync::WaitQueue) (FIFO hand-off) and [`Notify`](sync::Notify),
+//!   the cancel-safe waiting primitives the other crates build on.
 //! - [`time`]: `sleep`, `timeout`, `interval`, and a paused clock for exact tests.
 //!
 //! ```
@@ -47,6 +50,8 @@ mod executor;
 pub mod net;
 mod reactor;
 mod runtime;
+pub mod signal;
+pub mod sync;
 pub mod time;
 
 pub use executor::{JoinError, JoinHandle, RemoteJoinHandle};

@@ -2,7 +2,7 @@
 
 use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
-use sheave_core::{JoinError, Runtime, spawn, time};
+use sheave_core::{Handle, JoinError, Runtime, spawn, time};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -253,4 +253,51 @@ fn a_runtime_dropped_inside_another_leaves_the_other_reactor_alone() {
         accepted.unwrap();
         connected.unwrap();
     });
+}
+
+#[test]
+fn spawn_with_thread_0_outside_block_on_runs_the_recipe_at_once_and_the_future_in_block_on() {
+    // Regression (issue 10): the echo example sent a recipe to thread 0 and waited for it to
+    // bind before calling block_on; the recipe only ran inside block_on, so it never bound.
+    use sheave_core::net::{TcpListener, TcpStream};
+    let rt = Runtime::builder().threads(2).build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let serving = rt.handle().spawn_with(0, move || {
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        tx.send((
+            listener.local_addr().unwrap(),
+            sheave_core::Handle::thread_index(),
+        ))
+        .unwrap();
+        async move { listener.accept().await.map(|(_, peer)| peer.ip()) }
+    });
+    // Answered before any block_on: the recipe ran on this thread, as thread 0.
+    let (addr, index) = rx.try_recv().expect("the recipe has run");
+    assert_eq!(index, Some(0));
+    assert!(!serving.is_finished());
+    let peer = rt.block_on(async {
+        let _client = TcpStream::connect(addr).await.unwrap();
+        time::timeout(Duration::from_secs(20), serving)
+            .await
+            .expect("accepted")
+    });
+    assert_eq!(peer.unwrap().unwrap(), addr.ip());
+}
+
+#[test]
+fn spawn_with_thread_0_from_inside_block_on_is_queued_not_run_inline() {
+    let rt = Runtime::builder().threads(2).build().unwrap();
+    let handle = rt.handle().clone();
+    let order = rt.block_on(async move {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let seen = ran.clone();
+        let task = handle.spawn_with(0, move || {
+            seen.store(1, Ordering::SeqCst);
+            async { Handle::thread_index() }
+        });
+        // Queued for this thread's loop: it has not run while this task still holds it.
+        let before = ran.load(Ordering::SeqCst);
+        (before, task.await.unwrap())
+    });
+    assert_eq!(order, (0, Some(0)));
 }

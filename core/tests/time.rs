@@ -1,14 +1,13 @@
 //! Timers with the paused clock: exact, and instant in wall time.
 
+mod support;
+
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sheave_core::{Runtime, spawn, time};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-fn paused() -> Runtime {
-    Runtime::builder().paused_clock().build().unwrap()
-}
+use support::paused;
 
 #[test]
 fn ten_thousand_random_deadlines_fire_in_deadline_order_and_none_early() {

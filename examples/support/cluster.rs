@@ -11,7 +11,7 @@ use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma};
 use sheave_middleware::discover;
 use sheave_middleware::hedge::{HedgeConfig, HedgeLayer};
 use sheave_middleware::retry::{BudgetConfig, RetryConfig, RetryLayer, RetryableFailures};
-use sheave_middleware::stats::{Stats, StatsConfig, StatsService};
+use sheave_middleware::stats::{Stats, StatsConfig, StatsHandle};
 use sheave_middleware::{ConcurrencyLimitLayer, ServiceBuilderExt, TimeoutLayer};
 use sheave_proto::dispatch::ClientConfig;
 use sheave_proto::resp::{Frame, RespCodec};
@@ -214,11 +214,11 @@ pub fn accept_and_close(rt: &Handle, thread: usize) -> io::Result<(SocketAddr, A
 }
 
 /// The per-endpoint statistics the client keeps, one per backend name (they survive
-/// reconnects: every connection to that backend records into the same `Stats`).
-pub fn endpoint_stats(names: &[&'static str]) -> Vec<(&'static str, Stats)> {
+/// reconnects: every connection to that backend records into the same `StatsHandle`).
+pub fn endpoint_stats(names: &[&'static str]) -> Vec<(&'static str, StatsHandle)> {
     names
         .iter()
-        .map(|n| (*n, Stats::new(StatsConfig::default())))
+        .map(|n| (*n, StatsHandle::new(StatsConfig::default())))
         .collect()
 }
 
@@ -253,7 +253,7 @@ impl Default for ClientOptions {
 /// The balanced client with the default [`ClientOptions`]; see [`balanced_client_with`].
 pub fn balanced_client(
     backends: &[(&'static str, SocketAddr)],
-    stats: &[(&'static str, Stats)],
+    stats: &[(&'static str, StatsHandle)],
 ) -> impl Service<Frame, Response = Frame, Error = Error> + use<> {
     balanced_client_with(backends, stats, ClientOptions::default()).0
 }
@@ -264,7 +264,7 @@ pub struct Probes {
     /// The connections the client made.
     pub connects: Connects,
     /// Every attempt the retry layer made (first tries and retries), counted below it.
-    pub attempts: Stats,
+    pub attempts: StatsHandle,
 }
 
 /// The names of the backends the client connected to, one per connection made.
@@ -309,7 +309,7 @@ impl Connects {
 /// `log` and `stats` (for the whole client) are added by the caller around this.
 pub fn balanced_client_with(
     backends: &[(&'static str, SocketAddr)],
-    stats: &[(&'static str, Stats)],
+    stats: &[(&'static str, StatsHandle)],
     options: ClientOptions,
 ) -> (
     impl Service<Frame, Response = Frame, Error = Error> + use<>,
@@ -321,19 +321,19 @@ pub fn balanced_client_with(
             .max_in_flight(options.per_connection)
             .connect_timeout(Duration::from_millis(200)),
     );
-    let by_name: Vec<(&'static str, Stats)> = stats.to_vec();
+    let by_name: Vec<(&'static str, StatsHandle)> = stats.to_vec();
     let connect = move |(name, addr): (&'static str, SocketAddr)| {
         let connector = connector.clone();
         let stats = by_name
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, s)| s.clone())
-            .unwrap_or_else(|| Stats::new(StatsConfig::default()));
+            .unwrap_or_else(|| StatsHandle::new(StatsConfig::default()));
         let connected = connected.clone();
         async move {
             let conn = connector.new_service(addr).await?;
             let _ = connected.unbounded_send(name); // nobody may be listening
-            Ok::<_, Error>(StatsService::with_stats(conn, stats))
+            Ok::<_, Error>(Stats::with_stats(conn, stats))
         }
     };
     let endpoints = discover::fixed(backends.iter().map(|(name, addr)| (*name, (*name, *addr))));
@@ -360,13 +360,13 @@ pub fn balanced_client_with(
             Duration::from_millis(50),
         ))
         .budget(BudgetConfig::new().ratio(0.2).min_per_second(10));
-    let attempts = Stats::new(StatsConfig::default());
+    let attempts = StatsHandle::new(StatsConfig::default());
     let client = ServiceBuilder::new()
         .timeout(options.deadline)
         .layer(RetryLayer::new(retry).policy(RetryableFailures::idempotent()))
         .layer_fn({
             let attempts = attempts.clone();
-            move |inner| StatsService::with_stats(inner, attempts.clone())
+            move |inner| Stats::with_stats(inner, attempts.clone())
         })
         .layer(ConcurrencyLimitLayer::new(options.limit).max_waiters(0))
         .option_layer(options.hedge.map(HedgeLayer::new))
@@ -393,7 +393,7 @@ pub fn roomy() -> ClientOptions {
 /// The documented client, once it has connected to every backend.
 pub async fn connected(
     backends: &[(&'static str, SocketAddr)],
-    stats: &[(&'static str, Stats)],
+    stats: &[(&'static str, StatsHandle)],
     options: ClientOptions,
 ) -> Rc<impl Service<Frame, Response = Frame, Error = Error> + use<>> {
     connected_counting(backends, stats, options).await.0
@@ -402,11 +402,11 @@ pub async fn connected(
 /// [`connected`], with the count of the retry layer's attempts.
 pub async fn connected_counting(
     backends: &[(&'static str, SocketAddr)],
-    stats: &[(&'static str, Stats)],
+    stats: &[(&'static str, StatsHandle)],
     options: ClientOptions,
 ) -> (
     Rc<impl Service<Frame, Response = Frame, Error = Error> + use<>>,
-    Stats,
+    StatsHandle,
 ) {
     let (client, mut probes) = balanced_client_with(backends, stats, options);
     probes.connects.wait_for(backends.len()).await;
@@ -416,7 +416,7 @@ pub async fn connected_counting(
 pub struct Cluster {
     pub rt: sheave::Runtime,
     pub backends: Vec<Backend>,
-    pub stats: Vec<(&'static str, Stats)>,
+    pub stats: Vec<(&'static str, StatsHandle)>,
 }
 
 pub fn cluster(names: &[&'static str], delay: Duration) -> Cluster {

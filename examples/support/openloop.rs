@@ -7,7 +7,7 @@
 
 use sheave::service::{Error, Service, ServiceExt};
 use sheave::time;
-use sheave_middleware::stats::Stats;
+use sheave_middleware::stats::StatsHandle;
 use sheave_proto::resp::Frame;
 use sheave_service::ErrorKind;
 use std::cell::RefCell;
@@ -209,7 +209,7 @@ pub fn percentile(mut latencies: Vec<Duration>, p: f64) -> Duration {
     latencies[i]
 }
 
-pub fn requests(stats: &[(&'static str, Stats)], name: &str) -> u64 {
+pub fn requests(stats: &[(&'static str, StatsHandle)], name: &str) -> u64 {
     stats
         .iter()
         .find(|(n, _)| *n == name)
@@ -222,6 +222,6 @@ pub fn share(before: &[u64], after: &[u64], index: usize) -> f64 {
     (after[index] - before[index]) as f64 / total.max(1) as f64
 }
 
-pub fn readings(stats: &[(&'static str, Stats)]) -> Vec<u64> {
+pub fn readings(stats: &[(&'static str, StatsHandle)]) -> Vec<u64> {
     stats.iter().map(|(_, s)| s.snapshot().requests).collect()
 }

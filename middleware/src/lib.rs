@@ -45,7 +45,7 @@
 //! | [`limit`] | [`ConcurrencyLimit`], [`RateLimit`] | at most n in flight (FIFO waiters); n per period |
 //! | [`shed`] | [`LoadShed`] / [`LoadShedLayer`] | fails at once with `Overloaded` when the inner service is *busy* |
 //! | [`log`] | [`Log`] / [`LogLayer`] | one record per request; free when the level is off |
-//! | [`stats`] | [`StatsService`] / [`StatsLayer`] | counters and a fixed-memory latency histogram |
+//! | [`stats`] | [`Stats`] / [`StatsLayer`] | counters and a fixed-memory latency histogram |
 //! | [`limit`] | [`AdaptiveLimit`](limit::AdaptiveLimit) | a concurrency limit sized by latency (AIMD) |
 //! | [`discover`] | [`Change`](discover::Change) streams | endpoints from a list, a channel or DNS, keyed |
 //! | [`balance`] | [`Balance`] | p2c (pending, peak-EWMA) or round robin; ejection; reconnect; never stalls |
@@ -73,6 +73,8 @@ pub mod recipe;
 pub mod retry;
 pub mod shed;
 pub mod stats;
+#[cfg(test)]
+mod test_support;
 pub mod timeout;
 
 pub use balance::Balance;
@@ -83,7 +85,7 @@ pub use limit::{ConcurrencyLimit, ConcurrencyLimitLayer, RateLimit, RateLimitLay
 pub use log::{Log, LogLayer};
 pub use retry::{Retry, RetryLayer};
 pub use shed::{LoadShed, LoadShedLayer};
-pub use stats::{Stats, StatsLayer, StatsService};
+pub use stats::{Stats, StatsHandle, StatsLayer};
 pub use timeout::{Timeout, TimeoutLayer};
 
 /// Prints a closure (or any value without a useful `Debug`) as its type name.

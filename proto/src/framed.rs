@@ -136,6 +136,12 @@ impl<T, C> Framed<T, C> {
         &self.write_buf
     }
 
+    /// Drops the bytes read but not yet decoded (a closing server discards what it will not
+    /// serve).
+    pub(crate) fn discard_read_buffer(&mut self) {
+        self.read_buf.clear();
+    }
+
     /// Whether the peer has closed its side (a read returned 0).
     pub fn is_eof(&self) -> bool {
         self.eof

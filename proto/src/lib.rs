@@ -11,7 +11,7 @@
 //!   batched writes.
 //! - [`dispatch`]: one dispatch engine with role markers ([`Pipeline`](dispatch::Pipeline) /
 //!   [`Multiplex`](dispatch::Multiplex)) and two drivers: [`ServerConnection`] serves a
-//!   connection with a service; [`Client`] is a service over a connection, and [`Connector`]
+//!   connection with a service; [`ClientConnection`] is a service over a connection, and [`Connector`]
 //!   dials one per address.
 //! - [`server`]: [`Server`] — listeners on every runtime thread, limits, timeouts, graceful
 //!   shutdown.
@@ -52,6 +52,6 @@ pub mod framed;
 pub mod resp;
 pub mod server;
 
-pub use dispatch::{Client, Connector, ServerConnection};
+pub use dispatch::{ClientConnection, Connector, ServerConnection};
 pub use framed::Framed;
 pub use server::{Server, ServerHandle};

@@ -2,7 +2,7 @@
 //!
 //! ```
 //! use sheave_core::{Runtime, net::TcpStream};
-//! use sheave_proto::{Server, codec::LinesCodec, dispatch::Client};
+//! use sheave_proto::{Server, codec::LinesCodec, dispatch::ClientConnection};
 //! use sheave_service::{Error, ServiceExt, service_fn};
 //! use std::net::SocketAddr;
 //!
@@ -20,7 +20,7 @@
 //!             Ok::<_, Error>(format!("hello {name} from {}", peer.ip()))
 //!         }))
 //!     }));
-//!     let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+//!     let client = ClientConnection::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
 //!     let reply = client.oneshot("ann".to_string()).await.unwrap();
 //!     assert_eq!(reply, "hello ann from 127.0.0.1");
 //!     handle.shutdown(); // stop accepting, drain, close
@@ -33,19 +33,18 @@ use crate::dispatch::{Mode, Multiplex, Pipeline, ServerConnection};
 use crate::framed::Framed;
 use futures::future::{Either, select};
 use sheave_core::net::TcpListener;
+use sheave_core::signal::Signals;
+use sheave_core::sync::Notify;
 use sheave_core::{Handle, JoinHandle, time};
 use sheave_service::{Error, ErrorKind, NewService, Service};
-use slab::Slab;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
-use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
 use std::time::Duration;
 
 /// A TCP server: start with [`Server::bind`], configure, [`build`](Builder::build) (which
@@ -56,6 +55,8 @@ use std::time::Duration;
 /// itself, with its own services: nothing is shared between threads on the request path.
 pub struct Server<C, M = Pipeline> {
     listener: TcpListener,
+    /// Caught when [`Builder::shutdown_on_signals`] was asked for.
+    signals: Option<Signals>,
     addr: SocketAddr,
     config: Config<C, M>,
     shared: Arc<Shared>,
@@ -72,6 +73,7 @@ struct Config<C, M> {
     threads: usize,
     max_connections: usize,
     drain_timeout: Duration,
+    on_signals: bool,
     conn: ServerConnection<M>,
 }
 
@@ -92,6 +94,7 @@ impl<C: fmt::Debug, M> fmt::Debug for Config<C, M> {
             .field("threads", &self.threads)
             .field("max_connections", &self.max_connections)
             .field("drain_timeout", &self.drain_timeout)
+            .field("on_signals", &self.on_signals)
             .field("connection", &self.conn)
             .finish()
     }
@@ -115,24 +118,57 @@ impl<C: fmt::Debug, M> fmt::Debug for Server<C, M> {
     }
 }
 
+/// The default bound on open connections, across all threads.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The default idle timeout of a served connection: 5 minutes (see
+/// [`ServerConnection::idle_timeout`]).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The default time a peer has to finish a frame once it has started: 30 s (see
+/// [`ServerConnection::read_timeout`]).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time requests in flight have to finish on shutdown: 10 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Server<()> {
-    /// Starts configuring a server on `addr` (port 0 picks a free port). Defaults: one thread,
-    /// 10,000 connections, 128 requests in flight per connection, a 256 KiB write buffer
-    /// bound, a 5 minute idle timeout, a 30 s read timeout (to finish a frame once it has
-    /// started), 10 s to drain on shutdown. Every connection has both timeouts: a server must
-    /// not keep what a peer abandoned or trickles.
+    /// Starts configuring a server on `addr` (port 0 picks a free port). Defaults: one
+    /// thread, [`DEFAULT_MAX_CONNECTIONS`], the dispatcher's
+    /// [in-flight](crate::dispatch::DEFAULT_MAX_IN_FLIGHT) and
+    /// [write buffer](crate::dispatch::DEFAULT_MAX_WRITE_BUFFER) bounds,
+    /// [`DEFAULT_IDLE_TIMEOUT`], [`DEFAULT_READ_TIMEOUT`], [`DEFAULT_DRAIN_TIMEOUT`]. Every
+    /// connection has both timeouts: a server must not keep what a peer abandoned or trickles.
+    ///
+    /// Settings survive every other builder call, [`codec`](Builder::codec) and
+    /// [`multiplex`](Builder::multiplex) included: call them in any order.
     pub fn bind(addr: SocketAddr) -> Builder<(), Pipeline> {
         Builder {
             addr,
             config: Config {
                 codec: (),
                 threads: 1,
-                max_connections: 10_000,
-                drain_timeout: Duration::from_secs(10),
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+                on_signals: false,
                 conn: ServerConnection::pipeline()
-                    .idle_timeout(Duration::from_secs(300))
-                    .read_timeout(Duration::from_secs(30)),
+                    .idle_timeout(DEFAULT_IDLE_TIMEOUT)
+                    .read_timeout(DEFAULT_READ_TIMEOUT),
             },
+        }
+    }
+}
+
+impl<C, M> Config<C, M> {
+    /// The same settings with the codec mapped and in dispatch mode `M2`.
+    fn convert<C2, M2>(self, codec: impl FnOnce(C) -> C2) -> Config<C2, M2> {
+        Config {
+            codec: codec(self.codec),
+            threads: self.threads,
+            max_connections: self.max_connections,
+            drain_timeout: self.drain_timeout,
+            on_signals: self.on_signals,
+            conn: self.conn.into_mode(),
         }
     }
 }
@@ -140,46 +176,18 @@ impl Server<()> {
 impl<C, M> Builder<C, M> {
     /// Frames every connection with a clone of `codec`.
     pub fn codec<C2>(self, codec: C2) -> Builder<C2, M> {
-        let Config {
-            threads,
-            max_connections,
-            drain_timeout,
-            conn,
-            ..
-        } = self.config;
         Builder {
             addr: self.addr,
-            config: Config {
-                codec,
-                threads,
-                max_connections,
-                drain_timeout,
-                conn,
-            },
+            config: self.config.convert(|_| codec),
         }
     }
 
     /// Serves with the multiplexed dispatcher (request ids in the frames) instead of the
-    /// pipelined one. Resets the per-connection settings to their defaults, so call it first.
+    /// pipelined one. Every setting made before it is kept: the mode is a type switch only.
     pub fn multiplex(self) -> Builder<C, Multiplex> {
-        let Config {
-            codec,
-            threads,
-            max_connections,
-            drain_timeout,
-            ..
-        } = self.config;
         Builder {
             addr: self.addr,
-            config: Config {
-                codec,
-                threads,
-                max_connections,
-                drain_timeout,
-                conn: ServerConnection::multiplex()
-                    .idle_timeout(Duration::from_secs(300))
-                    .read_timeout(Duration::from_secs(30)),
-            },
+            config: self.config.convert(|codec| codec),
         }
     }
 
@@ -226,6 +234,16 @@ impl<C, M> Builder<C, M> {
         self
     }
 
+    /// Shuts down gracefully (as [`ServerHandle::shutdown`]) on `SIGTERM` or `SIGINT`: the
+    /// server stops accepting, answers every request it has taken (within the
+    /// [drain timeout](Builder::drain_timeout)), closes its connections, and
+    /// [`serve`](Server::serve) returns. The signals are caught from [`build`](Builder::build)
+    /// on, for the rest of the process (see [`sheave_core::signal`]).
+    pub fn shutdown_on_signals(mut self) -> Self {
+        self.config.on_signals = true;
+        self
+    }
+
     /// Binds the listener of the calling runtime thread (the others bind in
     /// [`serve`](Server::serve), on the port learnt here).
     ///
@@ -239,10 +257,15 @@ impl<C, M> Builder<C, M> {
             TcpListener::bind(self.addr)?
         };
         let addr = listener.local_addr()?;
+        let signals = match self.config.on_signals {
+            true => Some(Signals::new()?),
+            false => None,
+        };
         let mut config = self.config;
         config.threads = threads;
         Ok(Server {
             listener,
+            signals,
             addr,
             config,
             shared: Arc::new(Shared::default()),
@@ -254,26 +277,17 @@ impl<C, M> Builder<C, M> {
 #[derive(Default)]
 struct Shared {
     shutdown: AtomicBool,
-    waiters: Mutex<Vec<Waker>>,
+    /// Notified once `shutdown` is set.
+    stopping: Notify,
     connections: AtomicUsize,
 }
 
 impl Shared {
     async fn shutdown_signal(&self) {
-        poll_fn(|cx| {
-            if self.shutdown.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            if self.shutdown.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await
+        let stopping = self.stopping.notified(); // before the check: nothing is missed
+        if !self.shutdown.load(Ordering::Acquire) {
+            stopping.await;
+        }
     }
 }
 
@@ -298,14 +312,7 @@ impl ServerHandle {
     /// [`serve`](Server::serve) returns.
     pub fn shutdown(&self) {
         if !self.shared.shutdown.swap(true, Ordering::AcqRel) {
-            let waiters = std::mem::take(
-                &mut *self
-                    .shared
-                    .waiters
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
-            waiters.into_iter().for_each(Waker::wake);
+            self.shared.stopping.notify_waiters();
         }
     }
 
@@ -364,6 +371,19 @@ where
     {
         let handle = Handle::current();
         let here = Handle::thread_index().unwrap_or(0);
+        let on_signal = self.signals.map(|mut signals| {
+            let shared = self.shared.clone();
+            sheave_core::spawn(async move {
+                let stopped = pin!(shared.shutdown_signal());
+                if let Either::Left((signal, _)) = select(pin!(signals.recv()), stopped).await {
+                    log::info!("{signal}: shutting down");
+                    ServerHandle {
+                        shared: shared.clone(),
+                    }
+                    .shutdown();
+                }
+            })
+        });
         let per_thread = Arc::new(per_thread);
         let mut others = Vec::new();
         for i in 1..self.config.threads {
@@ -387,6 +407,9 @@ where
             self.shared.clone(),
         )
         .await;
+        if let Some(task) = on_signal {
+            task.abort();
+        }
         let mut result = Ok(());
         for other in others {
             match other.await {
@@ -399,60 +422,27 @@ where
     }
 }
 
-/// Per-thread drain state: set once the server shuts down; connections wait on it.
+/// Per-thread drain state: set once the server shuts down; connections wait on it. A waiting
+/// connection that ends leaves no waker behind (a server with short connections would
+/// otherwise keep one per connection ever accepted).
 #[derive(Default)]
 struct Drain {
     draining: Cell<bool>,
-    /// The connections waiting for the drain, each removed when its connection ends (a
-    /// server with short connections would otherwise keep a waker per connection ever
-    /// accepted).
-    waiters: RefCell<Slab<Waker>>,
+    /// Notified once `draining` is set.
+    started: Notify,
 }
 
 impl Drain {
     fn start(&self) {
         self.draining.set(true);
-        let woken: Vec<Waker> = self.waiters.borrow_mut().drain().collect();
-        woken.into_iter().for_each(Waker::wake);
+        self.started.notify_waiters();
     }
 
     async fn wait(&self) {
-        /// Leaves the waiter set when the wait ends or is dropped.
-        struct Entry<'a> {
-            drain: &'a Drain,
-            key: Option<usize>,
+        let started = self.started.notified(); // before the check: nothing is missed
+        if !self.draining.get() {
+            started.await;
         }
-        impl Drop for Entry<'_> {
-            fn drop(&mut self) {
-                // After `start`, the set was drained: the key may be reused by nobody (no
-                // connection registers once draining), so removing is only done before.
-                if let Some(key) = self.key
-                    && !self.drain.draining.get()
-                {
-                    self.drain.waiters.borrow_mut().try_remove(key);
-                }
-            }
-        }
-        let mut entry = Entry {
-            drain: self,
-            key: None,
-        };
-        poll_fn(|cx| {
-            if self.draining.get() {
-                return Poll::Ready(());
-            }
-            let mut waiters = self.waiters.borrow_mut();
-            match entry.key {
-                Some(key) => {
-                    if !waiters[key].will_wake(cx.waker()) {
-                        waiters[key] = cx.waker().clone();
-                    }
-                }
-                None => entry.key = Some(waiters.insert(cx.waker().clone())),
-            }
-            Poll::Pending
-        })
-        .await
     }
 }
 
@@ -547,6 +537,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn settings_survive_multiplex_and_codec_in_any_order() {
+        // Regression (issue 10): `multiplex()` reset the per-connection settings.
+        let custom = Server::bind("127.0.0.1:0".parse().unwrap())
+            .max_in_flight(7)
+            .idle_timeout(Duration::from_secs(3))
+            .read_timeout(Duration::from_secs(2))
+            .max_write_buffer(1234)
+            .threads(3)
+            .max_connections(9)
+            .drain_timeout(Duration::from_secs(4))
+            .shutdown_on_signals()
+            .multiplex()
+            .codec(crate::codec::LinesCodec::new());
+        let shown = format!("{custom:?}");
+        for setting in [
+            "max_in_flight: 7",
+            "idle_timeout: Some(3s)",
+            "read_timeout: Some(2s)",
+            "max_write_buffer: 1234",
+            "threads: 3",
+            "max_connections: 9",
+            "drain_timeout: 4s",
+            "on_signals: true",
+            "Multiplex",
+        ] {
+            assert!(shown.contains(setting), "{setting} lost: {shown}");
+        }
+        let defaults = format!(
+            "{:?}",
+            Server::bind("127.0.0.1:0".parse().unwrap()).multiplex()
+        );
+        assert!(defaults.contains("idle_timeout: Some(300s)"), "{defaults}");
+        assert!(defaults.contains("read_timeout: Some(30s)"), "{defaults}");
+    }
+
+    #[test]
     fn connections_that_end_leave_no_drain_waiter_behind() {
         // Regression (review): each connection's waker stayed until shutdown, so a server
         // with short connections grew by one waker per connection ever accepted.
@@ -556,7 +582,7 @@ mod tests {
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             assert!(wait.as_mut().poll(&mut cx).is_pending());
         }
-        assert_eq!(drain.waiters.borrow().len(), 0);
+        assert_eq!(drain.started.waiters(), 0);
         let mut wait = Box::pin(drain.wait());
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(wait.as_mut().poll(&mut cx).is_pending());

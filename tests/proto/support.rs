@@ -21,6 +21,7 @@ pub const PROGRAM_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Whether `program` is installed; when it is not, prints why the test is skipped — or
 /// panics when `SHEAVE_REQUIRE_PEERS=1` (CI), because then a skip would hide a failure.
+#[track_caller]
 pub fn have(program: &str) -> bool {
     let found = Command::new(program)
         .arg("--version")
@@ -38,6 +39,7 @@ pub fn have(program: &str) -> bool {
 }
 
 /// Runs a command to completion, killing it if it outlives [`PROGRAM_TIMEOUT`].
+#[track_caller]
 pub fn run(cmd: &mut Command) -> Output {
     let child = cmd
         .stdin(Stdio::null())
@@ -97,6 +99,7 @@ impl Service<Frame> for Counting {
 
 impl KvServer {
     /// Starts a kv server on 127.0.0.1, port 0, with a small write buffer bound.
+    #[track_caller]
     pub fn start() -> KvServer {
         let kv = Kv::new();
         let calls = Arc::new(AtomicUsize::new(0));
@@ -157,6 +160,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts it and waits (on its log, not on a clock) until it accepts connections.
+    #[track_caller]
     pub fn start() -> RedisServer {
         RedisServer::start_with(&[])
     }

@@ -1,7 +1,13 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use sheave_core::Runtime;
 use std::net::SocketAddr;
+
+/// A runtime with a paused clock: virtual time jumps to the next timer when all is idle.
+pub fn paused() -> Runtime {
+    Runtime::builder().paused_clock().build().unwrap()
+}
 
 /// A loopback address with a free port.
 pub fn any_port() -> SocketAddr {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sheave_core::time::{Sleep, now, now_cached, sleep_until};
 use sheave_service::{Error, ErrorKind, Layer, Service, TryReady};
 
-use super::waiters::{Canceled, WaitQueue};
+use super::waiters::{Cancelled, WaitQueue, WaiterId};
 use crate::future::CallFuture;
 
 /// The configuration of a [`RateLimit`]: `tokens` per `period`, and a bucket of `burst`.
@@ -110,7 +110,7 @@ impl Bucket {
             tokens: Cell::new(config.burst),
             arrived: Cell::new(0),
             next_at: Cell::new(start),
-            waiters: RefCell::new(WaitQueue::default()),
+            waiters: RefCell::new(WaitQueue::new()),
         };
         bucket.next_at.set(bucket.arrival(1));
         bucket
@@ -158,7 +158,7 @@ impl Bucket {
     /// Skipping by id, not by comparing wakers: waiters polled by one task (`join!`) share
     /// a waker, and skipping all of them would leave a new first waiter asleep with the
     /// only timer.
-    fn dispatch(&self, now: Instant, me: Option<u64>) -> Vec<Waker> {
+    fn dispatch(&self, now: Instant, me: Option<WaiterId>) -> Vec<Waker> {
         self.refill(now);
         let mut waiters = self.waiters.borrow_mut();
         let mut wake = Vec::new();
@@ -229,7 +229,7 @@ impl fmt::Debug for Token {
 /// handed, and wakes the next first waiter so the timer is never lost.
 struct Waiter<'a> {
     bucket: &'a Bucket,
-    id: Option<u64>,
+    id: Option<WaiterId>,
     sleep: Option<Sleep>,
 }
 
@@ -246,7 +246,11 @@ impl Waiter<'_> {
                                 return Poll::Ready(());
                             }
                         }
-                        waiters.push(cx.waker())
+                        match waiters.push(cx.waker()) {
+                            Ok(id) => id,
+                            // The bucket's queue has no bound: this is never refused.
+                            Err(full) => unreachable!("{full}"),
+                        }
                     }
                     Some(id) if waiters.take_grant(id) => {
                         self.id = None;
@@ -290,14 +294,14 @@ impl Drop for Waiter<'_> {
         let held = self.bucket.waiters.borrow_mut().cancel(id);
         match held {
             // Granted just now (a granted waiter is woken and polled before time moves).
-            Canceled::Granted => self.bucket.give_back(self.bucket.arrived.get()),
-            Canceled::WasFront => {
+            Cancelled::Granted => self.bucket.give_back(self.bucket.arrived.get()),
+            Cancelled::WasFront => {
                 let next = self.bucket.waiters.borrow().front_waker();
                 if let Some(waker) = next {
                     waker.wake();
                 }
             }
-            Canceled::Queued => {}
+            Cancelled::Queued => {}
         }
     }
 }

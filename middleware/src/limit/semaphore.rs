@@ -8,7 +8,7 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::waiters::{Canceled, WaitQueue};
+use super::waiters::{Cancelled, WaitQueue, WaiterId};
 use sheave_service::{Error, ErrorKind};
 
 /// Invariant: `available > 0` only while nobody waits (a release hands its slot to the first
@@ -32,7 +32,7 @@ impl Semaphore {
             max: Cell::new(max),
             available: Cell::new(max),
             debt: Cell::new(0),
-            waiters: RefCell::new(WaitQueue::default()),
+            waiters: RefCell::new(WaitQueue::new()),
             max_waiters: Cell::new(DEFAULT_MAX_WAITERS),
         }
     }
@@ -157,7 +157,7 @@ impl fmt::Debug for Slot {
 /// A queued `ready()`; removes its entry, or passes on a slot it was handed, when dropped.
 struct Waiter<'a> {
     sem: &'a Semaphore,
-    id: Option<u64>,
+    id: Option<WaiterId>,
 }
 
 impl Waiter<'_> {
@@ -168,7 +168,12 @@ impl Waiter<'_> {
                 if self.sem.try_acquire() {
                     return Poll::Ready(());
                 }
-                self.id = Some(waiters.push(cx.waker()));
+                // The bound on waiters is checked before waiting (`acquire`); the queue itself
+                // has none, so it takes every waiter.
+                match waiters.push(cx.waker()) {
+                    Ok(id) => self.id = Some(id),
+                    Err(full) => unreachable!("{full}"),
+                }
                 Poll::Pending
             }
             Some(id) if waiters.take_grant(id) => {
@@ -187,7 +192,7 @@ impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
             let held = self.sem.waiters.borrow_mut().cancel(id);
-            if held == Canceled::Granted {
+            if held == Cancelled::Granted {
                 self.sem.release();
             }
         }

@@ -219,12 +219,8 @@ impl fmt::Debug for Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sheave_core::Runtime;
+    use crate::test_support::paused;
     use sheave_core::time::sleep;
-
-    fn paused() -> Runtime {
-        Runtime::builder().paused_clock().build().unwrap()
-    }
 
     #[test]
     fn forty_percent_allows_exactly_forty_percent() {

@@ -114,7 +114,7 @@ impl<S, P> Retry<S, P> {
     }
 
     /// The policy.
-    pub fn policy(&self) -> &P {
+    pub fn get_policy(&self) -> &P {
         &self.policy
     }
 
@@ -241,15 +241,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sheave_core::Runtime;
+    use crate::test_support::paused;
     use sheave_core::time::now;
     use sheave_service::{ServiceExt, service_fn};
     use std::cell::Cell;
     use std::time::Duration;
-
-    fn paused() -> Runtime {
-        Runtime::builder().paused_clock().build().unwrap()
-    }
 
     /// A service that fails every call with a clone of `err`, counting calls.
     fn failing(err: Error, calls: &Cell<u32>) -> impl Service<u32, Response = u32, Error = Error> {

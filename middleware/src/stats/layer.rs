@@ -2,10 +2,10 @@
 
 use sheave_service::Layer;
 
-use super::{StatsConfig, StatsService};
+use super::{Stats, StatsConfig};
 
-/// Wraps services in a [`StatsService`]; each gets its own [`Stats`](super::Stats), reached
-/// through [`StatsService::stats`].
+/// Wraps services in a [`Stats`]; each gets its own [`StatsHandle`](super::StatsHandle), reached
+/// through [`Stats::stats`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatsLayer {
     config: StatsConfig,
@@ -19,9 +19,9 @@ impl StatsLayer {
 }
 
 impl<S> Layer<S> for StatsLayer {
-    type Service = StatsService<S>;
+    type Service = Stats<S>;
 
-    fn layer(&self, inner: S) -> StatsService<S> {
-        StatsService::new(inner, self.config)
+    fn layer(&self, inner: S) -> Stats<S> {
+        Stats::new(inner, self.config)
     }
 }

@@ -1,4 +1,4 @@
-//! [`StatsService`]: counters and a latency histogram per service, read through a [`Stats`]
+//! [`Stats`]: counters and a latency histogram per service, read through a [`StatsHandle`]
 //! handle while the service runs.
 //!
 //! # Guarantees
@@ -11,7 +11,7 @@
 //!   fixed bounds — microsecond resolution up to [`StatsConfig::max_latency`], at
 //!   [`StatsConfig::precision`] significant digits — which never resizes: its memory is fixed
 //!   when the service is built. Latencies above the bound are recorded as the bound.
-//! * **Readable while running**: [`Stats`] is an `Rc` handle; [`Stats::snapshot`] copies the
+//! * **Readable while running**: [`StatsHandle`] is an `Rc` handle; [`StatsHandle::snapshot`] copies the
 //!   counters and the p50/p90/p99/p99.9/max latencies. Everything is `Cell`/`RefCell`: a
 //!   stats service belongs to one thread (build one per thread and add the snapshots).
 //!
@@ -20,12 +20,12 @@
 //! # Example
 //!
 //! ```
-//! use sheave_middleware::StatsService;
+//! use sheave_middleware::Stats;
 //! use sheave_middleware::stats::StatsConfig;
 //! use sheave_service::{service_fn, Error, ServiceExt};
 //! use std::time::Duration;
 //!
-//! let svc = StatsService::new(
+//! let svc = Stats::new(
 //!     service_fn(|n: u64| async move {
 //!         sheave_core::time::sleep(Duration::from_millis(n)).await;
 //!         if n < 100 { Ok(n) } else { Err(Error::unavailable()) }
@@ -58,7 +58,7 @@ use hdrhistogram::Histogram;
 use sheave_core::time::now;
 use sheave_service::{Error, ErrorKind, Service, TryReady};
 
-/// The configuration of a [`Stats`] histogram. Defaults (stable): up to 60 s, 2 significant
+/// The configuration of a [`StatsHandle`] histogram. Defaults (stable): up to 60 s, 2 significant
 /// digits (1% resolution, about 27 KiB per service).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatsConfig {
@@ -135,19 +135,19 @@ struct Inner {
     max: Cell<Duration>,
 }
 
-/// A handle to a [`StatsService`]'s numbers; cheap to clone, readable while it runs.
+/// A handle to a [`Stats`]'s numbers; cheap to clone, readable while it runs.
 #[derive(Clone)]
-pub struct Stats {
+pub struct StatsHandle {
     inner: Rc<Inner>,
 }
 
-impl Stats {
+impl StatsHandle {
     /// Empty stats with a histogram sized by `config`.
     pub fn new(config: StatsConfig) -> Self {
         let high = u64::try_from(config.max_latency.as_micros()).unwrap_or(u64::MAX);
         let latency = Histogram::new_with_bounds(1, high, config.precision)
             .expect("bounds checked by StatsConfig");
-        Stats {
+        StatsHandle {
             inner: Rc::new(Inner {
                 config,
                 requests: Cell::new(0),
@@ -226,9 +226,9 @@ impl Stats {
     }
 }
 
-impl fmt::Debug for Stats {
+impl fmt::Debug for StatsHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Stats")
+        f.debug_struct("StatsHandle")
             .field("config", &self.inner.config)
             .field("requests", &self.inner.requests.get())
             .field("in_flight", &self.inner.in_flight.get())
@@ -236,7 +236,7 @@ impl fmt::Debug for Stats {
     }
 }
 
-/// A copy of a [`Stats`]' numbers.
+/// A copy of a [`StatsHandle`]' numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// Requests called.
@@ -281,24 +281,24 @@ pub struct Latency {
 
 /// Counts requests and records latencies; see the [module docs](self).
 #[derive(Clone)]
-pub struct StatsService<S> {
+pub struct Stats<S> {
     inner: S,
-    stats: Stats,
+    stats: StatsHandle,
 }
 
-impl<S> StatsService<S> {
-    /// Wraps `inner` with fresh [`Stats`].
+impl<S> Stats<S> {
+    /// Wraps `inner` with fresh [`StatsHandle`].
     pub fn new(inner: S, config: StatsConfig) -> Self {
-        StatsService::with_stats(inner, Stats::new(config))
+        Stats::with_stats(inner, StatsHandle::new(config))
     }
 
     /// Wraps `inner`, counting into `stats` (which other services may share).
-    pub fn with_stats(inner: S, stats: Stats) -> Self {
-        StatsService { inner, stats }
+    pub fn with_stats(inner: S, stats: StatsHandle) -> Self {
+        Stats { inner, stats }
     }
 
     /// A handle to the numbers.
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> StatsHandle {
         self.stats.clone()
     }
 
@@ -318,9 +318,9 @@ impl<S> StatsService<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for StatsService<S> {
+impl<S: fmt::Debug> fmt::Debug for Stats<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StatsService")
+        f.debug_struct("Stats")
             .field("stats", &self.stats)
             .field("inner", &self.inner)
             .finish()
@@ -329,7 +329,7 @@ impl<S: fmt::Debug> fmt::Debug for StatsService<S> {
 
 /// A call in flight: counted as canceled if dropped before it finished.
 struct InFlight<'a> {
-    stats: &'a Stats,
+    stats: &'a StatsHandle,
     start: Instant,
     done: bool,
 }
@@ -343,7 +343,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-impl<S, Req> Service<Req> for StatsService<S>
+impl<S, Req> Service<Req> for Stats<S>
 where
     S: Service<Req>,
     S::Error: Into<Error>,
@@ -386,7 +386,7 @@ mod tests {
 
     #[test]
     fn the_histogram_never_resizes() {
-        let stats = Stats::new(StatsConfig::new().max_latency(Duration::from_millis(10)));
+        let stats = StatsHandle::new(StatsConfig::new().max_latency(Duration::from_millis(10)));
         stats.start();
         stats.finish(Ok(()), Some(Duration::from_secs(3600)));
         let snap = stats.snapshot();
@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_kind_counts_in_its_own_slot() {
-        let stats = Stats::new(StatsConfig::default());
+        let stats = StatsHandle::new(StatsConfig::default());
         for kind in KINDS {
             stats.start();
             stats.finish(Err(kind), None);

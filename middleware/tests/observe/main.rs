@@ -9,7 +9,7 @@ use std::sync::Once;
 use log::{Level, Log as _, Metadata, Record};
 use sheave_core::time::sleep;
 use sheave_middleware::stats::StatsConfig;
-use sheave_middleware::{Log, StatsService, Timeout};
+use sheave_middleware::{Log, Stats, Timeout};
 use sheave_service::{Error, ErrorKind, ServiceExt, service_fn};
 use support::{ms, paused};
 
@@ -39,6 +39,7 @@ impl log::Log for Capture {
     fn flush(&self) {}
 }
 
+#[track_caller]
 fn capture() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
@@ -120,7 +121,7 @@ fn when_the_level_is_off_the_name_closure_is_never_called() {
 
 #[test]
 fn stats_count_outcomes_and_report_percentiles_while_running() {
-    let svc = StatsService::new(slow_echo(), StatsConfig::new());
+    let svc = Stats::new(slow_echo(), StatsConfig::new());
     let stats = svc.stats();
     paused().block_on(async {
         let watch = async {
@@ -160,7 +161,7 @@ fn stats_count_outcomes_and_report_percentiles_while_running() {
 
 #[test]
 fn a_dropped_call_counts_as_canceled() {
-    let svc = Timeout::new(StatsService::new(slow_echo(), StatsConfig::new()), ms(10));
+    let svc = Timeout::new(Stats::new(slow_echo(), StatsConfig::new()), ms(10));
     let stats = svc.get_ref().stats();
     paused().block_on(async {
         assert!(svc.oneshot(50).await.unwrap_err().is_timeout());

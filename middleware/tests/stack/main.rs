@@ -1,6 +1,7 @@
 //! The whole stack over the mock service, built with the builder extension.
 //!
-//! A client/server test over TCP joins this once `sheave-proto` lands.
+//! The same kind of stack over real TCP connections to real servers is tested in the root
+//! crate's `tests/balance` (the tour's client against three loopback servers).
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -2,7 +2,7 @@
 //!
 //! Two role markers pick the matching of requests to responses, and two drivers pick the side:
 //!
-//! | | server ([`ServerConnection`]) | client ([`Client`]) |
+//! | | server ([`ServerConnection`]) | client ([`ClientConnection`]) |
 //! |---|---|---|
 //! | [`Pipeline`] | responses written in request order | responses matched first in, first out |
 //! | [`Multiplex`] | responses written as they complete, tagged with the request's id | responses matched by id |
@@ -32,7 +32,7 @@
 //! ```
 //! use sheave_core::{Runtime, net::{TcpListener, TcpStream}};
 //! use sheave_proto::codec::LinesCodec;
-//! use sheave_proto::dispatch::{Client, ServerConnection};
+//! use sheave_proto::dispatch::{ClientConnection, ServerConnection};
 //! use sheave_proto::Framed;
 //! use sheave_service::{Error, ServiceExt, service_fn};
 //!
@@ -47,7 +47,7 @@
 //!             .serve(Framed::new(conn, LinesCodec::new()), shout)
 //!             .await
 //!     });
-//!     let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+//!     let client = ClientConnection::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
 //!     assert_eq!(client.oneshot("hi".to_string()).await.unwrap(), "HI");
 //! });
 //! ```
@@ -56,8 +56,8 @@ mod client;
 mod server;
 mod wake;
 
-pub use client::{Client, ClientConfig, Connector, Permit};
-pub use server::ServerConnection;
+pub use client::{ClientConfig, ClientConnection, Connector, Permit};
+pub use server::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_WRITE_BUFFER, ServerConnection};
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! A typed redis client: `get`, `set`, `incr`, ... over a pipelined [`dispatch::Client`], with
+//! A typed redis client: `get`, `set`, `incr`, ... over a pipelined [`dispatch::ClientConnection`], with
 //! the `HELLO` handshake and RESP3 push frames.
 
 use super::{Frame, Protocol, PushHandle, Pushes, RespCodec};
@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A redis client over one pipelined connection. Concurrent calls share the connection and are
-/// written in batches; every helper is `ready` + `call` on the inner [`dispatch::Client`].
+/// written in batches; every helper is `ready` + `call` on the inner [`dispatch::ClientConnection`].
 ///
 /// It is also a `Service<Frame>` (any command, raw reply), so middleware can wrap it. The
 /// helpers turn a redis error reply into an [`ErrorKind::Service`] error carrying redis's
@@ -48,7 +48,7 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: dispatch::Client<RespCodec, Pipeline>,
+    inner: dispatch::ClientConnection<RespCodec, Pipeline>,
     pushes: PushHandle,
     protocol: Protocol,
 }
@@ -83,7 +83,7 @@ impl Client {
     /// Wraps a pipelined RESP client that speaks RESP2. Its push frames, if any, are matched
     /// to callers unless its codec came from [`RespCodec::divert_pushes`]: then use
     /// [`from_parts`](Client::from_parts).
-    pub fn new(inner: dispatch::Client<RespCodec, Pipeline>) -> Self {
+    pub fn new(inner: dispatch::ClientConnection<RespCodec, Pipeline>) -> Self {
         let (_, pushes) = RespCodec::new().divert_pushes();
         Client::from_parts(inner, pushes, Protocol::Resp2)
     }
@@ -91,7 +91,7 @@ impl Client {
     /// Wraps a pipelined RESP client whose codec diverts its pushes to `pushes`, and which
     /// speaks `protocol`.
     pub fn from_parts(
-        inner: dispatch::Client<RespCodec, Pipeline>,
+        inner: dispatch::ClientConnection<RespCodec, Pipeline>,
         pushes: PushHandle,
         protocol: Protocol,
     ) -> Self {
@@ -177,7 +177,7 @@ impl Client {
     }
 
     /// The pipelined client underneath.
-    pub fn get_ref(&self) -> &dispatch::Client<RespCodec, Pipeline> {
+    pub fn get_ref(&self) -> &dispatch::ClientConnection<RespCodec, Pipeline> {
         &self.inner
     }
 

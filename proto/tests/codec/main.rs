@@ -9,6 +9,7 @@ use sheave_proto::codec::{
 use sheave_proto::resp::{Frame, Protocol, RespCodec};
 
 /// Decodes `input` fed in pieces cut at `cuts`, then at end of stream.
+#[track_caller]
 fn decode_in_pieces<D: Decoder>(codec: &mut D, input: &[u8], cuts: &[usize]) -> Vec<D::Item>
 where
     D::Item: std::fmt::Debug,

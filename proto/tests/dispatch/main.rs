@@ -1,6 +1,7 @@
 //! The dispatch engine over real loopback sockets: O(1) completion, ordering, bounds,
 //! client failure semantics, cancel safety, timeouts, threads and graceful shutdown.
 
+mod pipe;
 mod support;
 
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use sheave_core::net::TcpStream;
 use sheave_core::{Runtime, spawn, time};
 use sheave_proto::codec::LinesCodec;
 use sheave_proto::codec::TaggedCodec;
-use sheave_proto::dispatch::{Client, ClientConfig, Connector, ServerConnection};
+use sheave_proto::dispatch::{ClientConfig, ClientConnection, Connector, ServerConnection};
 use sheave_proto::{Framed, Server};
 use sheave_service::{Error, ErrorKind, NewService, Service, ServiceExt, TryReady, service_fn};
 use std::cell::Cell;
@@ -209,7 +210,10 @@ fn multiplexed_responses_come_in_completion_order_and_reach_their_callers() {
             assert_eq!(raw.next().await.unwrap().unwrap(), (1, Bytes::from("slow")));
         }
         // Through the client, each caller gets its own reply whatever the order.
-        let client = Client::multiplex(TcpStream::connect(addr).await.unwrap(), TaggedCodec::new());
+        let client = ClientConnection::multiplex(
+            TcpStream::connect(addr).await.unwrap(),
+            TaggedCodec::new(),
+        );
         let replies =
             join_all((0..50).map(|i| client.oneshot((0, Bytes::from(format!("{i}")))))).await;
         for (i, reply) in replies.into_iter().enumerate() {
@@ -245,7 +249,8 @@ fn the_server_runs_at_most_max_in_flight_requests_per_connection() {
                 .await
                 .unwrap();
         });
-        let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+        let client =
+            ClientConnection::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
         let calls = join_all((0..10).map(|i| client.oneshot(format!("{i}"))));
         let opener = async {
             // Wait (on events) until the server is saturated, then let everything through.
@@ -266,7 +271,8 @@ fn when_the_connection_dies_every_request_in_flight_fails_closed() {
     let rt = Runtime::new().unwrap();
     rt.block_on(within(30, async {
         let (listener, addr) = listen();
-        let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+        let client =
+            ClientConnection::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
         let (conn, _) = listener.accept().await.unwrap();
         let calls = join_all((0..10).map(|i| client.oneshot(format!("{i}"))));
         let killer = async move {
@@ -293,7 +299,8 @@ fn a_caller_that_gives_up_does_not_shift_later_responses() {
     let rt = Runtime::new().unwrap();
     rt.block_on(within(30, async {
         let (listener, addr) = listen();
-        let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+        let client =
+            ClientConnection::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
         let (conn, _) = listener.accept().await.unwrap();
         let mut server = Framed::new(conn, LinesCodec::new());
         // The first caller times out before its answer comes.
@@ -324,7 +331,7 @@ fn client_readiness_is_honest_and_a_dropped_waiter_loses_no_wakeup() {
             .await
             .unwrap();
         let _server = listener.accept().await.unwrap();
-        let ready = |c: &Client<LinesCodec>| Service::<String>::try_ready(c);
+        let ready = |c: &ClientConnection<LinesCodec>| Service::<String>::try_ready(c);
         let held = ready(&client).ready().expect("capacity for one");
         assert!(ready(&client).is_busy());
         // A waiter that is dropped while pending must not swallow the release.
@@ -425,7 +432,8 @@ fn shutdown_stops_accepting_and_lets_the_request_in_flight_finish() {
                 }
             }
         }));
-        let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+        let client =
+            ClientConnection::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
         let call = client.oneshot("work".to_string());
         let drive = async {
             started.wait().await;
@@ -466,7 +474,7 @@ fn a_server_on_two_threads_serves_from_both() {
         let mut seen = [false; 2];
         for _ in 0..500 {
             let stream = TcpStream::connect(addr).await.unwrap();
-            let client = Client::pipeline(stream, LinesCodec::new());
+            let client = ClientConnection::pipeline(stream, LinesCodec::new());
             let thread: usize = client
                 .oneshot("which".to_string())
                 .await
@@ -515,7 +523,7 @@ fn public_types_implement_debug() {
     fn assert_debug<T: std::fmt::Debug>() {}
     assert_debug::<Server<LinesCodec>>();
     assert_debug::<ServerConnection>();
-    assert_debug::<Client<LinesCodec>>();
+    assert_debug::<ClientConnection<LinesCodec>>();
     assert_debug::<Connector<LinesCodec>>();
 }
 
@@ -606,7 +614,10 @@ fn a_peer_that_stops_reading_its_responses_is_closed_as_idle() {
 /// A RESP client connected to a one-connection pipelined server that answers with `answer`.
 async fn resp_client_of<F, Fut>(
     answer: F,
-) -> sheave_proto::dispatch::Client<sheave_proto::resp::RespCodec, sheave_proto::dispatch::Pipeline>
+) -> sheave_proto::dispatch::ClientConnection<
+    sheave_proto::resp::RespCodec,
+    sheave_proto::dispatch::Pipeline,
+>
 where
     F: Fn(sheave_proto::resp::Frame) -> Fut + 'static,
     Fut: Future<Output = Result<sheave_proto::resp::Frame, Error>> + 'static,
@@ -860,6 +871,7 @@ fn a_panicking_decoder_fails_the_waiting_callers_instead_of_stranding_them() {
     struct Panicky(LinesCodec);
     impl Decoder for Panicky {
         type Item = String;
+        #[track_caller]
         fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<String>, Error> {
             let line = self.0.decode(src)?;
             assert_ne!(line.as_deref(), Some("boom"), "a codec bug");
@@ -874,7 +886,7 @@ fn a_panicking_decoder_fails_the_waiting_callers_instead_of_stranding_them() {
     let rt = Runtime::new().unwrap();
     rt.block_on(within(30, async {
         let (listener, addr) = listen();
-        let client = Client::pipeline(
+        let client = ClientConnection::pipeline(
             TcpStream::connect(addr).await.unwrap(),
             Panicky(LinesCodec::new()),
         );
@@ -894,7 +906,8 @@ fn a_permit_that_outlives_the_last_handle_still_lets_the_connection_close() {
     let rt = Runtime::new().unwrap();
     rt.block_on(within(30, async {
         let (listener, addr) = listen();
-        let client = Client::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
+        let client =
+            ClientConnection::pipeline(TcpStream::connect(addr).await.unwrap(), LinesCodec::new());
         let (conn, _) = listener.accept().await.unwrap();
         let permit = Service::<String>::ready(&client).await.unwrap();
         drop(client);

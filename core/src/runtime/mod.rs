@@ -21,18 +21,22 @@
 //! is runnable and no I/O event is ready, virtual time jumps to the next timer.
 
 use crate::executor::{
-    Completion, Executor, JoinHandle, JoinSlot, MAIN, POLLS_PER_TURN, PanicSink, RemoteJoinHandle,
-    TaskFuture, TaskId, TaskWaker, lock,
+    Executor, JoinHandle, JoinSlot, MAIN, POLLS_PER_TURN, TaskFuture, TaskId, TaskWaker,
 };
 use crate::reactor::{Reactor, WAKE_TOKEN, coop};
+use crate::sync::lock;
 use crate::time::{CACHED_NOW, Clock, wheel::Wheel};
-use slab::Slab;
+
+mod handle;
+
+pub use handle::{Handle, ShutdownSignal};
+use handle::{HandleInner, ShutdownState};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::pin::{Pin, pin};
-use std::rc::Rc;
+use std::pin::pin;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -123,6 +127,22 @@ static NEXT_CORE_ID: AtomicUsize = AtomicUsize::new(1);
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
     static CURRENT_ID: Cell<usize> = const { Cell::new(0) };
+    /// Thread 0 of every runtime built on this thread (and not yet dropped), by runtime id:
+    /// what [`Handle::spawn_with`] uses to run a thread-0 recipe at once when called here
+    /// outside `block_on`.
+    static OWNED: RefCell<Vec<(usize, Weak<Core>)>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_RUNTIME_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// Thread 0 of runtime `runtime`, if this thread owns that runtime.
+fn owned_core(runtime: usize) -> Option<Rc<Core>> {
+    OWNED.with(|o| {
+        o.borrow()
+            .iter()
+            .find(|(id, _)| *id == runtime)
+            .and_then(|(_, core)| core.upgrade())
+    })
 }
 
 /// The id of the core running on this thread, or 0.
@@ -353,6 +373,7 @@ impl Builder {
         }
         let handle = Handle {
             inner: Arc::new(HandleInner {
+                id: NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed),
                 remotes: remotes.clone(),
                 next: AtomicUsize::new(0),
                 shutdown: ShutdownState::default(),
@@ -361,6 +382,7 @@ impl Builder {
         let mut polls = polls.into_iter();
         let first = polls.next().expect("at least one thread");
         let core = Core::new(first, remotes[0].clone(), self.paused, handle.clone(), 0);
+        OWNED.with(|o| o.borrow_mut().push((handle.inner.id, Rc::downgrade(&core))));
         let mut threads = Vec::with_capacity(self.threads - 1);
         for (i, poll) in polls.enumerate() {
             let remote = remotes[i + 1].clone();
@@ -485,6 +507,8 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        let id = self.handle.inner.id;
+        OWNED.with(|o| o.borrow_mut().retain(|(owned, _)| *owned != id));
         self.handle.shutdown();
         for t in self.threads.drain(..) {
             if t.join().is_err() {
@@ -540,227 +564,4 @@ pub async fn yield_now() {
         }
     })
     .await
-}
-
-/// Finishes a remote task's handle with `Cancelled` if the task never got to run.
-struct CancelUnlessRun<T>(Option<Arc<Mutex<JoinSlot<T>>>>);
-
-impl<T> Drop for CancelUnlessRun<T> {
-    fn drop(&mut self) {
-        if let Some(slot) = self.0.take() {
-            lock(&slot).finish(Err(crate::JoinError::Cancelled));
-        }
-    }
-}
-
-#[derive(Default)]
-struct ShutdownState {
-    flag: AtomicBool,
-    waiters: Mutex<Slab<Waker>>,
-}
-
-struct HandleInner {
-    remotes: Vec<Arc<RemoteQueue>>,
-    next: AtomicUsize,
-    shutdown: ShutdownState,
-}
-
-/// Reaches a runtime's threads from any thread: spawns onto them and signals shutdown.
-/// `Send + Sync + Clone`; cloning is one reference count.
-///
-/// Thread 0 is the thread that calls [`Runtime::block_on`]: work sent to it runs only while a
-/// `block_on` is running there (and is cancelled if the runtime is dropped first). Threads
-/// 1.. run on their own from `build()` until shutdown.
-///
-/// ```
-/// let rt = sheave_core::Runtime::builder().threads(2).build().unwrap();
-/// let handle = rt.handle().clone();
-/// let answer = std::thread::spawn(move || {
-///     // From a plain OS thread: run on runtime thread 1, wait for the result.
-///     futures::executor::block_on(handle.spawn_on(1, async { 40 + 2 })).unwrap()
-/// })
-/// .join()
-/// .unwrap();
-/// assert_eq!(answer, 42);
-/// ```
-#[derive(Clone)]
-pub struct Handle {
-    inner: Arc<HandleInner>,
-}
-
-impl fmt::Debug for Handle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle")
-            .field("threads", &self.threads())
-            .field("shutdown", &self.is_shutdown())
-            .finish()
-    }
-}
-
-impl Handle {
-    /// The handle of the runtime whose thread is running this code.
-    ///
-    /// # Panics
-    /// Outside a runtime thread; see [`try_current`](Handle::try_current).
-    pub fn current() -> Handle {
-        Handle::try_current().expect("Handle::current called outside a runtime thread")
-    }
-
-    /// The handle of the current thread's runtime, or `None` outside a runtime thread.
-    pub fn try_current() -> Option<Handle> {
-        try_with_core(|core| core.handle.clone())
-    }
-
-    /// The index of the runtime thread running this code (0 is the `block_on` thread), or
-    /// `None` outside a runtime thread.
-    ///
-    /// ```
-    /// let rt = sheave_core::Runtime::builder().threads(2).build().unwrap();
-    /// assert_eq!(rt.block_on(async { sheave_core::Handle::thread_index() }), Some(0));
-    /// let on_1 = rt.handle().spawn_on(1, async { sheave_core::Handle::thread_index() });
-    /// assert_eq!(futures::executor::block_on(on_1).unwrap(), Some(1));
-    /// ```
-    pub fn thread_index() -> Option<usize> {
-        try_with_core(|core| core.index)
-    }
-
-    /// How many runtime threads there are (thread 0 is the `block_on` thread).
-    pub fn threads(&self) -> usize {
-        self.inner.remotes.len()
-    }
-
-    /// Spawns a `Send` future on the next thread in round-robin order.
-    pub fn spawn<F>(&self, future: F) -> RemoteJoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let thread = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.threads();
-        self.spawn_on(thread, future)
-    }
-
-    /// Spawns a `Send` future on thread `thread` (modulo the thread count).
-    pub fn spawn_on<F>(&self, thread: usize, future: F) -> RemoteJoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.spawn_with(thread, move || future)
-    }
-
-    /// Runs `make` on thread `thread` and spawns the future it returns there. The future need
-    /// not be `Send` — this is how each thread builds its own `!Send` state (a per-thread
-    /// service stack, a listener) from a `Send` recipe.
-    ///
-    /// After [`shutdown`](Handle::shutdown), the task is not started and its handle reports
-    /// [`JoinError::Cancelled`](crate::JoinError::Cancelled).
-    pub fn spawn_with<M, F>(&self, thread: usize, make: M) -> RemoteJoinHandle<F::Output>
-    where
-        M: FnOnce() -> F + Send + 'static,
-        F: Future + 'static,
-        F::Output: Send + 'static,
-    {
-        let slot = Arc::new(Mutex::new(JoinSlot::new()));
-        let handle = RemoteJoinHandle { slot: slot.clone() };
-        let remote = &self.inner.remotes[thread % self.threads()];
-        // If the message is dropped without running (the thread stopped first), the guard
-        // tells the handle, which would otherwise wait forever.
-        let mut guard = CancelUnlessRun(Some(slot));
-        let run = Box::new(move || {
-            let slot = guard.0.take().expect("a message runs once");
-            // A panicking recipe fails its own handle, like a panicking task; it must not
-            // unwind through the event loop, which would stop the thread.
-            let future = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)) {
-                Ok(future) => future,
-                Err(payload) => {
-                    slot.panicked(crate::executor::panic_message(&*payload));
-                    return;
-                }
-            };
-            with_core(|core| {
-                let sink: Rc<dyn PanicSink> = Rc::new(slot.clone());
-                let task = TaskFuture::new(future, slot);
-                core.exec.spawn(core.id, &core.remote, Box::pin(task), sink);
-            })
-        });
-        if self.is_shutdown() || !remote.push(Msg::Run(run)) {
-            Completion::finish(&handle.slot, Err(crate::JoinError::Cancelled));
-        }
-        handle
-    }
-
-    /// Signals shutdown: background threads drop their tasks and stop, spawns are refused, and
-    /// every [`ShutdownSignal`] completes (a `block_on` future waiting on one returns).
-    pub fn shutdown(&self) {
-        let state = &self.inner.shutdown;
-        if state.flag.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let waiters: Vec<Waker> = lock(&state.waiters).drain().collect();
-        for w in waiters {
-            w.wake();
-        }
-    }
-
-    /// Whether [`shutdown`](Handle::shutdown) was called.
-    pub fn is_shutdown(&self) -> bool {
-        self.inner.shutdown.flag.load(Ordering::Acquire)
-    }
-
-    /// A future that completes when [`shutdown`](Handle::shutdown) is called.
-    pub fn shutdown_signal(&self) -> ShutdownSignal {
-        ShutdownSignal {
-            handle: self.clone(),
-            key: None,
-        }
-    }
-}
-
-/// Completes when the runtime's [`Handle::shutdown`] is called. Cheap to poll; cancel-safe.
-pub struct ShutdownSignal {
-    handle: Handle,
-    key: Option<usize>,
-}
-
-impl fmt::Debug for ShutdownSignal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShutdownSignal")
-            .field("fired", &self.handle.is_shutdown())
-            .finish()
-    }
-}
-
-impl Future for ShutdownSignal {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        if this.handle.is_shutdown() {
-            return Poll::Ready(());
-        }
-        let state = &this.handle.inner.shutdown;
-        let mut waiters = lock(&state.waiters);
-        // Re-check under the lock: `shutdown` sets the flag before taking the lock.
-        if state.flag.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        match this.key {
-            Some(key) if waiters.contains(key) => {
-                if !waiters[key].will_wake(cx.waker()) {
-                    waiters[key] = cx.waker().clone();
-                }
-            }
-            _ => {
-                this.key = Some(waiters.insert(cx.waker().clone()));
-            }
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for ShutdownSignal {
-    fn drop(&mut self) {
-        if let Some(key) = self.key {
-            lock(&self.handle.inner.shutdown.waiters).try_remove(key);
-        }
-    }
 }
