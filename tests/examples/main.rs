@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The examples tested below, by file name.
-const EXAMPLES: &[&str] = &["chaos", "echo", "kv", "kv_client", "tour"];
+const EXAMPLES: &[&str] = &["chaos", "chaos_proxy", "echo", "kv", "kv_client", "tour"];
 
 /// Held by the tests that load the machine (the tour, the chaos report, kv under load): they
 /// run one at a time, so that one's load does not become another's timing failure.
@@ -158,6 +158,39 @@ fn kv_answers_ping_set_and_get_and_stops_on_sigterm() {
             "{command:?}"
         );
     }
+    kv.terminate_and_expect_success();
+}
+
+#[test]
+fn chaos_proxy_relays_to_a_kv_it_started_with_its_latency_and_stops_on_sigterm() {
+    let mut kv = Example::start("kv", &["--addr", "127.0.0.1:0"]);
+    let listening = kv.wait_for_line("listening on ");
+    let upstream = listening.split_whitespace().nth(2).expect("an address");
+    // The header's command, listening on port 0 (7500 may be in use here).
+    let mut proxy = Example::start(
+        "chaos_proxy",
+        &[
+            "--upstream",
+            upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--latency-ms",
+            "50",
+        ],
+    );
+    let listening = proxy.wait_for_line("listening on ");
+    let conn = connect(&listening);
+    let mut replies = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    let start = std::time::Instant::now();
+    conn.write_all(&resp(&["PING"])).unwrap();
+    assert_eq!(read_reply(&mut replies).as_deref(), Some("+PONG"));
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(100),
+        "50 ms each way: {:?}",
+        start.elapsed()
+    );
+    proxy.terminate_and_expect_success();
     kv.terminate_and_expect_success();
 }
 
