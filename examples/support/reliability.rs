@@ -1015,22 +1015,21 @@ pub async fn slow_loris(
     for _ in 0..slow {
         lorises.push(TcpStream::connect(server.addr).await?);
     }
-    let lorises = RefCell::new(lorises);
     let bytes_each = seconds.min(PING.len() - 1);
-    let dribble = async {
+    let dribble = async move {
         use futures::AsyncWriteExt;
         let mut tick = time::interval(Duration::from_secs(1));
         for i in 0..bytes_each {
             tick.tick().await;
-            for s in lorises.borrow_mut().iter_mut() {
+            for s in lorises.iter_mut() {
                 s.write_all(&PING[i..i + 1]).await?;
             }
         }
-        Ok::<_, io::Error>(())
+        Ok::<_, io::Error>(lorises)
     };
     let steady = closed_loop(&normal, 4, Duration::from_secs(seconds as u64));
     let (dribbled, under_loris) = futures::future::join(dribble, steady).await;
-    dribbled?;
+    let lorises = dribbled?;
     let server_connections = server.handle.connections();
     drop(lorises);
     drop(normal);
