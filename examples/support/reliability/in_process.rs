@@ -42,14 +42,8 @@ pub struct OverloadConfig {
 impl Default for OverloadConfig {
     /// 10 × 50 ms calls (200/s sustainable); 1 s at half of it, then 3 s at 10× (2,000/s, so
     /// 6,000 requests: the 10 s shortened to keep CI short); a 250 ms deadline;
-    /// 64 connections. The service time dominates the admitted latency, so scheduling noise
+    /// 16 connections. The service time dominates the admitted latency, so scheduling noise
     /// on a busy machine (and a debug build) weighs little in the 2× promise.
-    ///
-    /// Over 16 connections the promise held too, but with less room (admitted p99 about 1.7×
-    /// the unloaded one): one server connection at a time took its next requests only when one
-    /// of its own calls completed, up to one service time late, though its socket had no
-    /// bytes waiting and its dispatcher was parked on a read. Not yet explained; over 64
-    /// connections it weighs under 1% of the admitted requests.
     fn default() -> Self {
         OverloadConfig {
             delay: Duration::from_millis(50),
@@ -59,7 +53,7 @@ impl Default for OverloadConfig {
             overload_factor: 10,
             overload_for: Duration::from_secs(3),
             deadline: Duration::from_millis(250),
-            connections: 64,
+            connections: 16,
         }
     }
 }
