@@ -136,6 +136,7 @@ fn case_7_a_shutdown_with_a_thousand_requests_in_flight_answers_every_one_and_re
         r.refused, 1,
         "new connections are refused once the listener closes"
     );
+    assert!(r.served, "serve returns once the drain is done");
 }
 
 const CASE_8: &str = "case_8_ten_thousand_idle_connections_cost_little_memory_each_and_a_fresh_client_is_answered_at_once";

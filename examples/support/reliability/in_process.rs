@@ -135,6 +135,8 @@ pub struct DrainReport {
     pub closed_unanswered: u64,
     /// Of those, neither answered nor closed within 5 s.
     pub hung: u64,
+    /// Whether `serve` returned (within 30 s of the shutdown).
+    pub served: bool,
     /// From the shutdown to `serve` returning.
     pub drain_time: Duration,
     /// Answers per interval, from the shutdown.
@@ -228,7 +230,9 @@ pub async fn drain(
     for t in tasks {
         let _ = t.await;
     }
-    let _ = time::timeout(Duration::from_secs(30), server.done).await;
+    let served = time::timeout(Duration::from_secs(30), server.done)
+        .await
+        .is_ok();
     let drain_time = shutdown_at.elapsed();
     let mut r = report.borrow().clone();
     r.probes = probes.probes;
@@ -237,6 +241,7 @@ pub async fn drain(
     r.closed_unanswered = probes.closed_unanswered;
     r.hung = probes.hung;
     r.drain_time = drain_time;
+    r.served = served;
     Ok(r)
 }
 
