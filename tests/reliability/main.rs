@@ -3,9 +3,10 @@
 //! overload, a graceful drain, 10,000 idle connections, 1,000 slow-loris connections and
 //! descriptor exhaustion. Each case prints one line of figures and asserts the promise.
 //!
-//! The runners are `examples/support/reliability.rs` (the report example uses them too). The
+//! The runners are `examples/support/reliability/` (the report example uses them too). The
 //! cases run one at a time (a lock): they measure, on a small shared machine. Wall-clock
-//! figures are noisy there; the latency promises are ratios against a baseline of the same run.
+//! figures are noisy there: case 6's latency promise is a ratio against an unloaded baseline
+//! of the same run, and case 9's bounds are loose (its ratios are printed, not asserted).
 //!
 //! ```text
 //! cargo test --test reliability -- --nocapture
@@ -210,9 +211,17 @@ fn case_9_a_thousand_slow_loris_connections_do_not_slow_a_normal_client() {
         "the server held the slow connections"
     );
     assert_eq!(b.failed + l.failed, 0);
+    // The machine is shared (other builds run beside this test), so sub-millisecond figures
+    // move by 2-3x between runs on their own: the ratios are printed, not asserted. A server
+    // that let the slow connections hold it up would make the normal client wait at their
+    // pace (a byte a second): a p99 of hundreds of milliseconds, or a collapse of the rate.
     assert!(
-        l.rate >= b.rate * 0.5,
-        "the normal client keeps at least half its throughput (noisy machine: the bound is loose)"
+        l.latency.quantile(0.99) <= Duration::from_millis(25),
+        "the normal client is never held up by the slow ones (p99 within 25 ms)"
+    );
+    assert!(
+        l.rate >= b.rate / 3.0,
+        "the normal client keeps a third of its throughput at worst (a loose bound: noisy machine)"
     );
 }
 
