@@ -4,3 +4,4 @@ pub mod chaos;
 pub mod cluster;
 pub mod kv;
 pub mod openloop;
+pub mod reliability;
