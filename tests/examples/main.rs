@@ -224,7 +224,7 @@ fn chaos_as_documented_prints_its_report_writes_its_plots_and_exits_0() {
     let _one_at_a_time = heavy();
     let mut chaos = Example::start("chaos", &[]);
     chaos.wait_for_line("| case | requests | failed |");
-    for _ in 0..3 {
+    for _ in 0..5 {
         let plot = chaos.wait_for_line("plot: ");
         let path = plot.trim_start_matches("plot: ").trim();
         let svg = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
