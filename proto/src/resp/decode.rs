@@ -209,12 +209,10 @@ impl RespCodec {
             return Ok(None);
         };
         let bytes = src.split_to(total).freeze();
-        let mut items = Vec::with_capacity(n);
-        items.extend(
-            spans[..n]
-                .iter()
-                .map(|&(start, end)| Frame::Bulk(bytes.slice(start..end))),
-        );
+        let items: Vec<Frame> = spans[..n]
+            .iter()
+            .map(|&(start, end)| Frame::Bulk(bytes.slice(start..end)))
+            .collect();
         // Only a four- or five-letter command can be QUIT, HELLO or RESET.
         if (4..=5).contains(&(spans[0].1 - spans[0].0)) {
             self.note_command(&items)?;
