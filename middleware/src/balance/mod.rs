@@ -363,14 +363,13 @@ where
 mod tests {
     use super::*;
     use crate::discover;
-    use sheave_core::Runtime;
     use sheave_service::mock;
 
     #[test]
     fn dropped_waiters_leave_no_entry_behind() {
         // Regression (review): waiters were kept until the endpoint set changed, so with a
         // stable set the list grew with every task that ever waited.
-        let rt = Runtime::builder().paused_clock().build().unwrap();
+        let rt = crate::test_support::paused();
         rt.block_on(async {
             let connect = |_: &'static str| async { Ok::<_, Error>(mock::pair::<u32, u32>().0) };
             let lb = Balance::builder().build(

@@ -5,13 +5,12 @@ use super::config::{BalanceConfig, Policy};
 use super::endpoint::{Endpoint, Health};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use sheave_core::sync::Notify;
 use sheave_core::time;
 use sheave_service::classify::Class;
-use slab::Slab;
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 pub(crate) struct Shared<K, S> {
@@ -21,9 +20,12 @@ pub(crate) struct Shared<K, S> {
     /// Bumped by every change a waiting `ready()` may care about: the endpoint set changed,
     /// or a call finished while someone waited (capacity was freed).
     epoch: Cell<u64>,
-    /// `ready()` callers waiting for the epoch to move, each removed when its wait ends or is
-    /// dropped (so the set never outgrows the callers actually waiting).
-    waiters: RefCell<Slab<Waker>>,
+    /// Wakes the `ready()` callers waiting for the epoch to move (core's one `Notify`: a
+    /// dropped wait leaves no entry behind).
+    moved: Notify,
+    /// How many `ready()` calls wait on `moved`: a call that finishes wakes them only if
+    /// there are any, without taking the `Notify`'s lock on every request.
+    waiting: Cell<usize>,
     /// The background task.
     driver: RefCell<Option<Waker>>,
     /// Keys whose connection closed, for the background task to reconnect.
@@ -45,7 +47,8 @@ impl<K: Clone + Eq, S> Shared<K, S> {
             config,
             endpoints: RefCell::new(Vec::new()),
             epoch: Cell::new(0),
-            waiters: RefCell::new(Slab::new()),
+            moved: Notify::new(),
+            waiting: Cell::new(0),
             driver: RefCell::new(None),
             reconnects: RefCell::new(Vec::new()),
             rng: RefCell::new(rng),
@@ -64,58 +67,32 @@ impl<K: Clone + Eq, S> Shared<K, S> {
     }
 
     pub(crate) fn waiting(&self) -> usize {
-        self.waiters.borrow().len()
+        self.waiting.get()
     }
 
     /// Moves the epoch and wakes every waiter.
     fn bump(&self) {
         self.epoch.set(self.epoch.get() + 1);
-        // Wake outside the borrow: a woken task may be polled by a foreign executor at once.
-        let woken: Vec<Waker> = self.waiters.borrow_mut().drain().collect();
-        woken.into_iter().for_each(Waker::wake);
+        self.moved.notify_waiters();
     }
 
     /// Waits until the epoch differs from `epoch`.
     pub(crate) async fn changed_since(&self, epoch: u64) {
-        /// Removes the waiter's entry when the wait is dropped — unless a bump already
-        /// drained every entry (the epoch moved), when the key may be someone else's.
-        struct Waiting<'a> {
-            waiters: &'a RefCell<Slab<Waker>>,
-            current: &'a Cell<u64>,
-            epoch: u64,
-            key: Option<usize>,
-        }
+        /// Counts the wait while it lasts, however it ends.
+        struct Waiting<'a>(&'a Cell<usize>);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
-                if let Some(key) = self.key
-                    && self.current.get() == self.epoch
-                {
-                    self.waiters.borrow_mut().try_remove(key);
-                }
+                self.0.set(self.0.get() - 1);
             }
         }
-        let mut waiting = Waiting {
-            waiters: &self.waiters,
-            current: &self.epoch,
-            epoch,
-            key: None,
-        };
-        poll_fn(|cx| {
-            if self.epoch.get() != epoch {
-                return Poll::Ready(());
-            }
-            let mut waiters = self.waiters.borrow_mut();
-            match waiting.key {
-                Some(key) => {
-                    if !waiters[key].will_wake(cx.waker()) {
-                        waiters[key] = cx.waker().clone();
-                    }
-                }
-                None => waiting.key = Some(waiters.insert(cx.waker().clone())),
-            }
-            Poll::Pending
-        })
-        .await
+        // Created before the check: a bump between the two still completes it.
+        let moved = self.moved.notified();
+        if self.epoch.get() != epoch {
+            return;
+        }
+        self.waiting.set(self.waiting.get() + 1);
+        let _counted = Waiting(&self.waiting);
+        moved.await;
     }
 
     pub(crate) fn set_driver_waker(&self, waker: &Waker) {
@@ -224,7 +201,7 @@ impl<K: Clone + Eq, S> Shared<K, S> {
             Class::Ignorable => {}
         }
         // Capacity was freed: a `ready()` waiting because every endpoint was full looks again.
-        if !self.waiters.borrow().is_empty() {
+        if self.waiting.get() > 0 {
             self.bump();
         }
     }

@@ -21,7 +21,7 @@
 //! use sheave_middleware::breaker::{CircuitBreaker, BreakerConfig, State};
 //! use sheave_service::{service_fn, Error, ErrorKind, Service, ServiceExt};
 //!
-//! let rt = sheave_core::Runtime::builder().paused_clock().build().unwrap();
+//! let rt = sheave_core::crate::test_support::paused();
 //! rt.block_on(async {
 //!     let broken = service_fn(|_: ()| async { Err::<(), _>(Error::msg(ErrorKind::Io, "refused")) });
 //!     let breaker = CircuitBreaker::new(broken, BreakerConfig::default());
@@ -356,7 +356,6 @@ impl<S> Layer<S> for CircuitBreakerLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sheave_core::Runtime;
     use sheave_service::{ServiceExt, service_fn};
 
     fn flaky(fail: Rc<Cell<bool>>) -> impl Service<(), Response = (), Error = Error> {
@@ -374,7 +373,7 @@ mod tests {
 
     #[test]
     fn the_breaker_walks_closed_open_half_open_closed() {
-        let rt = Runtime::builder().paused_clock().build().unwrap();
+        let rt = crate::test_support::paused();
         rt.block_on(async {
             let fail = Rc::new(Cell::new(true));
             let config = BreakerConfig {
@@ -419,7 +418,7 @@ mod tests {
 
     #[test]
     fn a_probe_permit_dropped_unused_lets_another_probe_go() {
-        let rt = Runtime::builder().paused_clock().build().unwrap();
+        let rt = crate::test_support::paused();
         rt.block_on(async {
             let fail = Rc::new(Cell::new(true));
             let b = CircuitBreaker::new(flaky(fail.clone()), BreakerConfig::default());
@@ -437,7 +436,7 @@ mod tests {
     fn a_probe_whose_ready_is_dropped_while_waiting_hands_the_slot_back() {
         // Regression (review): the slot was guarded only once the inner ready() succeeded,
         // so a probe cancelled while waiting left the breaker open for good.
-        let rt = Runtime::builder().paused_clock().build().unwrap();
+        let rt = crate::test_support::paused();
         rt.block_on(async {
             let (svc, handle) = sheave_service::mock::pair::<(), ()>();
             let b = CircuitBreaker::new(svc, BreakerConfig::default());
@@ -460,7 +459,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_count_of_failures_in_a_row() {
-        let rt = Runtime::builder().paused_clock().build().unwrap();
+        let rt = crate::test_support::paused();
         rt.block_on(async {
             let fail = Rc::new(Cell::new(true));
             let b = CircuitBreaker::new(flaky(fail.clone()), BreakerConfig::default());

@@ -369,16 +369,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sheave_core::Runtime;
+    use crate::test_support::paused;
     use sheave_core::time::{now, timeout};
     use sheave_service::{ServiceExt, service_fn};
 
     fn echo() -> impl Service<u32, Response = u32, Error = Error> {
         service_fn(|n: u32| async move { Ok::<_, Error>(n) })
-    }
-
-    fn paused() -> Runtime {
-        Runtime::builder().paused_clock().build().unwrap()
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! use sheave_service::{service_fn, Error, ServiceExt};
 //! use std::time::Duration;
 //!
-//! let rt = sheave_core::Runtime::builder().paused_clock().build().unwrap();
+//! let rt = sheave_core::crate::test_support::paused();
 //! rt.block_on(async {
 //!     let backend = service_fn(|n: u32| async move {
 //!         sheave_core::time::sleep(Duration::from_millis(if n == 0 { 500 } else { 10 })).await;
@@ -317,7 +317,6 @@ impl<S> Layer<S> for HedgeLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sheave_core::Runtime;
     use sheave_service::{ErrorKind, ServiceExt};
 
     /// A backend whose attempts take the next latency from a script and count cancellations.
@@ -381,7 +380,7 @@ mod tests {
 
     #[test]
     fn a_slow_request_gets_a_backup_at_the_percentile_and_the_loser_is_cancelled() {
-        let rt = Runtime::builder().paused_clock().build().unwrap();
+        let rt = crate::test_support::paused();
         rt.block_on(async {
             let h = Hedge::new(Script::default(), HedgeConfig::default().min_samples(20));
             warm(&h).await;
@@ -409,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_fast_error_does_not_beat_a_slower_success() {
-        let rt = Runtime::builder().paused_clock().build().unwrap();
+        let rt = crate::test_support::paused();
         rt.block_on(async {
             let h = Hedge::new(Script::default(), HedgeConfig::default().min_samples(20));
             warm(&h).await;
@@ -424,7 +423,7 @@ mod tests {
 
     #[test]
     fn when_both_attempts_fail_the_primary_error_is_returned() {
-        let rt = Runtime::builder().paused_clock().build().unwrap();
+        let rt = crate::test_support::paused();
         rt.block_on(async {
             let h = Hedge::new(Script::default(), HedgeConfig::default().min_samples(20));
             warm(&h).await;
@@ -438,7 +437,7 @@ mod tests {
 
     #[test]
     fn backups_stay_within_the_budget_when_many_requests_are_slow() {
-        let rt = Runtime::builder().paused_clock().build().unwrap();
+        let rt = crate::test_support::paused();
         rt.block_on(async {
             let budget = BudgetConfig::new().ratio(0.1).min_per_second(0);
             let config = HedgeConfig::default()
@@ -464,7 +463,7 @@ mod tests {
 
     #[test]
     fn a_shared_retry_budget_that_is_empty_stops_backups() {
-        let rt = Runtime::builder().paused_clock().build().unwrap();
+        let rt = crate::test_support::paused();
         rt.block_on(async {
             let empty = Rc::new(Budget::new(
                 BudgetConfig::new().ratio(0.0).min_per_second(0),
@@ -485,7 +484,7 @@ mod tests {
     fn a_backup_permit_the_budget_refuses_is_released_at_once() {
         // Regression (review): the refused permit lived on as the `match` scrutinee's
         // temporary for the whole slow primary, halving capacity during an outage.
-        let rt = Runtime::builder().paused_clock().build().unwrap();
+        let rt = crate::test_support::paused();
         rt.block_on(async {
             let latency = Rc::new(Cell::new(Duration::from_millis(10)));
             let l = latency.clone();

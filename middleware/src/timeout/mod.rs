@@ -278,13 +278,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sheave_core::Runtime;
+    use crate::test_support::paused;
     use sheave_core::time::{now, sleep};
     use sheave_service::{ServiceExt, mock, service_fn};
-
-    fn paused() -> Runtime {
-        Runtime::builder().paused_clock().build().unwrap()
-    }
 
     #[test]
     fn a_timeout_of_duration_max_means_no_limit_not_a_panic() {
