@@ -21,7 +21,7 @@
 //! use sheave_middleware::breaker::{CircuitBreaker, BreakerConfig, State};
 //! use sheave_service::{service_fn, Error, ErrorKind, Service, ServiceExt};
 //!
-//! let rt = sheave_core::crate::test_support::paused();
+//! let rt = sheave_core::Runtime::builder().paused_clock().build().unwrap();
 //! rt.block_on(async {
 //!     let broken = service_fn(|_: ()| async { Err::<(), _>(Error::msg(ErrorKind::Io, "refused")) });
 //!     let breaker = CircuitBreaker::new(broken, BreakerConfig::default());

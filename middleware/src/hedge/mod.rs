@@ -24,7 +24,7 @@
 //! use sheave_service::{service_fn, Error, ServiceExt};
 //! use std::time::Duration;
 //!
-//! let rt = sheave_core::crate::test_support::paused();
+//! let rt = sheave_core::Runtime::builder().paused_clock().build().unwrap();
 //! rt.block_on(async {
 //!     let backend = service_fn(|n: u32| async move {
 //!         sheave_core::time::sleep(Duration::from_millis(if n == 0 { 500 } else { 10 })).await;
