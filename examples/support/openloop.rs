@@ -225,3 +225,18 @@ pub fn share(before: &[u64], after: &[u64], index: usize) -> f64 {
 pub fn readings(stats: &[(&'static str, StatsHandle)]) -> Vec<u64> {
     stats.iter().map(|(_, s)| s.snapshot().requests).collect()
 }
+
+/// Runs a timing-sensitive case up to `tries` times and passes on the first attempt whose
+/// assertions all hold; if none does, fails with the last attempt's failure. Each attempt
+/// prints its own figures. For cases that measure shares and latencies on a machine shared
+/// with builds: one scheduling stall of the test process can move a share past its bound
+/// without anything being wrong with the code, while a real regression misses every time.
+pub fn with_retries(tries: usize, case: impl Fn()) {
+    for attempt in 1..=tries {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&case)) {
+            Ok(()) => return,
+            Err(failure) if attempt == tries => std::panic::resume_unwind(failure),
+            Err(_) => eprintln!("attempt {attempt} of {tries} missed (see above): again"),
+        }
+    }
+}
