@@ -198,10 +198,11 @@ impl<B> fmt::Debug for Client<B> {
     }
 }
 
-impl Client {
-    /// Starts configuring clients: HTTP/1.1, [`DEFAULT_POOL_SIZE`], [`DEFAULT_MAX_STREAMS`],
-    /// [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_MAX_RESPONSE_BODY`], 16 KiB of headers.
-    pub fn builder<B>() -> Builder<B> {
+impl<B> Client<B> {
+    /// Starts configuring clients of request body `B`: HTTP/1.1, [`DEFAULT_POOL_SIZE`],
+    /// [`DEFAULT_MAX_STREAMS`], [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_MAX_RESPONSE_BODY`],
+    /// 16 KiB of headers.
+    pub fn builder() -> Builder<B> {
         Builder {
             version: Version::Http1,
             pool_size: DEFAULT_POOL_SIZE,
@@ -212,9 +213,7 @@ impl Client {
             _body: PhantomData,
         }
     }
-}
 
-impl<B> Client<B> {
     /// The endpoint.
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
@@ -284,9 +283,11 @@ fn unavailable(addr: SocketAddr, e: impl Into<BoxError>) -> Error {
 fn hyper_error(e: hyper::Error) -> Error {
     if e.is_timeout() {
         Error::new(ErrorKind::Timeout, e)
-    } else if e.is_parse() || e.is_parse_status() || e.is_incomplete_message() {
+    } else if e.is_parse() || e.is_parse_status() {
         Error::new(ErrorKind::Protocol, e)
-    } else if e.is_canceled() || e.is_closed() {
+    } else if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
+        // The connection went away before the whole response came: the peer broke no rule
+        // (an idempotent request may be sent again).
         Error::new(ErrorKind::Closed, e)
     } else {
         Error::new(ErrorKind::Io, e)
