@@ -2,7 +2,7 @@
 //! timer ([`Timer`]).
 //!
 //! - [`Io`] is `hyper::rt::Read` and `hyper::rt::Write` over sheave's
-//!   [`TcpStream`](sheave_core::net::TcpStream). hyper reads into uninitialised memory, which
+//!   [`TcpStream`]. hyper reads into uninitialised memory, which
 //!   safe code cannot fill in place (this crate forbids `unsafe`), so reads go through a small
 //!   scratch buffer owned by the connection and are copied once (`put_slice`). Bytes already
 //!   read by the server's protocol sniffing are replayed first.
