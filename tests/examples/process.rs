@@ -31,6 +31,15 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Sends `SIG<name>` to `pid` with the shell's `kill` builtin (`/bin/sh` is everywhere; a
+/// `kill` binary need not be).
+fn signal(pid: u32, name: &str) -> ExitStatus {
+    Command::new("sh")
+        .args(["-c", &format!("kill -{name} {pid}")])
+        .status()
+        .expect("sh")
+}
+
 /// An example process, killed if still running when dropped (a failed test leaves nothing
 /// behind).
 pub struct Example {
@@ -133,10 +142,7 @@ impl Example {
     /// Sends `SIGTERM`, as a process manager stopping a server would.
     #[track_caller]
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .expect("kill(1)");
+        let status = signal(self.pid, "TERM");
         assert!(status.success(), "kill -TERM {}: {status}", self.pid);
     }
 
@@ -174,9 +180,7 @@ impl Example {
 impl Drop for Example {
     fn drop(&mut self) {
         if !self.exited {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
-                .status();
+            let _ = signal(self.pid, "KILL");
         }
     }
 }

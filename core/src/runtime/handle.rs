@@ -42,7 +42,7 @@ pub(super) struct HandleInner {
 ///
 /// # Thread 0
 ///
-/// Thread 0 is the thread that owns the [`Runtime`] and calls [`Runtime::block_on`]; its loop
+/// Thread 0 is the thread that owns the [`Runtime`](crate::Runtime) and calls [`Runtime::block_on`](crate::Runtime::block_on); its loop
 /// runs only inside `block_on`. Threads 1.. run on their own from `build()` until shutdown.
 /// What reaches thread 0:
 ///

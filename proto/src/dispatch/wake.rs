@@ -1,5 +1,6 @@
 //! Per-slot wakers that queue the index of the woken slot, so only woken futures are polled.
 
+use sheave_core::sync::lock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Wake, Waker};
@@ -18,7 +19,7 @@ struct Inner {
 
 impl WakeQueue {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     /// Remembers the connection task's waker (cloned only when it changed).

@@ -232,12 +232,11 @@ where
                     ControlFlow::Break(need_input) => return (progress, need_input),
                 },
             };
-            let permit = match self.permit(req, svc, cx) {
-                ControlFlow::Continue(Some(permit)) => permit,
+            let (permit, req) = match self.permit(req, svc, cx) {
+                ControlFlow::Continue(Some(granted)) => granted,
                 ControlFlow::Continue(None) => continue, // now waiting on `ready()`
                 ControlFlow::Break(()) => break,
             };
-            let (permit, req) = permit;
             let tag = M::request_tag(&req);
             self.start_call::<M, T, C>(framed, (svc.call)(permit, req), tag, turn);
             progress = true;
