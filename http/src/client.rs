@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use http_body_util::{BodyExt, Empty};
+//! use http_body_util::Empty;
 //! use sheave_http::{Client, client::Version};
 //!
 //! // A builder is a connector: `NewService<SocketAddr>`; `build` gives one endpoint's client.
