@@ -36,11 +36,13 @@ use bytes::{Buf, Bytes};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use sheave_core::net::TcpStream;
 use sheave_core::time;
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -50,7 +52,10 @@ const SCRATCH: usize = 16 * 1024;
 
 /// A sheave [`TcpStream`] as hyper's I/O: `hyper::rt::Read + hyper::rt::Write`.
 pub struct Io {
-    stream: TcpStream,
+    /// Shared with the server's driver, which may answer on it after hyper gave up (a 408).
+    stream: Rc<TcpStream>,
+    /// Whether bytes arrived since the last write: a request was begun and not answered.
+    partial: Rc<Cell<bool>>,
     /// Bytes read before hyper took the stream (the protocol sniff), replayed first.
     prefix: Bytes,
     /// Where reads land before they are copied into hyper's buffer; allocated on first read.
@@ -75,10 +80,16 @@ impl Io {
     /// Wraps `stream`, replaying `prefix` (bytes already read from it) before reading more.
     pub fn with_prefix(stream: TcpStream, prefix: Bytes) -> Io {
         Io {
-            stream,
+            stream: Rc::new(stream),
+            partial: Rc::new(Cell::new(!prefix.is_empty())),
             prefix,
             scratch: Vec::new(),
         }
+    }
+
+    /// The stream and the "request begun, not answered" flag, for the server's driver.
+    pub(crate) fn watch(&self) -> (Rc<TcpStream>, Rc<Cell<bool>>) {
+        (self.stream.clone(), self.partial.clone())
     }
 
     /// The stream.
@@ -106,6 +117,9 @@ impl Read for Io {
         }
         match this.stream.poll_read_buf(cx, &mut this.scratch[..want]) {
             Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.partial.set(true);
+                }
                 buf.put_slice(&this.scratch[..n]);
                 Poll::Ready(Ok(()))
             }
@@ -121,6 +135,7 @@ impl Write for Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.partial.set(false);
         self.stream.poll_write_buf(cx, buf)
     }
 
@@ -129,6 +144,7 @@ impl Write for Io {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.partial.set(false);
         self.stream.poll_write_bufs(cx, bufs)
     }
 

@@ -11,7 +11,9 @@
 //! (shed, limit, open breaker) and an `Overloaded`/`Unavailable`/`Closed` error are 503 with
 //! `Retry-After`; a body that broke its framing is 400 and one past the
 //! [body limit](Builder::max_body) is 413 (a declared `Content-Length` over it is refused before
-//! the handler runs). Limits are on by default: see [`Builder`].
+//! the handler runs). A request whose header does not arrive within the
+//! [header read timeout](Builder::header_read_timeout) is answered 408 and closed. Limits are
+//! on by default: see [`Builder`].
 //!
 //! On shutdown an HTTP/1.1 connection answers its request in flight with `Connection: close`;
 //! an HTTP/2 connection sends GOAWAY, finishes its open streams, then closes.
@@ -326,6 +328,7 @@ where
             Err(_) => return log::debug!("{peer}: no request in time"),
         };
         let io = Io::with_prefix(stream, prefix);
+        let (stream, partial) = io.watch();
         let adapter = Adapter {
             service: Rc::new(service),
             config: config.clone(),
@@ -362,6 +365,10 @@ where
             }
         };
         if let Err(e) = served {
+            if !h2 && e.is_timeout() && partial.get() {
+                // hyper closes on a header read timeout without a word: say 408 first.
+                let _ = time::timeout(Duration::from_secs(1), write_all(&stream, TIMED_OUT)).await;
+            }
             if e.is_parse() || e.is_parse_status() || e.is_timeout() {
                 log::warn!("{peer}: closing connection: {e}");
             } else {
@@ -369,6 +376,20 @@ where
             }
         }
     }
+}
+
+/// The answer to a request whose header did not arrive in time.
+const TIMED_OUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.write(bytes).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => bytes = &bytes[n..],
+        }
+    }
+    Ok(())
 }
 
 /// Reads until the bytes diverge from the HTTP/2 preface or match all of it. `None`: the

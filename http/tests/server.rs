@@ -187,7 +187,7 @@ fn content_length_with_transfer_encoding_never_lets_a_request_be_smuggled() {
 }
 
 #[test]
-fn a_slow_header_is_cut_off_at_the_header_read_timeout() {
+fn a_slow_header_is_answered_408_at_the_header_read_timeout() {
     let server =
         support::start_with(|b| b.header_read_timeout(std::time::Duration::from_millis(300)));
     // Half a request, then nothing: the server closes (within the test's bound).
