@@ -198,3 +198,55 @@ fn a_slow_header_is_answered_408_at_the_header_read_timeout() {
     );
     assert_serving(server.addr);
 }
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn h2load_with_16_connections_of_100_streams_sees_no_error() {
+    if !peer("h2load") {
+        return;
+    }
+    let server = start();
+    let url = format!("http://{}/", server.addr);
+    let out = run("h2load", &["-c", "16", "-m", "100", "-n", "20000", &url]);
+    assert!(
+        out.contains(
+            "20000 total, 20000 started, 20000 done, 20000 succeeded, 0 failed, 0 errored"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("status codes: 20000 2xx"), "{out}");
+}
+
+#[test]
+fn a_thousand_concurrent_streams_on_one_connection_all_succeed() {
+    if !peer("h2load") {
+        return;
+    }
+    let server = support::start_with(|b| b.max_concurrent_streams(1000));
+    let url = format!("http://{}/", server.addr);
+    let out = run("h2load", &["-c", "1", "-m", "1000", "-n", "5000", &url]);
+    assert!(out.contains("5000 succeeded, 0 failed, 0 errored"), "{out}");
+}
+
+#[test]
+fn wrk_over_http1_sees_no_error_and_no_bad_status() {
+    if !peer("wrk") {
+        return;
+    }
+    let server = start();
+    let url = format!("http://{}/", server.addr);
+    let out = run("wrk", &["-t1", "-c16", "-d1s", &url]);
+    assert!(out.contains("requests in"), "{out}");
+    assert!(!out.contains("Socket errors"), "{out}");
+    assert!(!out.contains("Non-2xx"), "{out}");
+}

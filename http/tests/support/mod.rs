@@ -10,7 +10,9 @@ use sheave_proto::ServerHandle;
 use sheave_service::{Error, service_fn};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// The bound on every wait of a test.
 pub const WITHIN: Duration = Duration::from_secs(10);
@@ -19,6 +21,8 @@ pub const WITHIN: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
+    /// How many `/slow` requests the handler has begun.
+    pub slow_started: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -32,10 +36,20 @@ impl Drop for TestServer {
 }
 
 /// The handler of the tests: `/` says hello; `/echo` sends the body back; `/drop` drops the
-/// body unread; `/timeout`, `/overloaded` and `/fail` fail with those errors.
-async fn handler(req: http::Request<Body>) -> Result<http::Response<Full<Bytes>>, Error> {
+/// body unread; `/timeout`, `/overloaded` and `/fail` fail with those errors; `/slow` counts
+/// itself in `slow_started` and answers after 300 ms of work (server-side: the tests wait on
+/// the count, not on a clock).
+async fn handler(
+    req: http::Request<Body>,
+    slow_started: Arc<AtomicUsize>,
+) -> Result<http::Response<Full<Bytes>>, Error> {
     let path = req.uri().path().to_string();
     let text = match path.as_str() {
+        "/slow" => {
+            slow_started.fetch_add(1, Ordering::SeqCst);
+            sheave_core::time::sleep(Duration::from_millis(300)).await;
+            Bytes::from_static(b"slow done")
+        }
         "/echo" => req.into_body().collect().await?.to_bytes(),
         "/drop" => {
             drop(req);
@@ -56,13 +70,20 @@ pub fn start_with(
     + 'static,
 ) -> TestServer {
     let (tx, rx) = std::sync::mpsc::channel();
+    let slow_started = Arc::new(AtomicUsize::new(0));
+    let counter = slow_started.clone();
     let thread = std::thread::spawn(move || {
         Runtime::new().unwrap().block_on(async move {
             let builder = configure(Server::bind("127.0.0.1:0".parse().unwrap()));
             let server = builder.build().unwrap();
             tx.send((server.local_addr(), server.handle())).unwrap();
             server
-                .serve(|_peer: SocketAddr| async move { Ok::<_, Error>(service_fn(handler)) })
+                .serve(move |_peer: SocketAddr| {
+                    let counter = counter.clone();
+                    async move {
+                        Ok::<_, Error>(service_fn(move |req| handler(req, counter.clone())))
+                    }
+                })
                 .await
                 .unwrap();
         })
@@ -71,6 +92,7 @@ pub fn start_with(
     TestServer {
         addr,
         handle,
+        slow_started,
         thread: Some(thread),
     }
 }
@@ -127,4 +149,14 @@ pub fn assert_serving(addr: SocketAddr) {
     );
     assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
     assert!(reply.ends_with("hello, sheave"), "{reply}");
+}
+
+/// Waits (bounded) until the server has begun `n` `/slow` requests.
+#[track_caller]
+pub fn wait_slow_started(server: &TestServer, n: usize) {
+    let deadline = Instant::now() + WITHIN;
+    while server.slow_started.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "the slow request never began");
+        std::thread::yield_now();
+    }
 }
