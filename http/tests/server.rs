@@ -250,3 +250,69 @@ fn wrk_over_http1_sees_no_error_and_no_bad_status() {
     assert!(!out.contains("Socket errors"), "{out}");
     assert!(!out.contains("Non-2xx"), "{out}");
 }
+
+/// The resident set of this process (the test server runs in it), from `/proc/self/status`.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_client_that_pipelines_without_reading_is_held_back_with_bounded_memory() {
+    use std::io::Write;
+    let server = start();
+    let before = rss_bytes();
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    // The writes stall once the server stops reading (its responses are unread): the
+    // timeout is how the test sees that, not a wait.
+    conn.set_write_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let request = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";
+    let batch: Vec<u8> = request.repeat(1000);
+    let (mut written, total) = (0usize, 400 * batch.len()); // 400,000 requests, 11 MB
+    while written < total {
+        match conn.write(&batch) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        written < total,
+        "the server kept reading {written} bytes it could not answer"
+    );
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 64 * 1024 * 1024, "memory grew by {grown} bytes");
+    assert_serving(server.addr); // and everyone else is served
+}
+
+#[test]
+fn an_upload_to_a_handler_that_does_not_read_is_not_read_for_it() {
+    use std::io::Write;
+    // Hyper pulls the body only when the handler asks: a handler that does not read stops
+    // the reads from the socket, so the sender stalls (no background read-and-discard).
+    let server = support::start_with(|b| b.max_body(1 << 30));
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    conn.set_write_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    conn.write_all(b"POST /slow HTTP/1.1\r\nhost: t\r\ncontent-length: 1073741824\r\n\r\n")
+        .unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut written = 0usize;
+    while written < 1 << 30 {
+        match conn.write(&chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        written < 64 * 1024 * 1024,
+        "{written} bytes of an unread body were taken"
+    );
+    assert_serving(server.addr);
+}
