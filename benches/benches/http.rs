@@ -90,6 +90,9 @@ fn start_hyper() -> (SocketAddr, u64) {
     rx.recv().unwrap()
 }
 
+/// One case: drives a server at an address, or `None` if the tool failed.
+type Case<'a> = dyn Fn(SocketAddr) -> Option<Run> + 'a;
+
 struct Run {
     requests: f64,
     rate: f64,
@@ -181,7 +184,7 @@ fn main() {
         }
     }
     let servers = [("sheave", start_sheave()), ("hyper/tokio", start_hyper())];
-    let cases: [(&str, &dyn Fn(SocketAddr) -> Option<Run>); 3] = [
+    let cases: [(&str, &Case<'_>); 3] = [
         ("HTTP/1.1 wrk -t1 -c64", &|a| wrk(a, secs, false)),
         ("HTTP/1.1 pipelined 16", &|a| wrk(a, secs, true)),
         ("HTTP/2 h2load -c16 -m100", &h2load),
