@@ -13,6 +13,8 @@
 //! - [`client`]: HTTP/1.1 with a small keep-alive pool, or HTTP/2 multiplexed on one
 //!   connection; `ready()` waits for real capacity.
 //! - [`body`]: [`Body`] (incoming, pulled, size-limited) and a bounded [`body::channel`].
+//! - [`classify`]: the HTTP classifier and an idempotent-only retry policy.
+//! - [`layers`]: set/override/remove headers and rewrite `Host`, a request id, an access log.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -52,6 +54,7 @@
 pub mod body;
 pub mod classify;
 pub mod client;
+pub mod layers;
 pub mod rt;
 pub mod server;
 
