@@ -206,3 +206,21 @@ fn our_client_talks_to_nginx_over_http1_and_h2c() {
         });
     }
 }
+
+#[test]
+fn over_h2c_a_handler_that_drops_a_large_body_unread_still_answers_and_the_connection_lives() {
+    let server = start();
+    both_versions(server.addr, |client| {
+        Box::pin(async move {
+            // Just under the default 4 MiB body limit, never read by `/drop`: HTTP/2 resets
+            // the stream's upload after the answer, HTTP/1.1 closes that connection.
+            let big = Bytes::from(vec![b'x'; 4 * 1024 * 1024 - 1]);
+            let req = http::Request::post("/drop").body(Full::new(big)).unwrap();
+            let response = client.oneshot(req).await.expect("an answer");
+            assert_eq!(response.status(), 200);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "dropped");
+            assert_eq!(get(&client, "/").await, (200, Bytes::from("hello, sheave")));
+        })
+    });
+}
