@@ -329,3 +329,30 @@ fn a_readiness_error_is_503_with_retry_after_and_the_connection_goes_on() {
     handle.shutdown();
     thread.join().unwrap();
 }
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_at_the_timeout_without_a_408() {
+    use std::io::{Read, Write};
+    let server =
+        support::start_with(|b| b.header_read_timeout(std::time::Duration::from_millis(300)));
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    conn.set_read_timeout(Some(support::WITHIN)).unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    // The answer, then (once idle past the timeout) the close: read to the end.
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no close: {e}"),
+        }
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    assert!(
+        got.ends_with("hello, sheave"),
+        "nothing after the answer: {got}"
+    );
+}
