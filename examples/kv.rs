@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example kv                     # prints "listening on 127.0.0.1:PORT"
 //! redis-cli -p PORT                                    # then: SET k v, GET k, INCR n, ...
-//! redis-benchmark -p PORT -t ping,set,get -n 100000 -P 16 -q
+//! redis-benchmark -p PORT -t ping,set,get,incr,mset -n 100000 -P 16 -q
 //! ```
 //!
 //! `SIGTERM` or Ctrl-C drains it: it stops accepting, answers every request it has read,
@@ -15,8 +15,11 @@
 //!
 //! It is the whole stack in a few lines: [`Server`] (listeners, limits, shutdown) + the
 //! pipelined dispatcher + `RespCodec` + a `Service<Frame>` (`support/kv.rs`) over one store
-//! shared by every thread. Commands: PING, ECHO, GET, SET (EX/PX), DEL, EXISTS, INCR, MGET,
-//! DBSIZE, FLUSHALL, and the COMMAND/CONFIG replies the redis tools ask for.
+//! shared by every thread. It speaks RESP2 and RESP3 (`HELLO 3`), and enough of redis for
+//! redis-py and ioredis at their default settings: the handshake (HELLO, INFO, CLIENT,
+//! SELECT, COMMAND), the string and key commands (GET, SET with its options, INCR and kin,
+//! APPEND, MGET, MSET, EXPIRE, TTL, KEYS, SCAN, ...) and MULTI/EXEC transactions; the list is
+//! in `support/kv.rs`.
 
 mod support;
 
@@ -78,6 +81,7 @@ fn main() {
         }
         let server = builder.build().expect("bind");
         println!("listening on {}", server.local_addr());
+        kv.set_port(server.local_addr().port());
         let served = server
             .serve(move |_peer: SocketAddr| {
                 let kv = kv.clone();

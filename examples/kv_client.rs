@@ -8,10 +8,12 @@
 //!
 //! It uses `sheave_proto::resp::Client`: a pipelined client `Service` over one connection with
 //! `get`/`set`/`incr`/... helpers. Concurrent calls share the connection and go out batched.
+//! It opens with `HELLO 3` (RESP3, naming the connection `kv_client`), and falls back to RESP2
+//! on a server that refuses it.
 
 use futures::future::join_all;
 use sheave::Runtime;
-use sheave_proto::resp::Client;
+use sheave_proto::resp::{Client, Hello};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -23,7 +25,9 @@ fn main() {
         .expect("an address like 127.0.0.1:6380");
     let rt = Runtime::new().expect("runtime");
     let result = rt.block_on(async {
-        let redis = Client::connect(addr).await?;
+        let hello = Hello::new().name("kv_client");
+        let redis = Client::connect_hello(addr, Default::default(), hello).await?;
+        println!("protocol -> {:?}", redis.protocol());
         println!("PING -> {}", redis.ping().await?);
         redis.set("sheave:greeting", "hello").await?;
         let got = redis.get("sheave:greeting").await?;

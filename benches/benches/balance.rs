@@ -169,6 +169,7 @@ fn sheave_load() -> LoadResult {
                     decay: Duration::from_secs(10),
                     default_rtt: Duration::from_millis(1),
                     failure_penalty: Duration::from_secs(1),
+                    ..PeakEwma::default()
                 })
                 .build(discover::fixed((0..ENDPOINTS).map(|i| (i, i))), connect),
         );

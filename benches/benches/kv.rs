@@ -5,8 +5,9 @@
 //! ```
 //!
 //! What is measured: `redis-benchmark -t ping,set,get -n 200000 -c 50 -q --csv` at `-P 1` and
-//! `-P 16` (so PING_INLINE, PING_MBULK, SET and GET: 800,000 requests per run) against three
-//! servers, each a child process on one thread, interleaved round by round:
+//! `-P 16` (so PING_INLINE, PING_MBULK, SET and GET: 800,000 requests per run), then `-t incr`
+//! and `-t mset` (10 keys a request) the same way, each its own rows, against three servers,
+//! each a child process on one thread, interleaved round by round:
 //!
 //! - **sheave**: `examples/kv.rs`'s stack — `Server` + the pipelined dispatcher + `RespCodec`
 //!   + `KvService` (the same module, `examples/support/kv.rs`);
@@ -15,7 +16,7 @@
 //!   `current_thread` runtime (the strongest simple tokio server for this workload);
 //! - **redis**: a real `redis-server --save '' --appendonly no`.
 //!
-//! Reported per server and pipeline depth: requests per second (the mean of the four tests'
+//! Reported per test group, server and pipeline depth: requests per second (the mean of the group's tests'
 //! rates, then the median over rounds; sheave ÷ peer above 1 means sheave is faster) and the server's CPU time per request (user + system
 //! from `/proc/<pid>/stat`, 10 ms ticks, over all of its requests; sheave ÷ peer below 1
 //! means sheave spends less).
@@ -45,6 +46,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
 const REQUESTS: u32 = 200_000;
+/// The `redis-benchmark -t` groups, each its own rows, and how many tests each runs
+/// (`ping` is two: inline and multi-bulk). `mset` sets 10 keys per request.
+const WORKLOADS: [(&str, usize); 3] = [("ping,set,get", 4), ("incr", 1), ("mset", 1)];
 const CLIENTS: u32 = 50;
 
 fn main() {
@@ -77,52 +81,60 @@ fn main() {
         .unwrap_or(3);
     let servers = ["sheave", "tokio", "redis"];
     let depths = [1u32, 16];
-    // results[server * depths + depth] = (rates per round, CPU ticks, requests)
+    // results[(workload * servers + server) * depths + depth] = (rates per round, CPU ticks,
+    // requests)
+    let cell = |w: usize, s: usize, d: usize| (w * servers.len() + s) * depths.len() + d;
     let mut results: Vec<(Vec<f64>, u64, u64)> =
-        vec![(Vec::new(), 0, 0); servers.len() * depths.len()];
+        vec![(Vec::new(), 0, 0); WORKLOADS.len() * servers.len() * depths.len()];
     for round in 0..rounds {
         for (d, &depth) in depths.iter().enumerate() {
             for (s, &server) in servers.iter().enumerate() {
                 let mut child = start(server);
-                let before = cpu_ticks(child.pid);
-                let (rate, requests) = benchmark(child.addr, depth);
-                let ticks = cpu_ticks(child.pid) - before;
+                for (w, &(tests, count)) in WORKLOADS.iter().enumerate() {
+                    let before = cpu_ticks(child.pid);
+                    let (rate, requests) = benchmark(child.addr, tests, count, depth);
+                    let ticks = cpu_ticks(child.pid) - before;
+                    eprintln!(
+                        "round {round} {tests} -P {depth} {server}: {rate:.0} req/s, {:.2} µs CPU/req",
+                        ticks as f64 * 10_000.0 / requests as f64
+                    );
+                    let entry = &mut results[cell(w, s, d)];
+                    entry.0.push(rate);
+                    entry.1 += ticks;
+                    entry.2 += requests;
+                }
                 child.stop();
-                eprintln!(
-                    "round {round} -P {depth} {server}: {rate:.0} req/s, {:.2} µs CPU/req",
-                    ticks as f64 * 10_000.0 / requests as f64
-                );
-                let entry = &mut results[s * depths.len() + d];
-                entry.0.push(rate);
-                entry.1 += ticks;
-                entry.2 += requests;
             }
         }
     }
     let mut rows = Vec::new();
-    for (d, depth) in depths.iter().enumerate() {
-        let base = &results[d];
-        let base_rate = median(&base.0);
-        let base_cpu = base.1 as f64 / base.2 as f64;
-        for (s, server) in servers.iter().enumerate() {
-            let r = &results[s * depths.len() + d];
-            let rate = median(&r.0);
-            let cpu = r.1 as f64 / r.2 as f64;
-            rows.push(vec![
-                format!("-P {depth}"),
-                server.to_string(),
-                format!("{:.0}k", rate / 1e3),
-                format!("{:.2}", base_rate / rate),
-                format!("{:.2} µs", cpu * 10_000.0),
-                format!("{:.2}", base_cpu / cpu),
-            ]);
+    for (w, &(tests, _)) in WORKLOADS.iter().enumerate() {
+        for (d, depth) in depths.iter().enumerate() {
+            let base = &results[cell(w, 0, d)];
+            let base_rate = median(&base.0);
+            let base_cpu = base.1 as f64 / base.2 as f64;
+            for (s, server) in servers.iter().enumerate() {
+                let r = &results[cell(w, s, d)];
+                let rate = median(&r.0);
+                let cpu = r.1 as f64 / r.2 as f64;
+                rows.push(vec![
+                    tests.to_string(),
+                    format!("-P {depth}"),
+                    server.to_string(),
+                    format!("{:.0}k", rate / 1e3),
+                    format!("{:.2}", base_rate / rate),
+                    format!("{:.2} µs", cpu * 10_000.0),
+                    format!("{:.2}", base_cpu / cpu),
+                ]);
+            }
         }
     }
     println!(
-        "\nredis-benchmark -t ping,set,get -n {REQUESTS} -c {CLIENTS}, {rounds} rounds, one server thread"
+        "\nredis-benchmark -t <tests> -n {REQUESTS} -c {CLIENTS}, {rounds} rounds, one server thread"
     );
     print_table(
         &[
+            "tests",
             "pipeline",
             "server",
             "req/s",
@@ -209,11 +221,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// Runs redis-benchmark; returns the mean rate of its tests and how many requests it sent.
-fn benchmark(addr: SocketAddr, depth: u32) -> (f64, u64) {
+/// Runs redis-benchmark's `tests` (`count` of them); returns the mean rate of its tests and
+/// how many requests it sent.
+fn benchmark(addr: SocketAddr, tests: &str, count: usize, depth: u32) -> (f64, u64) {
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
-        .args(["-t", "ping,set,get", "-q", "--csv"])
+        .args(["-t", tests, "-q", "--csv"])
         .args(["-n", &REQUESTS.to_string(), "-c", &CLIENTS.to_string()])
         .args(["-P", &depth.to_string()])
         .output()
@@ -225,7 +238,7 @@ fn benchmark(addr: SocketAddr, depth: u32) -> (f64, u64) {
         .filter(|l| !l.starts_with("\"test\""))
         .filter_map(|l| l.split(',').nth(1)?.trim_matches('"').parse().ok())
         .collect();
-    assert_eq!(rates.len(), 4, "unexpected output: {text}");
+    assert_eq!(rates.len(), count, "unexpected output: {text}");
     let mean = rates.iter().sum::<f64>() / rates.len() as f64;
     (mean, u64::from(REQUESTS) * rates.len() as u64)
 }

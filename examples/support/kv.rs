@@ -1,10 +1,30 @@
-//! An in-memory key-value store that speaks the redis commands `redis-cli` and
-//! `redis-benchmark` use: PING, ECHO, GET, SET (EX/PX), DEL, EXISTS, INCR, MGET, DBSIZE,
-//! FLUSHALL, and the COMMAND/CONFIG replies the tools ask for at start-up.
+//! An in-memory key-value store that speaks enough of redis for `redis-cli`,
+//! `redis-benchmark` and the client libraries (redis-py, ioredis) at their default settings.
+//!
+//! - The handshake: `HELLO [2|3] [AUTH user pass] [SETNAME name]` (RESP3 replies follow;
+//!   no password is configured, so the `default` user gets in with any, as with `AUTH`;
+//!   the codec downgrades them for a RESP2 connection), `INFO [section]`,
+//!   `CLIENT SETINFO|SETNAME|GETNAME|ID|INFO`, `SELECT 0`, `COMMAND [COUNT|INFO|DOCS|LIST]`,
+//!   `CONFIG GET`, `QUIT`, `RESET`, `ECHO`, `PING [msg]`.
+//! - Strings: `GET`, `SET [NX|XX] [GET] [EX|PX|EXAT|PXAT|KEEPTTL]`, `SETNX`, `GETDEL`,
+//!   `GETEX`, `APPEND`, `STRLEN`, `INCR`, `INCRBY`, `DECR`, `DECRBY`, `INCRBYFLOAT`, `MGET`,
+//!   `MSET`, `MSETNX`.
+//! - Keys: `DEL`, `UNLINK`, `EXISTS`, `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`, `TTL`,
+//!   `PTTL`, `PERSIST`, `TYPE`, `KEYS`, `SCAN`, `DBSIZE`, `FLUSHALL`, `FLUSHDB`.
+//! - Transactions: `MULTI`/`EXEC`/`DISCARD`, queued per connection; `EXEC` holds every shard's
+//!   lock while it runs, so a transaction is atomic with respect to every other connection
+//!   and thread (as are `MSET` and `MSETNX`). `WATCH` is refused with an error that says so,
+//!   and so is `HELLO` inside a transaction. `QUIT` closes the connection after its `+OK`
+//!   (the codec does that).
+//!
+//! Errors are worded as redis words them (clients match on the text). Every value is a
+//! string, so `WRONGTYPE` never arises. Keys expire lazily, when touched (`DBSIZE` and
+//! `INFO keyspace` count expired keys not yet touched).
 //!
 //! [`Kv`] is the shared store (16 shards behind mutexes, so every thread of a server sees the
-//! same keys); [`KvService`] is the `Service<Frame>` a connection talks to. The examples and
-//! the integration tests build their servers from these.
+//! same keys); [`KvService`] is the `Service<Frame>` one connection talks to (it holds that
+//! connection's state: its transaction, name, protocol). The examples and the integration
+//! tests build their servers from these.
 //!
 //! The hot path allocates nothing of its own for a GET (the reply shares the stored value)
 //! and, for a SET, only the stored copies of the value and of a new key: commands are matched
@@ -15,76 +35,33 @@
 
 #![allow(dead_code)] // each user of this module uses a different part of it
 
+#[path = "kv/commands.rs"]
+mod commands;
+#[path = "kv/connection.rs"]
+mod connection;
+#[path = "kv/hash.rs"]
+mod hash;
+#[path = "kv/keys.rs"]
+mod keys;
+
 // Through the member crates rather than the `sheave` facade, so that the benches (which do
 // not depend on the facade) can include this module too.
 use bytes::Bytes;
+pub use hash::FxBuildHasher;
 use sheave_proto::resp::Frame;
 use sheave_service::{Error, Service, TryReady};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 const SHARDS: usize = 16;
-
-/// FxHash (the rustc hasher): a rotate, a xor and a multiply per 8 bytes, then a final rotate
-/// that brings the well-mixed high bits of the product down to the low bits hash tables use.
-#[derive(Clone, Copy, Default)]
-pub struct FxBuildHasher;
-
-#[derive(Default)]
-pub struct FxHasher {
-    hash: u64,
-}
-
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(last));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, n: u8) {
-        self.add(n.into());
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.hash.rotate_left(26)
-    }
-}
-
-impl BuildHasher for FxBuildHasher {
-    type Hasher = FxHasher;
-
-    #[inline]
-    fn build_hasher(&self) -> FxHasher {
-        FxHasher::default()
-    }
-}
+/// The most one transaction may queue: commands, their elements in all, and their bytes.
+const MAX_QUEUED: usize = 64 * 1024;
+const MAX_QUEUED_ELEMENTS: usize = 1024 * 1024;
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 type Map = HashMap<Bytes, Entry, FxBuildHasher>;
 
@@ -99,10 +76,39 @@ impl Entry {
     }
 }
 
+/// Where a key lives: its shard, and its place in `SCAN` order within the shard.
+#[inline]
+fn locate(key: &[u8]) -> (usize, u64) {
+    let h = FxBuildHasher.hash_one(key);
+    // Bits the maps do not use (they index buckets by the low bits and tag entries with the
+    // top 7), so the keys of one shard still spread over all of its buckets.
+    ((h >> 40) as usize % SHARDS, h & keys::ORDER_MASK)
+}
+
+struct Shared {
+    shards: [Mutex<Map>; SHARDS],
+    port: AtomicU16,
+    next_client: AtomicU64,
+    clients: AtomicUsize,
+    started: Instant,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            shards: Default::default(),
+            port: AtomicU16::new(0),
+            next_client: AtomicU64::new(1),
+            clients: AtomicUsize::new(0),
+            started: Instant::now(),
+        }
+    }
+}
+
 /// The store: cheap to clone (an `Arc`), shared by every connection and thread.
 #[derive(Clone, Default)]
 pub struct Kv {
-    shards: Arc<[Mutex<Map>; SHARDS]>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Kv {
@@ -116,25 +122,27 @@ impl Kv {
         Kv::default()
     }
 
-    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Map> {
-        // Bits the maps do not use (they index buckets by the low bits and tag entries with
-        // the top 7), so the keys of one shard still spread over all of its buckets.
-        let h = FxBuildHasher.hash_one(key);
-        self.shards[(h >> 40) as usize % SHARDS]
+    /// Sets the port `INFO server` reports as `tcp_port`.
+    pub fn set_port(&self, port: u16) {
+        self.shared.port.store(port, Ordering::Relaxed);
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Map> {
+        self.shared.shards[shard]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
     /// How many keys are stored (expired ones included until touched).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        (0..SHARDS).map(|i| self.lock(i).len()).sum()
     }
 
+    /// The live value of `key`; removes it if it has expired. (What `Db::get` does, written
+    /// out for the hot path.)
+    #[inline]
     pub fn get(&self, key: &[u8], now: Instant) -> Option<Bytes> {
-        let mut shard = self.shard(key);
+        let mut shard = self.lock(locate(key).0);
         match shard.get(key) {
             Some(e) if e.live(now) => Some(e.value.clone()),
             Some(_) => {
@@ -145,16 +153,11 @@ impl Kv {
         }
     }
 
-    pub fn set(&self, key: Bytes, value: Bytes, expires: Option<Instant>) {
-        self.shard(&key).insert(key, Entry { value, expires });
-    }
-
-    /// Stores copies of `key` and `value` (the key only if it is new). A request's `Bytes`
-    /// are views into the connection's read buffer: stored as they are, they would keep the
-    /// whole buffer alive for as long as any key or value read from it lives.
+    /// Stores copies of `key` and `value` (see `Db::set_copy`), for the hot path.
+    #[inline]
     pub fn set_copy(&self, key: &[u8], value: &[u8], expires: Option<Instant>) {
         let value = Bytes::copy_from_slice(value);
-        let mut shard = self.shard(key);
+        let mut shard = self.lock(locate(key).0);
         match shard.get_mut(key) {
             Some(entry) => *entry = Entry { value, expires },
             None => {
@@ -163,53 +166,135 @@ impl Kv {
         }
     }
 
-    pub fn del(&self, key: &[u8]) -> bool {
-        self.shard(key).remove(key).is_some()
+    pub fn set(&self, key: Bytes, value: Bytes, expires: Option<Instant>) {
+        Db::one(self).with(&key.clone(), |m| m.insert(key, Entry { value, expires }));
     }
 
-    pub fn incr(&self, key: &Bytes, now: Instant) -> Result<i64, &'static str> {
-        let mut shard = self.shard(key);
-        let current = match shard.get(key) {
-            Some(e) if e.live(now) => std::str::from_utf8(&e.value)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-                .ok_or("ERR value is not an integer or out of range")?,
-            _ => 0,
-        };
-        let next = current
-            .checked_add(1)
-            .ok_or("ERR increment or decrement would overflow")?;
-        let expires = shard
-            .get(key)
-            .filter(|e| e.live(now))
-            .and_then(|e| e.expires);
-        let value = Bytes::from(next.to_string());
-        match shard.get_mut(&key[..]) {
-            Some(entry) => *entry = Entry { value, expires },
-            None => {
-                shard.insert(Bytes::copy_from_slice(key), Entry { value, expires });
-            }
-        }
-        Ok(next)
+    pub fn del(&self, key: &[u8]) -> bool {
+        Db::one(self).with(key, |m| m.remove(key).is_some())
     }
 
     pub fn flush(&self) {
-        for s in self.shards.iter() {
-            s.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        for i in 0..SHARDS {
+            self.lock(i).clear();
         }
     }
 }
 
+/// The store as one command sees it: either each shard locked for the one operation that
+/// needs it, or every shard locked at once (in index order, so two such views never
+/// deadlock) for a transaction or a multi-key write.
+pub struct Db<'a> {
+    kv: &'a Kv,
+    /// Every shard's guard, or none.
+    held: Vec<MutexGuard<'a, Map>>,
+}
+
+impl<'a> Db<'a> {
+    /// Locks shards one operation at a time.
+    #[inline]
+    fn one(kv: &'a Kv) -> Self {
+        Db {
+            kv,
+            held: Vec::new(),
+        }
+    }
+
+    /// Locks every shard, until dropped.
+    fn all(kv: &'a Kv) -> Self {
+        Db {
+            kv,
+            held: (0..SHARDS).map(|i| kv.lock(i)).collect(),
+        }
+    }
+
+    fn holds_all(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Runs `f` on the shard of `key`.
+    #[inline]
+    fn with<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Map) -> R) -> R {
+        self.shard(locate(key).0, f)
+    }
+
+    #[inline]
+    fn shard<R>(&mut self, i: usize, f: impl FnOnce(&mut Map) -> R) -> R {
+        if self.held.is_empty() {
+            f(&mut self.kv.lock(i))
+        } else {
+            f(&mut self.held[i])
+        }
+    }
+
+    /// The live value of `key`; removes it if it has expired.
+    #[inline]
+    fn get(&mut self, key: &[u8], now: Instant) -> Option<Bytes> {
+        self.with(key, |m| match m.get(key) {
+            Some(e) if e.live(now) => Some(e.value.clone()),
+            Some(_) => {
+                m.remove(key);
+                None
+            }
+            None => None,
+        })
+    }
+
+    /// Stores copies of `key` and `value` (the key only if it is new). A request's `Bytes`
+    /// are views into the connection's read buffer: stored as they are, they would keep the
+    /// whole buffer alive for as long as any key or value read from it lives.
+    #[inline]
+    fn set_copy(&mut self, key: &[u8], value: &[u8], expires: Option<Instant>) {
+        let value = Bytes::copy_from_slice(value);
+        self.with(key, |m| match m.get_mut(key) {
+            Some(entry) => *entry = Entry { value, expires },
+            None => {
+                m.insert(Bytes::copy_from_slice(key), Entry { value, expires });
+            }
+        })
+    }
+}
+
+/// One connection's state.
+#[derive(Debug, Default)]
+struct Conn {
+    id: u64,
+    name: Option<Bytes>,
+    lib_name: Option<Bytes>,
+    lib_ver: Option<Bytes>,
+    /// 2 or 3: what the last successful `HELLO` asked for.
+    protocol: u8,
+    /// The commands of an open `MULTI`, and whether one was refused (`EXEC` then aborts).
+    queued: Vec<Frame>,
+    /// The elements and bytes of `queued`, bounded like its length.
+    queued_elements: usize,
+    queued_bytes: usize,
+    failed: bool,
+}
+
 /// One connection's view of the store: a `Service<Frame>` that is always ready and answers
-/// every command at once (its future completes on the first poll).
-#[derive(Debug, Clone)]
+/// every command at once (its future completes on the first poll). Make one per connection:
+/// it holds that connection's transaction, name and protocol (a clone is a new connection).
+#[derive(Debug)]
 pub struct KvService {
     kv: Kv,
+    in_multi: Cell<bool>,
+    conn: RefCell<Conn>,
 }
 
 impl KvService {
     pub fn new(kv: Kv) -> Self {
-        KvService { kv }
+        let id = kv.shared.next_client.fetch_add(1, Ordering::Relaxed);
+        kv.shared.clients.fetch_add(1, Ordering::Relaxed);
+        KvService {
+            kv,
+            in_multi: Cell::new(false),
+            conn: RefCell::new(Conn {
+                id,
+                protocol: 2,
+                ..Conn::default()
+            }),
+        }
     }
 
     /// Executes one command at the runtime thread's cached time.
@@ -231,98 +316,189 @@ impl KvService {
         let Some(name) = args.first().map(text) else {
             return Frame::error("ERR empty command");
         };
-        let arg = |i: usize| text(&args[i]);
+        // GET and SET without options, outside a transaction, first: matched on the name
+        // upper-cased into a stack buffer, byte by byte (a memcpy call costs more than the
+        // copy), straight on the store.
         let n = args.len();
-        let wrong_args = || {
-            Frame::error(format!(
-                "ERR wrong number of arguments for '{}' command",
-                String::from_utf8_lossy(name).to_lowercase()
-            ))
-        };
-        // Upper-cased into a stack buffer (no command name is longer than 8 bytes), byte by
-        // byte: a memcpy call costs more than the copy.
-        let mut buf = [0u8; 8];
-        let upper: &[u8] = if name.len() <= buf.len() {
+        let mut buf = [0u8; 3];
+        if name.len() == 3 && (n == 2 || n == 3) && !self.in_multi.get() {
             for (u, b) in buf.iter_mut().zip(name.iter()) {
                 *u = b.to_ascii_uppercase();
             }
-            &buf[..name.len()]
-        } else {
-            b"" // no such command
-        };
-        match upper {
-            b"GET" if n == 2 => match self.kv.get(arg(1), now) {
-                Some(v) => Frame::Bulk(v),
-                None => Frame::Null,
-            },
-            b"SET" if n >= 3 => self.set(args, now),
-            b"PING" => match n {
-                1 => Frame::Simple(Bytes::from_static(b"PONG")),
-                2 => Frame::Bulk(arg(1).clone()),
-                _ => wrong_args(),
-            },
-            b"ECHO" if n == 2 => Frame::Bulk(arg(1).clone()),
-            b"DEL" if n >= 2 => {
-                Frame::Integer((1..n).filter(|&i| self.kv.del(arg(i))).count() as i64)
+            match (&buf, n) {
+                (b"GET", 2) => {
+                    // A `match`, not `map_or`: that would build and drop a `Frame::Null`.
+                    return match self.kv.get(text(&args[1]), now) {
+                        Some(value) => Frame::Bulk(value),
+                        None => Frame::Null,
+                    };
+                }
+                (b"SET", 3) => {
+                    self.kv.set_copy(text(&args[1]), text(&args[2]), None);
+                    return Frame::ok();
+                }
+                _ => {}
             }
-            b"EXISTS" if n >= 2 => Frame::Integer(
-                (1..n)
-                    .filter(|&i| self.kv.get(arg(i), now).is_some())
-                    .count() as i64,
-            ),
-            b"INCR" if n == 2 => match self.kv.incr(arg(1), now) {
-                Ok(v) => Frame::Integer(v),
-                Err(msg) => Frame::error(msg),
-            },
-            b"MGET" if n >= 2 => Frame::Array(
-                (1..n)
-                    .map(|i| self.kv.get(arg(i), now).map_or(Frame::Null, Frame::Bulk))
-                    .collect(),
-            ),
-            b"DBSIZE" => Frame::Integer(self.kv.len() as i64),
-            b"FLUSHALL" | b"FLUSHDB" => {
-                self.kv.flush();
+        }
+        self.execute_other(args, now)
+    }
+
+    /// Every other command, and every command of a transaction.
+    #[inline(never)]
+    fn execute_other(&self, args: &[Frame], now: Instant) -> Frame {
+        let mut buf = [0u8; 16];
+        let name = upper(text(&args[0]), &mut buf);
+        if self.in_multi.get() {
+            return self.in_transaction(name, args, now);
+        }
+        self.run(name, args, &mut Db::one(&self.kv), now)
+    }
+
+    /// Runs one command against `db`.
+    fn run(&self, name: &[u8], args: &[Frame], db: &mut Db<'_>, now: Instant) -> Frame {
+        if let Err(refusal) = connection::check(name, args) {
+            return refusal;
+        }
+        match name {
+            b"MULTI" => {
+                self.in_multi.set(true);
                 Frame::ok()
             }
-            // redis-cli asks for command docs at start-up; an empty list is a valid answer.
-            b"COMMAND" => Frame::Array(Vec::new()),
-            // redis-benchmark reads `save` and `appendonly`: answer as a server without them.
-            b"CONFIG" if n >= 3 && arg(1).eq_ignore_ascii_case(b"GET") => {
-                Frame::Array(vec![Frame::Bulk(arg(2).clone()), Frame::Bulk(Bytes::new())])
+            b"EXEC" => Frame::error("ERR EXEC without MULTI"),
+            b"DISCARD" => Frame::error("ERR DISCARD without MULTI"),
+            b"WATCH" => Frame::error(
+                "ERR WATCH is not supported by this server: its transactions are applied \
+                 atomically, without optimistic locking",
+            ),
+            b"UNWATCH" => Frame::ok(),
+            b"RESET" => {
+                self.reset();
+                Frame::Simple(Bytes::from_static(b"RESET"))
             }
-            b"ECHO" | b"GET" | b"SET" | b"DEL" | b"EXISTS" | b"INCR" | b"MGET" | b"CONFIG" => {
-                wrong_args()
+            b"MSET" | b"MSETNX" if !db.holds_all() => {
+                commands::run(name, args, &mut Db::all(&self.kv), now)
             }
-            _ => Frame::error(format!(
-                "ERR unknown command '{}'",
-                String::from_utf8_lossy(name)
-            )),
+            _ => match connection::run(self, name, args, db) {
+                Some(reply) => reply,
+                None => commands::run(name, args, db, now),
+            },
         }
     }
 
-    /// `SET key value [EX seconds | PX milliseconds]...`; `args` are all strings.
-    fn set(&self, args: &[Frame], now: Instant) -> Frame {
-        let mut expires = None;
-        let mut options = args[3..].chunks(2);
-        for option in &mut options {
-            let unit = match text(&option[0]) {
-                o if o.eq_ignore_ascii_case(b"EX") => Duration::from_secs,
-                o if o.eq_ignore_ascii_case(b"PX") => Duration::from_millis,
-                _ => return Frame::error("ERR syntax error"),
-            };
-            let Some(n) = option
-                .get(1)
-                .and_then(|n| std::str::from_utf8(text(n)).ok())
-                .and_then(|n| n.parse::<u64>().ok())
-                .filter(|&n| n > 0)
-            else {
-                return Frame::error("ERR invalid expire time in 'set' command");
-            };
-            expires = Some(now + unit(n));
+    /// A command between `MULTI` and `EXEC`: queued if it is one we know with a valid number
+    /// of arguments, else refused (and `EXEC` then aborts), as redis does.
+    fn in_transaction(&self, name: &[u8], args: &[Frame], now: Instant) -> Frame {
+        match name {
+            b"EXEC" => return self.exec(now),
+            b"DISCARD" => {
+                self.discard();
+                return Frame::ok();
+            }
+            b"MULTI" => return Frame::error("ERR MULTI calls can not be nested"),
+            b"WATCH" => return Frame::error("ERR WATCH inside MULTI is not allowed"),
+            // Its reply (`QUEUED`) would switch the codec's protocol at once, and the
+            // connection's state only at EXEC: refused, and the transaction with it.
+            b"HELLO" => {
+                self.conn.borrow_mut().failed = true;
+                return Frame::error("ERR HELLO inside MULTI is not allowed by this server");
+            }
+            b"RESET" | b"QUIT" => return self.run(name, args, &mut Db::one(&self.kv), now),
+            _ => {}
         }
-        self.kv.set_copy(text(&args[1]), text(&args[2]), expires);
-        Frame::ok()
+        let mut conn = self.conn.borrow_mut();
+        if let Err(refusal) = connection::check(name, args) {
+            conn.failed = true;
+            return refusal;
+        }
+        let bytes: usize = args.iter().map(|a| text(a).len()).sum();
+        if conn.queued.len() >= MAX_QUEUED
+            || conn.queued_elements + args.len() > MAX_QUEUED_ELEMENTS
+            || conn.queued_bytes + bytes > MAX_QUEUED_BYTES
+        {
+            conn.failed = true;
+            return Frame::error(format!(
+                "ERR a transaction may queue at most {MAX_QUEUED} commands, \
+                 {MAX_QUEUED_ELEMENTS} elements and {MAX_QUEUED_BYTES} bytes"
+            ));
+        }
+        conn.queued_elements += args.len();
+        conn.queued_bytes += bytes;
+        conn.queued.push(Frame::Array(args.to_vec()));
+        Frame::Simple(Bytes::from_static(b"QUEUED"))
     }
+
+    /// Runs the queued commands with every shard locked.
+    fn exec(&self, now: Instant) -> Frame {
+        let (queued, failed) = {
+            let mut conn = self.conn.borrow_mut();
+            conn.queued_elements = 0;
+            conn.queued_bytes = 0;
+            (
+                std::mem::take(&mut conn.queued),
+                std::mem::take(&mut conn.failed),
+            )
+        };
+        self.in_multi.set(false);
+        if failed {
+            return Frame::error("EXECABORT Transaction discarded because of previous errors.");
+        }
+        let mut db = Db::all(&self.kv);
+        let replies = queued
+            .iter()
+            .map(|cmd| {
+                let Frame::Array(args) = cmd else {
+                    unreachable!("queued as arrays")
+                };
+                let mut buf = [0u8; 16];
+                let name = upper(text(&args[0]), &mut buf);
+                self.run(name, args, &mut db, now)
+            })
+            .collect();
+        Frame::Array(replies)
+    }
+
+    fn discard(&self) {
+        let mut conn = self.conn.borrow_mut();
+        conn.queued = Vec::new();
+        conn.queued_elements = 0;
+        conn.queued_bytes = 0;
+        conn.failed = false;
+        self.in_multi.set(false);
+    }
+
+    /// `RESET`: no transaction, no name, RESP2 (the codec switches back by itself).
+    fn reset(&self) {
+        self.discard();
+        let mut conn = self.conn.borrow_mut();
+        conn.name = None;
+        conn.protocol = 2;
+    }
+}
+
+impl Clone for KvService {
+    /// A new connection to the same store.
+    fn clone(&self) -> Self {
+        KvService::new(self.kv.clone())
+    }
+}
+
+impl Drop for KvService {
+    fn drop(&mut self) {
+        self.kv.shared.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `name` upper-cased into `buf`, byte by byte (a memcpy call costs more than the copy); the
+/// empty name, which no command has, when it is longer than any command's.
+#[inline]
+fn upper<'b>(name: &[u8], buf: &'b mut [u8; 16]) -> &'b [u8] {
+    if name.len() > buf.len() {
+        return b"";
+    }
+    for (u, b) in buf.iter_mut().zip(name.iter()) {
+        *u = b.to_ascii_uppercase();
+    }
+    &buf[..name.len()]
 }
 
 /// The bytes of a string element (the caller checked that it is one).
@@ -347,6 +523,22 @@ impl Service<Frame> for KvService {
     }
 
     async fn call(&self, (): (), cmd: Frame) -> Result<Frame, Error> {
-        Ok(self.execute(&cmd))
+        let reply = self.execute(&cmd);
+        drop_command(cmd);
+        Ok(reply)
+    }
+}
+
+/// Drops a request, its bulk strings without a call each into `Frame`'s drop glue (which,
+/// with RESP3's nested types, is no longer inlined into the loop over an array's elements).
+#[inline]
+fn drop_command(cmd: Frame) {
+    if let Frame::Array(items) = cmd {
+        for item in items {
+            match item {
+                Frame::Bulk(bytes) => drop(bytes),
+                other => drop(other),
+            }
+        }
     }
 }

@@ -51,6 +51,10 @@
 //! | [`balance`] | [`Balance`] | p2c (pending, peak-EWMA) or round robin; ejection; reconnect; never stalls |
 //! | [`hedge`] | [`Hedge`] / [`HedgeLayer`] | a backup after the p-th percentile; first *success* wins; budgeted |
 //! | [`breaker`] | [`CircuitBreaker`] / [`CircuitBreakerLayer`] | fails fast while a service keeps failing; one probe |
+//! | [`fault`] | [`Fault`](fault::Fault) / [`FaultLayer`](fault::FaultLayer) | delays or aborts a seeded share of requests, to test what a stack does when things go wrong |
+//!
+//! Writing your own: [`recipe`] — forward `try_ready` and `in_flight`, keep the permit's
+//! meaning, count a cancelled call, follow the readiness rule.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -60,10 +64,12 @@ pub mod balance;
 pub mod breaker;
 mod builder;
 pub mod discover;
+pub mod fault;
 mod future;
 pub mod hedge;
 pub mod limit;
 pub mod log;
+pub mod recipe;
 pub mod retry;
 pub mod shed;
 pub mod stats;

@@ -5,7 +5,8 @@
 //!
 //! - [`codec`]: [`Decoder`](codec::Decoder) and [`Encoder`](codec::Encoder) over `BytesMut`;
 //!   lines and length-delimited codecs. Every codec has limits on by default.
-//! - [`resp`]: the redis protocol (RESP2): frames, codec, a typed client.
+//! - [`resp`]: the redis protocol (RESP2 and RESP3, per connection): frames, codec, a typed
+//!   client with the `HELLO` handshake and push frames kept apart.
 //! - [`Framed`]: a connection as a stream and a sink of frames, with bounded buffers and
 //!   batched writes.
 //! - [`dispatch`]: one dispatch engine with role markers ([`Pipeline`](dispatch::Pipeline) /
@@ -44,6 +45,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod chaos;
 pub mod codec;
 pub mod dispatch;
 pub mod framed;

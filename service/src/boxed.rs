@@ -1,12 +1,15 @@
 //! Type erasure: [`BoxService`], [`BoxLocalService`], [`BoxNewService`] and [`BoxLayer`].
 //!
 //! Deep generic stacks cost compile time; erase them at boundaries (a client handed to user
-//! code, a router's routes). The cost is one allocation per call, and only there:
+//! code, a router's routes). The cost is **one allocation per call when the inner permit is
+//! zero-sized, two when it is not**, and only there:
 //!
 //! * `ready` first asks the inner service's `try_ready`, which allocates nothing; the
-//!   permit is erased as a `Box<dyn Any>`, and a box of a zero-sized permit (such as `()`)
-//!   does not allocate. Only when `try_ready` says `Busy` is the waiting `ready` future boxed.
-//! * `call` boxes the inner call future: that is the one allocation.
+//!   permit is erased as a `Box<dyn Any>`: a box of a zero-sized permit (such as `()` or a
+//!   `service_fn`'s) does not allocate, a box of any other permit (a concurrency limit's
+//!   slot, a connection's reservation) is one allocation. Only when `try_ready` says `Busy`
+//!   is the waiting `ready` future boxed too (one more, on that slow path).
+//! * `call` boxes the inner call future: one allocation.
 //!
 //! [`BoxService`] is `Send + Sync` and wraps `Send + Sync` services, so it can be built on
 //! one thread and shared with others. Its futures are not `Send`: stable Rust cannot yet
@@ -59,6 +62,7 @@ impl fmt::Debug for BoxPermit {
 /// The dyn-compatible mirror of [`Service`].
 trait DynService<Req, Res, E> {
     fn try_ready_dyn(&self) -> TryReady<BoxPermit, E>;
+    fn in_flight_dyn(&self) -> Option<usize>;
     fn ready_dyn<'a>(&'a self) -> LocalBoxFuture<'a, Result<BoxPermit, E>>
     where
         Req: 'a;
@@ -74,6 +78,10 @@ where
 {
     fn try_ready_dyn(&self) -> TryReady<BoxPermit, S::Error> {
         self.try_ready().map(erase)
+    }
+
+    fn in_flight_dyn(&self) -> Option<usize> {
+        self.in_flight()
     }
 
     fn ready_dyn<'a>(&'a self) -> LocalBoxFuture<'a, Result<BoxPermit, S::Error>>
@@ -142,6 +150,10 @@ macro_rules! box_service {
 
             fn try_ready(&self) -> TryReady<BoxPermit, E> {
                 self.inner.try_ready_dyn()
+            }
+
+            fn in_flight(&self) -> Option<usize> {
+                self.inner.in_flight_dyn()
             }
 
             fn call(&self, permit: BoxPermit, req: Req) -> impl Future<Output = Result<Res, E>> {

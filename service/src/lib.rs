@@ -36,7 +36,8 @@
 //! assert!(err.is_service());
 //! assert_eq!(err.to_string(), "service error: no such key");
 //!
-//! // 5. Type erasure at a boundary: one allocation per call.
+//! // 5. Type erasure at a boundary: one allocation per call for a zero-sized permit like this
+//! //    one, two when the permit has a size (see `boxed`).
 //! let boxed = svc.boxed();
 //! assert_eq!(boxed.oneshot("answer").await?, 43);
 //! # Ok::<_, Error>(()) }).unwrap();

@@ -25,6 +25,12 @@
 //!         Ok(())
 //!     }
 //!
+//!     // Always ready, so say so without building a `ready()` future: callers that ask
+//!     // `try_ready` first (`oneshot`, balancers, load shedding) save a poll per call.
+//!     fn try_ready(&self) -> sheave_service::TryReady<(), Infallible> {
+//!         sheave_service::TryReady::Ready(())
+//!     }
+//!
 //!     async fn call(&self, _permit: (), req: u32) -> Result<u32, Infallible> {
 //!         Ok(req * 2)
 //!     }
@@ -34,10 +40,12 @@
 //! let svc = Double;
 //! let permit = svc.ready().await?;
 //! assert_eq!(svc.call(permit, 21).await?, 42);
-//! // The default `try_ready` polls `ready` once.
 //! assert!(svc.try_ready().is_ready());
 //! # Ok::<_, Infallible>(()) }).unwrap();
 //! ```
+//!
+//! Writing a *middleware* — a service that wraps another — has a few more rules; the recipe
+//! is in the middleware crate's `recipe` module (`sheave_middleware::recipe`).
 
 use std::pin::pin;
 use std::rc::Rc;
@@ -52,8 +60,17 @@ use std::task::{Context, Poll, Waker};
 ///   returns a [`Permit`](Service::Permit) holding that capacity.
 /// * [`call`](Service::call) spends a permit on one request. No call without capacity.
 /// * A permit dropped unused releases its capacity: a caller that gives up leaks nothing.
-/// * Errors from `ready` mean the service cannot take requests (closed, failed); a
-///   caller should stop using it.
+/// * Errors from `ready` mean the service cannot take this request now. Whether that is
+///   for good is the error's kind — **the one rule every service and caller follows**:
+///
+///   | readiness error | means | what a caller does |
+///   |---|---|---|
+///   | kind [`Closed`](crate::ErrorKind::Closed) | **closed for good**: this service will never take a request again (a dead connection) | drop it; a balancer reconnects |
+///   | any other kind (`Unavailable`, `Overloaded`, ...) | **refusing for now**: an open circuit breaker, an ejected or overloaded endpoint | keep it; try another service, or this one later |
+///
+///   [`TryReady::Closed`] carries the same error and follows the same rule. A service that
+///   refuses for a while (a breaker) returns a non-`Closed` kind; only a service that is
+///   really gone returns `Closed`.
 ///
 /// Permits must come from the same service value they are spent on. Services whose permit
 /// is `()` cannot tell; services that can may panic on a foreign permit.
@@ -70,7 +87,8 @@ pub trait Service<Req> {
 
     /// Reserves capacity without waiting: [`TryReady::Ready`] with a permit,
     /// [`TryReady::Busy`] when capacity is not available right now, or
-    /// [`TryReady::Closed`] when the service will never be ready.
+    /// [`TryReady::Closed`] with the error `ready()` would fail with (closed for good or
+    /// refusing for now, by its kind: the rule above).
     ///
     /// The default polls `ready()` once with a no-op waker and reports `Pending` as `Busy`;
     /// services that can tell "full" from "not yet" (a fairness yield, a lazy connect)
@@ -91,9 +109,22 @@ pub trait Service<Req> {
         permit: Self::Permit,
         req: Req,
     ) -> impl Future<Output = Result<Self::Response, Self::Error>>;
+
+    /// How many requests hold this service's capacity now — permits out plus calls not yet
+    /// answered, **including calls whose callers gave up** but whose answers are still owed
+    /// (a pipelined connection keeps their slots until the peer replies) — if the service
+    /// knows; `None` (the default) if it does not.
+    ///
+    /// A balancer reads it as an endpoint's load, so a connection clogged by abandoned calls
+    /// looks as full as it is. A wrapper forwards it (as it forwards `try_ready`); a service
+    /// that does not know leaves the default, and the balancer counts its own calls instead.
+    fn in_flight(&self) -> Option<usize> {
+        None
+    }
 }
 
-/// The answer of [`Service::try_ready`]: a permit, "busy right now", or "closed for good".
+/// The answer of [`Service::try_ready`]: a permit, "busy right now", or a readiness error —
+/// closed for good or refusing for now, by the error's kind (the rule on [`Service`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[must_use = "a TryReady may hold a permit; dropping it releases the capacity"]
 pub enum TryReady<P, E> {
@@ -101,7 +132,9 @@ pub enum TryReady<P, E> {
     Ready(P),
     /// No capacity right now; `ready()` would wait.
     Busy,
-    /// The service will not take requests; `ready()` would fail with this error.
+    /// The service will not take a request now; `ready()` would fail with this error. By the
+    /// rule on [`Service`], an error of kind `Closed` means for good, any other kind means
+    /// refusing for now.
     Closed(E),
 }
 
@@ -191,6 +224,10 @@ macro_rules! forward_service {
                 req: Req,
             ) -> impl Future<Output = Result<Self::Response, Self::Error>> {
                 (**self).call(permit, req)
+            }
+
+            fn in_flight(&self) -> Option<usize> {
+                (**self).in_flight()
             }
         }
     )*};

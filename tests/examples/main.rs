@@ -18,7 +18,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The examples tested below, by file name.
-const EXAMPLES: &[&str] = &["echo", "http", "http_client", "kv", "kv_client", "tour"];
+const EXAMPLES: &[&str] = &[
+    "chaos",
+    "echo",
+    "http",
+    "http_client",
+    "kv",
+    "kv_client",
+    "tour",
+];
+
+/// Held by the tests that load the machine (the tour, the chaos report, kv under load): they
+/// run one at a time, so that one's load does not become another's timing failure.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[test]
 fn every_example_has_a_test_here() {
@@ -170,9 +186,29 @@ fn kv_client_runs_its_commands_against_a_kv_it_started() {
 
 #[test]
 fn tour_as_documented_exits_0() {
+    let _one_at_a_time = heavy();
     // `cargo run --release --example tour`: it exits non-zero if any request failed.
     let mut tour = Example::start("tour", &[]);
     tour.expect_exit_success();
+}
+
+#[test]
+fn chaos_as_documented_prints_its_report_writes_its_plots_and_exits_0() {
+    // `cargo run --release --example chaos`: a table row per case, a plot per case, and a
+    // non-zero exit if a case failed a request it should not have.
+    let _one_at_a_time = heavy();
+    let mut chaos = Example::start("chaos", &[]);
+    chaos.wait_for_line("| case | requests | failed |");
+    for _ in 0..3 {
+        let plot = chaos.wait_for_line("plot: ");
+        let path = plot.trim_start_matches("plot: ").trim();
+        let svg = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(
+            svg.starts_with("<svg") && svg.contains("polyline"),
+            "{path}"
+        );
+    }
+    chaos.expect_exit_success();
 }
 
 #[test]
@@ -181,6 +217,7 @@ fn sigterm_to_kv_under_load_answers_every_request_it_accepted() {
     // requests, answers every one it took, and closes each connection at a reply boundary.
     const CONNECTIONS: usize = 4;
     const MAX_REQUESTS: usize = 1_000_000;
+    let _one_at_a_time = heavy();
     let mut kv = Example::start("kv", &["--addr", "127.0.0.1:0", "--threads", "2"]);
     let listening = kv.wait_for_line("listening on ");
     let (answered_tx, answered_rx) = std::sync::mpsc::channel();

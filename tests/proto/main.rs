@@ -7,6 +7,7 @@
 
 #[path = "../../examples/support/kv.rs"]
 mod kv;
+mod kv_semantics;
 mod support;
 
 use bytes::BytesMut;
@@ -52,7 +53,7 @@ fn redis_benchmark_with_pipelining_gets_no_errors_from_our_server() {
         .args(["-h", "127.0.0.1", "-p", &server.addr.port().to_string()])
         .args([
             "-t",
-            "ping,set,get",
+            "ping,set,get,incr,mset",
             "-n",
             "20000",
             "-c",
@@ -65,15 +66,26 @@ fn redis_benchmark_with_pipelining_gets_no_errors_from_our_server() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
-    for test in ["PING_INLINE", "PING_MBULK", "SET", "GET"] {
+    for test in [
+        "PING_INLINE",
+        "PING_MBULK",
+        "SET",
+        "GET",
+        "INCR",
+        "MSET (10 keys)",
+    ] {
         let line = stdout
             .split(['\r', '\n'])
             .rfind(|l| l.trim_start().starts_with(&format!("{test}:")))
             .unwrap_or_else(|| panic!("no {test} result in {stdout}"));
         assert!(line.contains("requests per second"), "{line}");
     }
-    // 3 tests × 20,000 requests, plus the two pings, all reached the service.
-    assert!(server.calls.load(std::sync::atomic::Ordering::Relaxed) >= 80_000);
+    // 6 tests × 20,000 requests all reached the service, and the counter saw every INCR.
+    assert!(server.calls.load(std::sync::atomic::Ordering::Relaxed) >= 120_000);
+    let counter = server
+        .kv
+        .get(b"counter:__rand_int__", std::time::Instant::now());
+    assert_eq!(counter.as_deref(), Some(&b"20000"[..]));
 }
 
 #[test]
@@ -115,14 +127,153 @@ fn redis_cli_round_trips_every_supported_command() {
         (&["EXISTS", "k"], "0\n"),
         (&["DBSIZE"], "2\n"),
         (&["CONFIG", "GET", "save"], "save\n\n"),
-        (&["COMMAND"], "\n"),
-        (&["NOSUCH"], "ERR unknown command 'NOSUCH'\n\n"),
+        (&["COMMAND", "COUNT"], "47\n"),
+        (
+            &["NOSUCH", "a"],
+            "ERR unknown command 'NOSUCH', with args beginning with: 'a' \n\n",
+        ),
         (&["FLUSHALL"], "OK\n"),
         (&["DBSIZE"], "0\n"),
     ];
     for (args, want) in cases {
         assert_eq!(cli(args), *want, "redis-cli {args:?}");
     }
+}
+
+/// Runs `f` on a fresh runtime, within 60 s.
+fn within_a_minute<F: Future<Output = ()>>(f: F) {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(sheave::time::timeout(Duration::from_secs(60), f))
+        .expect("done within 60 s");
+}
+
+#[test]
+fn our_client_speaks_resp3_to_a_real_redis_server_and_keeps_pushes_apart() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = RedisServer::start();
+    within_a_minute(async {
+        let hello = resp::Hello::new()
+            .auth("default", "unused")
+            .name("sheave-test");
+        let client = resp::Client::connect_hello(redis.addr, Default::default(), hello)
+            .await
+            .unwrap();
+        assert_eq!(client.protocol(), resp::Protocol::Resp3);
+        assert_eq!(client.get("missing").await.unwrap(), None); // `_`, RESP3's null
+        let cmd = |parts: &[&str]| client.command(Frame::command(parts));
+        cmd(&["HSET", "h", "a", "1"]).await.unwrap();
+        assert_eq!(
+            cmd(&["HGETALL", "h"]).await.unwrap(),
+            Frame::Map(vec![(Frame::bulk("a"), Frame::bulk("1"))])
+        );
+        assert_eq!(
+            cmd(&["CLIENT", "GETNAME"]).await.unwrap(),
+            Frame::bulk("sheave-test")
+        );
+        // Client tracking: redis pushes an invalidation on this connection when another
+        // one changes a key this one read. The push is never taken for a reply.
+        assert_eq!(
+            cmd(&["CLIENT", "TRACKING", "ON"]).await.unwrap(),
+            Frame::ok()
+        );
+        let mut pushes = client.pushes().expect("the first subscription");
+        assert!(client.pushes().is_none(), "one subscriber at a time");
+        let other = resp::Client::connect(redis.addr).await.unwrap();
+        client.get("tracked").await.unwrap();
+        other.set("tracked", "1").await.unwrap();
+        assert_eq!(client.ping().await.unwrap(), "PONG");
+        let invalidation = Frame::Push(vec![
+            Frame::bulk("invalidate"),
+            Frame::Array(vec![Frame::bulk("tracked")]),
+        ]);
+        assert_eq!(pushes.try_next(), Some(invalidation.clone()));
+        // Nobody subscribed: dropped, and counted.
+        drop(pushes);
+        assert_eq!(client.dropped_pushes(), 0);
+        client.get("tracked").await.unwrap();
+        other.set("tracked", "2").await.unwrap();
+        assert_eq!(client.ping().await.unwrap(), "PONG");
+        assert_eq!(client.dropped_pushes(), 1);
+        // Subscribed again, a stream: pushes interleaved with a pipeline of replies.
+        let mut pushes = client.pushes().unwrap();
+        client.get("tracked").await.unwrap();
+        let (sets, gets) = futures::join!(
+            other.set("tracked", "3"),
+            join_all((0..500).map(|i| client.incr(format!("n:{}", i % 7))))
+        );
+        sets.unwrap();
+        assert!(gets.into_iter().all(|r| r.is_ok()));
+        assert_eq!(client.ping().await.unwrap(), "PONG");
+        use futures::StreamExt;
+        assert_eq!(pushes.next().await, Some(invalidation));
+    });
+}
+
+#[test]
+fn our_client_falls_back_to_resp2_when_the_server_refuses_hello() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = RedisServer::start_with(&["--rename-command", "HELLO", ""]);
+    within_a_minute(async {
+        let hello = resp::Hello::new()
+            .auth("default", "unused")
+            .name("old-school");
+        let client = resp::Client::connect_hello(redis.addr, Default::default(), hello)
+            .await
+            .unwrap();
+        assert_eq!(client.protocol(), resp::Protocol::Resp2);
+        let cmd = |parts: &[&str]| client.command(Frame::command(parts));
+        assert_eq!(
+            cmd(&["CLIENT", "GETNAME"]).await.unwrap(),
+            Frame::bulk("old-school")
+        );
+        cmd(&["HSET", "h", "a", "1"]).await.unwrap();
+        assert_eq!(
+            cmd(&["HGETALL", "h"]).await.unwrap(),
+            Frame::Array(vec![Frame::bulk("a"), Frame::bulk("1")])
+        );
+    });
+}
+
+#[test]
+fn our_client_speaks_resp3_to_our_kv_server() {
+    let server = KvServer::start();
+    within_a_minute(async {
+        let client = resp::Client::connect_hello(
+            server.addr,
+            Default::default(),
+            resp::Hello::new().name("me"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(client.protocol(), resp::Protocol::Resp3);
+        assert_eq!(client.get("missing").await.unwrap(), None);
+        client.set("k", "v").await.unwrap();
+        assert_eq!(client.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        let info = client
+            .command(Frame::command(["INFO", "server"]))
+            .await
+            .unwrap();
+        let Frame::Verbatim { text, .. } = info else {
+            panic!("INFO in RESP3 is verbatim text: {info:?}")
+        };
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.contains(&format!("tcp_port:{}\r\n", server.addr.port())),
+            "{text}"
+        );
+        let refused = resp::Client::connect_hello(
+            server.addr,
+            Default::default(),
+            resp::Hello::new().auth("bob", "secret"),
+        )
+        .await
+        .unwrap_err();
+        assert!(refused.to_string().contains("WRONGPASS"), "{refused}");
+    });
 }
 
 #[test]
@@ -275,4 +426,45 @@ fn garbage_closes_that_connection_only_after_answering_what_came_before_and_sayi
     assert_eq!(roundtrip(&mut good, &["GET", "a"]), Frame::Bulk("1".into()));
     let mut fresh = TcpStream::connect(server.addr).unwrap();
     assert_eq!(roundtrip(&mut fresh, &["INCR", "a"]), Frame::Integer(2));
+}
+
+#[test]
+fn malformed_or_oversized_resp3_closes_that_connection_only_with_a_protocol_error() {
+    let server = KvServer::start();
+    let mut good = TcpStream::connect(server.addr).unwrap();
+    let hello = roundtrip(&mut good, &["HELLO", "3"]);
+    assert!(matches!(hello, Frame::Map(_)), "{hello:?}");
+    let cases: [&[u8]; 4] = [
+        b"%600000\r\n",   // 1.2 Mi elements: over the budget
+        b",1.5.x\r\n",    // not a double
+        b"=2\r\nab\r\n",  // a verbatim string without its format
+        b"$20000000\r\n", // a bulk string over 16 MiB
+    ];
+    for input in cases {
+        let mut bad = TcpStream::connect(server.addr).unwrap();
+        bad.write_all(&[&command(&["PING"])[..], input].concat())
+            .unwrap();
+        bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match bad.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == IoKind::ConnectionReset => break,
+                Err(e) => panic!("not closed after {input:?}: {e:?}"),
+            }
+            assert!(
+                got.len() < 4096,
+                "a closed connection does not keep talking"
+            );
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("+PONG\r\n-ERR Protocol error: "),
+            "{input:?}: the PING's reply, then the protocol error: {got:?}"
+        );
+        // The RESP3 connection is still served, in RESP3.
+        assert_eq!(roundtrip(&mut good, &["GET", "missing"]), Frame::Null);
+    }
 }

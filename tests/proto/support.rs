@@ -115,6 +115,7 @@ impl KvServer {
                     .drain_timeout(Duration::from_secs(5))
                     .build()
                     .expect("bind");
+                kv2.set_port(server.local_addr().port());
                 tx.send((server.local_addr(), server.handle())).unwrap();
                 server
                     .serve(move |_peer: SocketAddr| {
@@ -161,6 +162,11 @@ impl RedisServer {
     /// Starts it and waits (on its log, not on a clock) until it accepts connections.
     #[track_caller]
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts it with more configuration arguments (`--rename-command HELLO ""`, ...).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -169,6 +175,7 @@ impl RedisServer {
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

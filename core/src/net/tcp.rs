@@ -249,6 +249,13 @@ impl TcpStream {
         self.io.shutdown(how)
     }
 
+    /// Sets `SO_LINGER`. `Some(Duration::ZERO)` makes the close that follows a *reset*: the
+    /// peer gets an RST instead of a FIN, and unsent data is discarded (what a crashed host
+    /// or a middlebox that gives up looks like).
+    pub fn set_linger(&self, linger: Option<std::time::Duration>) -> io::Result<()> {
+        socket2::SockRef::from(&self.io).set_linger(linger)
+    }
+
     /// Polls a read into `buf`.
     pub fn poll_read_buf(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let want = buf.len();

@@ -297,6 +297,10 @@ where
         Ok(BreakerPermit { inner, probe })
     }
 
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
+    }
+
     fn try_ready(&self) -> TryReady<Self::Permit, Error> {
         let probe = match self.admit() {
             Ok(probe) => probe,

@@ -234,6 +234,10 @@ where
         self.inner.ready().await.map_err(Into::into)
     }
 
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
+    }
+
     fn try_ready(&self) -> TryReady<S::Permit, Error> {
         self.inner.try_ready().map_err(Into::into)
     }

@@ -25,6 +25,9 @@ pub struct AdaptiveConfig {
     pub backoff: f64,
     /// The least time between two decreases (default: the target).
     pub cooldown: Duration,
+    /// At most this many `ready()` calls wait for a slot (default 1,024); the next fails at
+    /// once with a retryable `Overloaded` error.
+    pub max_waiters: usize,
 }
 
 impl AdaptiveConfig {
@@ -37,7 +40,14 @@ impl AdaptiveConfig {
             max: 1000,
             backoff: 0.9,
             cooldown: target,
+            max_waiters: super::semaphore::DEFAULT_MAX_WAITERS,
         }
+    }
+
+    /// The bound on waiters.
+    pub fn max_waiters(mut self, n: usize) -> Self {
+        self.max_waiters = n;
+        self
     }
 
     /// The starting limit.
@@ -164,11 +174,13 @@ impl<S, C> AdaptiveLimit<S, C> {
             config.backoff = 0.9;
         }
         let initial = config.initial.clamp(config.min, config.max);
+        let sem = Rc::new(Semaphore::new(initial));
+        sem.set_max_waiters(config.max_waiters);
         AdaptiveLimit {
             inner,
             control: Rc::new(Control {
                 config,
-                sem: Rc::new(Semaphore::new(initial)),
+                sem,
                 limit: Cell::new(initial as f64),
                 last_decrease: Cell::new(None),
             }),
@@ -220,9 +232,13 @@ where
     type Permit = AdaptivePermit<S::Permit>;
 
     async fn ready(&self) -> Result<Self::Permit, Error> {
-        let slot = Semaphore::acquire(&self.control.sem).await;
+        let slot = Semaphore::acquire(&self.control.sem).await?;
         let inner = self.inner.ready().await.map_err(Into::into)?;
         Ok(AdaptivePermit { inner, slot })
+    }
+
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
     }
 
     fn try_ready(&self) -> TryReady<Self::Permit, Error> {
@@ -383,7 +399,8 @@ mod tests {
             });
             let config = AdaptiveConfig::new(Duration::from_millis(50))
                 .initial(4)
-                .bounds(1, 64);
+                .bounds(1, 64)
+                .max_waiters(4096); // the waves queue up to 2,000 at once
             let limited = Rc::new(AdaptiveLimit::new(backend, config));
 
             let wave = |n: usize| {

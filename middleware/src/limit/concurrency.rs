@@ -5,8 +5,8 @@ use std::rc::Rc;
 
 use sheave_service::{Error, Layer, Service, TryReady};
 
-use super::semaphore::Semaphore;
 pub use super::semaphore::Slot;
+use super::semaphore::{DEFAULT_MAX_WAITERS, Semaphore};
 use crate::future::CallFuture;
 
 /// At most `max` requests in flight; waiters queue FIFO. See the [module docs](super).
@@ -32,6 +32,19 @@ impl<S> ConcurrencyLimit<S> {
     /// The configured limit.
     pub fn max(&self) -> usize {
         self.sem.max()
+    }
+
+    /// Lets at most `n` `ready()` calls wait for a slot (default 1,024); the next one fails
+    /// at once with a retryable `Overloaded` error. `0` queues nobody: a full limit refuses
+    /// at once, like a [`LoadShed`](crate::LoadShed) over it but as a readiness error.
+    pub fn with_max_waiters(self, n: usize) -> Self {
+        self.sem.set_max_waiters(n);
+        self
+    }
+
+    /// The bound on waiters.
+    pub fn max_waiters(&self) -> usize {
+        self.sem.max_waiters()
     }
 
     /// Slots free right now.
@@ -76,6 +89,7 @@ impl<S: fmt::Debug> fmt::Debug for ConcurrencyLimit<S> {
             .field("max", &self.sem.max())
             .field("available", &self.sem.available())
             .field("waiting", &self.waiting())
+            .field("max_waiters", &self.sem.max_waiters())
             .field("inner", &self.inner)
             .finish()
     }
@@ -98,10 +112,16 @@ where
     type Permit = ConcurrencyPermit<S::Permit>;
 
     /// Waits (FIFO) for a slot, then for the inner service; the slot is held meanwhile.
+    /// Fails at once with `Overloaded` when [`max_waiters`](ConcurrencyLimit::max_waiters)
+    /// callers already wait.
     async fn ready(&self) -> Result<Self::Permit, Error> {
-        let slot = Semaphore::acquire(&self.sem).await;
+        let slot = Semaphore::acquire(&self.sem).await?;
         let inner = self.inner.ready().await.map_err(Into::into)?;
         Ok(ConcurrencyPermit { inner, slot })
+    }
+
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
     }
 
     /// `Busy` when every slot is taken (or the inner service is busy), without queueing.
@@ -131,12 +151,22 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct ConcurrencyLimitLayer {
     max: usize,
+    max_waiters: usize,
 }
 
 impl ConcurrencyLimitLayer {
-    /// At most `max` requests in flight per wrapped service.
+    /// At most `max` requests in flight per wrapped service, at most 1,024 waiting.
     pub fn new(max: usize) -> Self {
-        ConcurrencyLimitLayer { max }
+        ConcurrencyLimitLayer {
+            max,
+            max_waiters: DEFAULT_MAX_WAITERS,
+        }
+    }
+
+    /// At most `n` callers wait for a slot; see [`ConcurrencyLimit::with_max_waiters`].
+    pub fn max_waiters(mut self, n: usize) -> Self {
+        self.max_waiters = n;
+        self
     }
 }
 
@@ -144,7 +174,7 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
     type Service = ConcurrencyLimit<S>;
 
     fn layer(&self, inner: S) -> ConcurrencyLimit<S> {
-        ConcurrencyLimit::new(inner, self.max)
+        ConcurrencyLimit::new(inner, self.max).with_max_waiters(self.max_waiters)
     }
 }
 
@@ -184,13 +214,35 @@ mod tests {
     }
 
     #[test]
+    fn past_the_waiter_bound_ready_fails_at_once_with_overloaded() {
+        let svc = svc(1).with_max_waiters(1);
+        let cx = &mut Context::from_waker(Waker::noop());
+        let held = svc.try_ready().ready().unwrap();
+        let mut first = pin!(svc.ready());
+        assert!(first.as_mut().poll(cx).is_pending(), "one may wait");
+        let mut second = pin!(svc.ready());
+        match second.as_mut().poll(cx) {
+            Poll::Ready(Err(e)) => {
+                assert_eq!(e.kind(), sheave_service::ErrorKind::Overloaded);
+                assert!(e.is_retryable(), "nothing was sent");
+            }
+            other => panic!("expected an overload, got {:?}", other.map(|r| r.is_ok())),
+        }
+        drop(held);
+        assert!(matches!(first.as_mut().poll(cx), Poll::Ready(Ok(_))));
+    }
+
+    #[test]
     fn debug_shows_the_config() {
         let layer = ConcurrencyLimitLayer::new(4);
-        assert_eq!(format!("{layer:?}"), "ConcurrencyLimitLayer { max: 4 }");
+        assert_eq!(
+            format!("{layer:?}"),
+            "ConcurrencyLimitLayer { max: 4, max_waiters: 1024 }"
+        );
         let svc = layer.layer(());
         assert_eq!(
             format!("{svc:?}"),
-            "ConcurrencyLimit { max: 4, available: 4, waiting: 0, inner: () }"
+            "ConcurrencyLimit { max: 4, available: 4, waiting: 0, max_waiters: 1024, inner: () }"
         );
     }
 }

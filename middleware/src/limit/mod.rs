@@ -12,6 +12,12 @@
 //!   have refilled around it: giving it back then could let more than `burst` pass at once).
 //! * **FIFO**: `ready()` callers are served in arrival order. Released capacity is *handed*
 //!   to the first waiter, so a later `try_ready` cannot overtake the queue.
+//! * **Every queue has a bound**: at most 1,024 `ready()` callers wait by default
+//!   ([`ConcurrencyLimit::with_max_waiters`], [`RateConfig::max_waiters`]); past it `ready()`
+//!   fails at once with a retryable `Overloaded` error, so an overloaded client spends its
+//!   memory on at most that many queued requests, never on an unbounded queue. (A queued
+//!   request costs its caller's future plus a 24-byte queue entry; the stacks we document put
+//!   a [`LoadShed`](crate::LoadShed) over the limit, so callers never queue at all.)
 //! * **`try_ready` never queues**: it answers `Busy` when nothing is free (or others are
 //!   waiting), which is what [`LoadShed`](crate::LoadShed) relies on.
 //! * **Cancel safety**: a dropped `ready()` future leaves the queue, and capacity it had been

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use sheave_core::time::{Sleep, now, now_cached, sleep_until};
-use sheave_service::{Error, Layer, Service, TryReady};
+use sheave_service::{Error, ErrorKind, Layer, Service, TryReady};
 
 use super::waiters::{Cancelled, WaitQueue, WaiterId};
 use crate::future::CallFuture;
@@ -26,6 +26,7 @@ pub struct RateConfig {
     tokens: u64,
     period: Duration,
     burst: u64,
+    max_waiters: usize,
 }
 
 impl RateConfig {
@@ -44,7 +45,20 @@ impl RateConfig {
             tokens,
             period,
             burst: tokens,
+            max_waiters: super::semaphore::DEFAULT_MAX_WAITERS,
         }
+    }
+
+    /// At most `n` (at least 1) `ready()` calls wait for a token (default 1,024); the next
+    /// one fails at once with a retryable `Overloaded` error.
+    pub fn max_waiters(mut self, n: usize) -> Self {
+        self.max_waiters = n.max(1);
+        self
+    }
+
+    /// The bound on waiters.
+    pub fn get_max_waiters(&self) -> usize {
+        self.max_waiters
     }
 
     /// The bucket's capacity: how many requests may pass at once after a quiet spell.
@@ -338,14 +352,20 @@ impl<S> RateLimit<S> {
         self.inner
     }
 
-    async fn take(&self) -> Token {
+    async fn take(&self) -> Result<Token, Error> {
+        if self.bucket.waiters.borrow().len() >= self.bucket.config.max_waiters {
+            return Err(
+                Error::msg(ErrorKind::Overloaded, "the rate limit's wait queue is full")
+                    .retryable(),
+            );
+        }
         let mut waiter = Waiter {
             bucket: &self.bucket,
             id: None,
             sleep: None,
         };
         poll_fn(|cx| waiter.poll(cx)).await;
-        self.token()
+        Ok(self.token())
     }
 
     fn token(&self) -> Token {
@@ -396,9 +416,13 @@ where
     /// Waits (FIFO) for a token — a timer until the next one arrives — then for the inner
     /// service.
     async fn ready(&self) -> Result<Self::Permit, Error> {
-        let token = self.take().await;
+        let token = self.take().await?;
         let inner = self.inner.ready().await.map_err(Into::into)?;
         Ok(RatePermit { inner, token })
+    }
+
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
     }
 
     /// `Busy` when the bucket is empty (or others wait), without queueing.

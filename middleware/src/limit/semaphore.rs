@@ -8,7 +8,8 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::waiters::{Cancelled, QueueFull, WaitQueue, WaiterId};
+use super::waiters::{Cancelled, WaitQueue, WaiterId};
+use sheave_service::{Error, ErrorKind};
 
 /// Invariant: `available > 0` only while nobody waits (a release hands its slot to the first
 /// waiter instead of returning it to the pool).
@@ -18,7 +19,12 @@ pub(crate) struct Semaphore {
     /// Slots still out that a shrink already took away: their release retires them.
     debt: Cell<usize>,
     waiters: RefCell<WaitQueue>,
+    /// `acquire` fails at once with `Overloaded` when this many already wait.
+    max_waiters: Cell<usize>,
 }
+
+/// The default bound on a limit's waiters (Envoy's default for pending requests).
+pub(crate) const DEFAULT_MAX_WAITERS: usize = 1024;
 
 impl Semaphore {
     pub(crate) fn new(max: usize) -> Self {
@@ -27,16 +33,16 @@ impl Semaphore {
             available: Cell::new(max),
             debt: Cell::new(0),
             waiters: RefCell::new(WaitQueue::new()),
+            max_waiters: Cell::new(DEFAULT_MAX_WAITERS),
         }
     }
 
-    /// A semaphore whose queue holds at most `max_waiters`: past them,
-    /// [`acquire_bounded`](Semaphore::acquire_bounded) fails at once.
-    #[allow(dead_code)] // for the concurrency limit's bound on waiters
-    pub(crate) fn with_max_waiters(max: usize, max_waiters: usize) -> Self {
-        let sem = Semaphore::new(max);
-        *sem.waiters.borrow_mut() = WaitQueue::with_max_waiters(max_waiters);
-        sem
+    pub(crate) fn max_waiters(&self) -> usize {
+        self.max_waiters.get()
+    }
+
+    pub(crate) fn set_max_waiters(&self, n: usize) {
+        self.max_waiters.set(n);
     }
 
     pub(crate) fn max(&self) -> usize {
@@ -109,34 +115,20 @@ impl Semaphore {
         })
     }
 
-    /// Waits (FIFO) for a slot. For a semaphore without a bound on waiters (from
-    /// [`new`](Semaphore::new)); see [`acquire_bounded`](Semaphore::acquire_bounded).
-    pub(crate) async fn acquire(this: &Rc<Semaphore>) -> Slot {
-        // Written out, not through `acquire_bounded`: a nested future made this one large
-        // enough that moving it took a `memcpy` call (8 instructions per request).
+    /// Waits (FIFO) for a slot; fails at once with a retryable `Overloaded` error when
+    /// [`max_waiters`](Self::max_waiters) callers already wait (nothing was sent).
+    pub(crate) async fn acquire(this: &Rc<Semaphore>) -> Result<Slot, Error> {
         if !this.try_acquire() {
+            if this.waiting() >= this.max_waiters.get() {
+                return Err(
+                    Error::msg(ErrorKind::Overloaded, "the limit's wait queue is full").retryable(),
+                );
+            }
             let mut waiter = Waiter {
                 sem: this,
                 id: None,
             };
-            poll_fn(|cx| waiter.poll(cx))
-                .await
-                .expect("a semaphore without a bound on waiters queues every waiter");
-        }
-        Slot {
-            sem: Rc::clone(this),
-        }
-    }
-
-    /// Waits (FIFO) for a slot; fails at once when the queue is full.
-    #[allow(dead_code)] // for the concurrency limit's bound on waiters
-    pub(crate) async fn acquire_bounded(this: &Rc<Semaphore>) -> Result<Slot, QueueFull> {
-        if !this.try_acquire() {
-            let mut waiter = Waiter {
-                sem: this,
-                id: None,
-            };
-            poll_fn(|cx| waiter.poll(cx)).await?;
+            poll_fn(|cx| waiter.poll(cx)).await;
         }
         Ok(Slot {
             sem: Rc::clone(this),
@@ -169,19 +161,24 @@ struct Waiter<'a> {
 }
 
 impl Waiter<'_> {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), QueueFull>> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut waiters = self.sem.waiters.borrow_mut();
         match self.id {
             None => {
                 if self.sem.try_acquire() {
-                    return Poll::Ready(Ok(()));
+                    return Poll::Ready(());
                 }
-                self.id = Some(waiters.push(cx.waker())?);
+                // The bound on waiters is checked before waiting (`acquire`); the queue itself
+                // has none, so it takes every waiter.
+                match waiters.push(cx.waker()) {
+                    Ok(id) => self.id = Some(id),
+                    Err(full) => unreachable!("{full}"),
+                }
                 Poll::Pending
             }
             Some(id) if waiters.take_grant(id) => {
                 self.id = None;
-                Poll::Ready(Ok(()))
+                Poll::Ready(())
             }
             Some(id) => {
                 waiters.set_waker(id, cx.waker());
@@ -205,23 +202,6 @@ impl Drop for Waiter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn past_its_bound_on_waiters_acquire_bounded_fails_at_once() {
-        use std::pin::pin;
-        let sem = Rc::new(Semaphore::with_max_waiters(1, 1));
-        let held = Semaphore::try_slot(&sem).expect("one free slot");
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut queued = pin!(Semaphore::acquire_bounded(&sem));
-        assert!(queued.as_mut().poll(&mut cx).is_pending());
-        let mut refused = pin!(Semaphore::acquire_bounded(&sem));
-        assert_eq!(
-            refused.as_mut().poll(&mut cx).map(|r| r.err()),
-            Poll::Ready(Some(QueueFull { max_waiters: 1 }))
-        );
-        drop(held); // handed to the queued waiter
-        assert!(matches!(queued.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
-    }
 
     #[test]
     fn shrinking_retires_held_slots_and_growing_hands_slots_out() {

@@ -7,4 +7,4 @@
 //! if it had been handed capacity it did not take, the limiter gives that capacity back (to
 //! the next waiter).
 
-pub(crate) use sheave_core::sync::{Cancelled, QueueFull, WaitQueue, WaiterId};
+pub(crate) use sheave_core::sync::{Cancelled, WaitQueue, WaiterId};

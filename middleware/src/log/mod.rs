@@ -154,6 +154,10 @@ where
         crate::future::CallFuture::new(self.inner.ready())
     }
 
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
+    }
+
     fn try_ready(&self) -> TryReady<S::Permit, Error> {
         self.inner.try_ready().map_err(Into::into)
     }

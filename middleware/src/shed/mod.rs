@@ -190,6 +190,10 @@ where
         .await
     }
 
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
+    }
+
     fn try_ready(&self) -> TryReady<Self::Permit, Error> {
         self.inner
             .try_ready()

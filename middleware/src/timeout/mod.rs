@@ -21,6 +21,20 @@
 //! * **Never early**: the timer fires at the deadline, rounded up to the timer wheel's 1 ms
 //!   tick. A future that is ready when polled wins, even at the deadline.
 //!
+//! # Where each timeout goes
+//!
+//! A client stack usually wants two, and their places matter:
+//!
+//! | place | bounds | why there |
+//! |---|---|---|
+//! | above [`Retry`](crate::Retry) | the whole request, every attempt and backoff | the caller's patience; a retry never starts that could not finish |
+//! | below the retry, above a [`Balance`](crate::Balance) | one attempt (Envoy's `per_try_timeout`) | a hung endpoint costs one short attempt, which the retry sends elsewhere; the balancer sees the attempt fail and ejects the endpoint |
+//!
+//! With the outer one alone, an attempt on a hung endpoint uses up the whole deadline and
+//! there is no time left to retry. The inner deadline never outlives the outer one: the
+//! earliest wins. `examples/support/cluster.rs` builds that stack, and `tests/faults` runs
+//! it against a hung server.
+//!
 //! # Cost
 //!
 //! The inner future is polled **first**; the timer is created only if it is pending, so a
@@ -230,6 +244,10 @@ where
             sleep: None,
             map: ReadyDone,
         }
+    }
+
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
     }
 
     fn try_ready(&self) -> TryReady<Self::Permit, Error> {

@@ -36,7 +36,8 @@ fn the_concurrency_limit_never_exceeds_n_under_ten_thousand_interleaved_calls() 
             Ok::<_, Error>(n)
         }
     });
-    let svc = Rc::new(ConcurrencyLimit::new(inner, 8));
+    // All 10,000 queue at once: lift the default bound of 1,024 waiters.
+    let svc = Rc::new(ConcurrencyLimit::new(inner, 8).with_max_waiters(10_000));
     paused().block_on(async {
         let tasks: Vec<_> = (0..10_000u64)
             .map(|n| {

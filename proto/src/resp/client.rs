@@ -1,6 +1,7 @@
-//! A typed redis client: `get`, `set`, `incr`, ... over a pipelined [`dispatch::ClientConnection`].
+//! A typed redis client: `get`, `set`, `incr`, ... over a pipelined [`dispatch::ClientConnection`], with
+//! the `HELLO` handshake and RESP3 push frames.
 
-use super::{Frame, RespCodec};
+use super::{Frame, Protocol, PushHandle, Pushes, RespCodec};
 use crate::dispatch::{self, ClientConfig, Connector, Pipeline};
 use bytes::Bytes;
 use futures::future::Either;
@@ -15,6 +16,15 @@ use std::time::Duration;
 /// helpers turn a redis error reply into an [`ErrorKind::Service`] error carrying redis's
 /// message, and an unexpected reply type into [`ErrorKind::Protocol`].
 ///
+/// [`connect`](Client::connect) speaks RESP2, as a connection starts.
+/// [`connect_hello`](Client::connect_hello) asks for RESP3 with `HELLO 3` (optionally with
+/// `AUTH` and `SETNAME`), and falls back to RESP2 (then `AUTH` and `CLIENT SETNAME` on their
+/// own) when the server refuses it (`NOPROTO`, or a server without `HELLO`). Either way the
+/// codec reads every RESP3 type. RESP3 push frames (pub/sub messages, client-tracking
+/// invalidations) are never taken for a reply: they go to the [`Pushes`] stream of
+/// [`pushes`](Client::pushes), or are dropped and counted
+/// ([`dropped_pushes`](Client::dropped_pushes)) while nobody subscribes.
+///
 /// ```no_run
 /// # #[allow(dead_code)]
 /// # async fn demo() -> Result<(), sheave_service::Error> {
@@ -24,17 +34,130 @@ use std::time::Duration;
 /// redis.set("greeting", "hello").await?;
 /// assert_eq!(redis.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
 /// assert_eq!(redis.incr("visits").await?, 1);
+///
+/// // RESP3, with a name; falls back to RESP2 on a server that refuses it.
+/// use sheave_proto::resp::{Hello, Protocol};
+/// let redis3 = Client::connect_hello(
+///     "127.0.0.1:6379".parse().unwrap(),
+///     Default::default(),
+///     Hello::new().name("reporting"),
+/// )
+/// .await?;
+/// assert_eq!(redis3.protocol(), Protocol::Resp3);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: dispatch::ClientConnection<RespCodec, Pipeline>,
+    pushes: PushHandle,
+    protocol: Protocol,
+}
+
+/// What [`Client::connect_hello`] sends: `HELLO 3`, with `AUTH` and `SETNAME` if set.
+#[derive(Debug, Clone, Default)]
+pub struct Hello {
+    auth: Option<(Bytes, Bytes)>,
+    name: Option<Bytes>,
+}
+
+impl Hello {
+    /// `HELLO 3` alone.
+    pub fn new() -> Self {
+        Hello::default()
+    }
+
+    /// Authenticates as `user` with `password`.
+    pub fn auth(mut self, user: impl Into<Bytes>, password: impl Into<Bytes>) -> Self {
+        self.auth = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Names the connection (`CLIENT GETNAME`, `CLIENT LIST` show it).
+    pub fn name(mut self, name: impl Into<Bytes>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
 }
 
 impl Client {
-    /// Wraps a pipelined RESP client.
+    /// Wraps a pipelined RESP client that speaks RESP2. Its push frames, if any, are matched
+    /// to callers unless its codec came from [`RespCodec::divert_pushes`]: then use
+    /// [`from_parts`](Client::from_parts).
     pub fn new(inner: dispatch::ClientConnection<RespCodec, Pipeline>) -> Self {
-        Client { inner }
+        let (_, pushes) = RespCodec::new().divert_pushes();
+        Client::from_parts(inner, pushes, Protocol::Resp2)
+    }
+
+    /// Wraps a pipelined RESP client whose codec diverts its pushes to `pushes`, and which
+    /// speaks `protocol`.
+    pub fn from_parts(
+        inner: dispatch::ClientConnection<RespCodec, Pipeline>,
+        pushes: PushHandle,
+        protocol: Protocol,
+    ) -> Self {
+        Client {
+            inner,
+            pushes,
+            protocol,
+        }
+    }
+
+    /// Connects to `addr` with `config` and asks for RESP3 with `hello`; falls back to RESP2
+    /// when the server refuses RESP3. Fails if the server refuses the authentication or the
+    /// name.
+    pub async fn connect_hello(
+        addr: SocketAddr,
+        config: ClientConfig,
+        hello: Hello,
+    ) -> Result<Self, Error> {
+        let mut client = Client::connect_with(addr, config).await?;
+        client.protocol = client.handshake(&hello).await?;
+        Ok(client)
+    }
+
+    async fn handshake(&self, hello: &Hello) -> Result<Protocol, Error> {
+        let mut parts: Vec<&[u8]> = vec![b"HELLO", b"3"];
+        if let Some((user, password)) = &hello.auth {
+            parts.extend([&b"AUTH"[..], user, password]);
+        }
+        if let Some(name) = &hello.name {
+            parts.extend([&b"SETNAME"[..], name]);
+        }
+        match self.command(Frame::command(parts)).await? {
+            Frame::Map(_) => Ok(Protocol::Resp3),
+            Frame::Error(msg)
+                if msg.starts_with(b"NOPROTO") || msg.starts_with(b"ERR unknown command") =>
+            {
+                if let Some((user, password)) = &hello.auth {
+                    expect_ok(self.run([&b"AUTH"[..], user, password]).await?)?;
+                }
+                if let Some(name) = &hello.name {
+                    expect_ok(self.run([&b"CLIENT"[..], b"SETNAME", name]).await?)?;
+                }
+                Ok(Protocol::Resp2)
+            }
+            Frame::Error(msg) | Frame::BlobError(msg) => Err(Error::msg(
+                ErrorKind::Service,
+                String::from_utf8_lossy(&msg).into_owned(),
+            )),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The protocol the connection speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The connection's push frames, from now on; `None` while another subscription lives.
+    pub fn pushes(&self) -> Option<Pushes> {
+        self.pushes.subscribe()
+    }
+
+    /// Push frames dropped so far: received while nobody subscribed, or while the
+    /// subscriber's queue was full.
+    pub fn dropped_pushes(&self) -> u64 {
+        self.pushes.dropped()
     }
 
     /// Connects to `addr` with the default [`ClientConfig`].
@@ -44,8 +167,13 @@ impl Client {
 
     /// Connects to `addr` with `config`.
     pub async fn connect_with(addr: SocketAddr, config: ClientConfig) -> Result<Self, Error> {
-        let connector = Connector::pipeline(RespCodec::new()).config(config);
-        Ok(Client::new(connector.new_service(addr).await?))
+        let (codec, pushes) = RespCodec::new().divert_pushes();
+        let connector = Connector::pipeline(codec).config(config);
+        Ok(Client::from_parts(
+            connector.new_service(addr).await?,
+            pushes,
+            Protocol::Resp2,
+        ))
     }
 
     /// The pipelined client underneath.

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use sheave_proto::codec::{
     Decoder, Encoder, Endian, LengthDelimitedCodec, LinesCodec, TaggedCodec,
 };
-use sheave_proto::resp::{Frame, RespCodec};
+use sheave_proto::resp::{Frame, Protocol, RespCodec};
 
 /// Decodes `input` fed in pieces cut at `cuts`, then at end of stream.
 #[track_caller]
@@ -44,6 +44,180 @@ fn resp_frame() -> impl Strategy<Value = Frame> {
     leaf.prop_recursive(4, 64, 8, |inner| {
         proptest::collection::vec(inner, 0..8).prop_map(Frame::Array)
     })
+}
+
+/// Every frame type, RESP3's included.
+fn resp3_frame() -> impl Strategy<Value = Frame> {
+    let line = "[a-zA-Z0-9 _.:-]{0,20}".prop_map(|s| Bytes::from(s.into_bytes()));
+    let blob = proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from);
+    let leaf = prop_oneof![
+        line.clone().prop_map(Frame::Simple),
+        line.prop_map(Frame::Error),
+        any::<i64>().prop_map(Frame::Integer),
+        blob.clone().prop_map(Frame::Bulk),
+        Just(Frame::Null),
+        any::<bool>().prop_map(Frame::Boolean),
+        any::<f64>().prop_map(Frame::Double),
+        prop_oneof![
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(f64::NAN),
+            Just(-0.0)
+        ]
+        .prop_map(Frame::Double),
+        "-?[0-9]{1,60}".prop_map(|s| Frame::BigNumber(s.into())),
+        blob.clone().prop_map(Frame::BlobError),
+        ("[a-z]{3}", blob).prop_map(|(f, text)| Frame::Verbatim {
+            format: f.as_bytes().try_into().unwrap(),
+            text,
+        }),
+    ];
+    leaf.prop_recursive(4, 64, 6, |inner| {
+        let pairs = proptest::collection::vec((inner.clone(), inner.clone()), 0..4);
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Frame::Array),
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Frame::Set),
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Frame::Push),
+            pairs.clone().prop_map(Frame::Map),
+            (pairs, inner).prop_map(|(attributes, data)| Frame::Attribute {
+                attributes,
+                data: Box::new(data),
+            }),
+        ]
+    })
+}
+
+/// What a RESP2 peer reads for `frame`: redis's standard downgrade, written out here
+/// independently of the encoder.
+fn downgraded(frame: &Frame) -> Frame {
+    let text = |d: f64| -> Bytes {
+        if d.is_nan() {
+            "nan".into()
+        } else if d.is_infinite() {
+            if d > 0.0 { "inf".into() } else { "-inf".into() }
+        } else {
+            format!("{d:?}").into()
+        }
+    };
+    match frame {
+        Frame::Boolean(b) => Frame::Integer(*b as i64),
+        Frame::Double(d) => Frame::Bulk(text(*d)),
+        Frame::BigNumber(n) => Frame::Bulk(n.clone()),
+        Frame::BlobError(e) => Frame::Error(
+            e.iter()
+                .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
+                .collect(),
+        ),
+        Frame::Verbatim { text, .. } => Frame::Bulk(text.clone()),
+        Frame::Array(items) | Frame::Set(items) | Frame::Push(items) => {
+            Frame::Array(items.iter().map(downgraded).collect())
+        }
+        Frame::Map(pairs) => Frame::Array(
+            pairs
+                .iter()
+                .flat_map(|(k, v)| [downgraded(k), downgraded(v)])
+                .collect(),
+        ),
+        Frame::Attribute { data, .. } => downgraded(data),
+        other => other.clone(),
+    }
+}
+
+/// What a RESP3 peer reads for `frame`: itself, except that RESP2's null array is RESP3's
+/// one null.
+fn as_resp3(frame: &Frame) -> Frame {
+    match frame {
+        Frame::NullArray => Frame::Null,
+        Frame::Array(items) => Frame::Array(items.iter().map(as_resp3).collect()),
+        Frame::Set(items) => Frame::Set(items.iter().map(as_resp3).collect()),
+        Frame::Push(items) => Frame::Push(items.iter().map(as_resp3).collect()),
+        Frame::Map(pairs) => Frame::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (as_resp3(k), as_resp3(v)))
+                .collect(),
+        ),
+        Frame::Attribute { attributes, data } => Frame::Attribute {
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (as_resp3(k), as_resp3(v)))
+                .collect(),
+            data: Box::new(as_resp3(data)),
+        },
+        other => other.clone(),
+    }
+}
+
+proptest! {
+    #[test]
+    fn resp3_round_trips_at_any_split(
+        frames in proptest::collection::vec(prop_oneof![resp3_frame(), resp_frame()], 0..8),
+        cuts in proptest::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let mut codec = RespCodec::new().with_protocol(Protocol::Resp3);
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            codec.encode(f, &mut wire).unwrap();
+        }
+        let expected: Vec<Frame> = frames.iter().map(as_resp3).collect();
+        prop_assert_eq!(decode_in_pieces(&mut RespCodec::new(), &wire, &cuts), expected);
+    }
+
+    #[test]
+    fn resp3_types_downgrade_for_a_resp2_peer(
+        frames in proptest::collection::vec(resp3_frame(), 0..8),
+        cuts in proptest::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let mut codec = RespCodec::new();
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            codec.encode(f, &mut wire).unwrap();
+        }
+        // Only RESP2 types on the wire.
+        let mut probe = RespCodec::new();
+        let mut buf = wire.clone();
+        while let Some(frame) = probe.decode(&mut buf).unwrap() {
+            prop_assert!(is_resp2(&frame), "{:?}", frame);
+        }
+        let expected: Vec<Frame> = frames.iter().map(downgraded).collect();
+        prop_assert_eq!(decode_in_pieces(&mut RespCodec::new(), &wire, &cuts), expected);
+    }
+
+    #[test]
+    fn resp3_never_panics_on_arbitrary_typed_bytes(
+        parts in proptest::collection::vec(
+            prop_oneof![
+                Just(&b"_\r\n"[..]), Just(&b"#t\r\n"[..]), Just(&b",1.5\r\n"[..]), Just(&b",nan\r\n"[..]),
+                Just(&b"(12\r\n"[..]), Just(&b"!1\r\nx\r\n"[..]), Just(&b"=5\r\ntxt:x\r\n"[..]),
+                Just(&b"%1\r\n"[..]), Just(&b"~2\r\n"[..]), Just(&b"|1\r\n"[..]), Just(&b">3\r\n"[..]),
+                Just(&b"*1\r\n"[..]), Just(&b"$-1\r\n"[..]), Just(&b"%-1\r\n"[..]), Just(&b"x"[..]),
+            ],
+            0..24,
+        ),
+    ) {
+        let input = parts.concat();
+        let mut codec = RespCodec::new().max_depth(4).max_array(8);
+        let mut buf = BytesMut::from(&input[..]);
+        for _ in 0..input.len() + 1 {
+            match codec.decode(&mut buf) {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
+fn is_resp2(frame: &Frame) -> bool {
+    match frame {
+        Frame::Simple(_)
+        | Frame::Error(_)
+        | Frame::Integer(_)
+        | Frame::Bulk(_)
+        | Frame::Null
+        | Frame::NullArray => true,
+        Frame::Array(items) => items.iter().all(is_resp2),
+        _ => false,
+    }
 }
 
 proptest! {

@@ -28,6 +28,10 @@ where
         self.inner.ready().await.map_err(Into::into)
     }
 
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
+    }
+
     fn try_ready(&self) -> TryReady<S::Permit, E> {
         self.inner.try_ready().map_err(Into::into)
     }
@@ -60,6 +64,10 @@ where
 
     async fn ready(&self) -> Result<S::Permit, E> {
         self.inner.ready().await.map_err(Into::into)
+    }
+
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
     }
 
     fn try_ready(&self) -> TryReady<S::Permit, E> {

@@ -31,6 +31,10 @@ where
         self.inner.ready()
     }
 
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
+    }
+
     fn try_ready(&self) -> TryReady<S::Permit, S::Error> {
         self.inner.try_ready()
     }

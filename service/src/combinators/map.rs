@@ -25,6 +25,10 @@ where
         self.inner.ready()
     }
 
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
+    }
+
     fn try_ready(&self) -> TryReady<S::Permit, S::Error> {
         self.inner.try_ready()
     }
@@ -59,6 +63,10 @@ where
         self.inner.ready()
     }
 
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
+    }
+
     fn try_ready(&self) -> TryReady<S::Permit, S::Error> {
         self.inner.try_ready()
     }
@@ -87,6 +95,10 @@ where
 
     async fn ready(&self) -> Result<S::Permit, E> {
         self.inner.ready().await.map_err(&self.f)
+    }
+
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
     }
 
     fn try_ready(&self) -> TryReady<S::Permit, E> {

@@ -23,15 +23,20 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     max_in_flight: usize,
+    max_abandoned: Option<usize>,
+    abandoned_age: Duration,
     connect_timeout: Duration,
     nodelay: bool,
 }
 
 impl Default for ClientConfig {
-    /// 128 requests in flight, a 5 s connect timeout, `TCP_NODELAY` on.
+    /// 128 requests in flight, a 5 s connect timeout, `TCP_NODELAY` on; abandoned calls
+    /// bounded to half the in-flight bound and 10 s of age.
     fn default() -> Self {
         ClientConfig {
             max_in_flight: 128,
+            max_abandoned: None,
+            abandoned_age: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             nodelay: true,
         }
@@ -48,6 +53,40 @@ impl ClientConfig {
     /// The configured in-flight bound.
     pub fn get_max_in_flight(&self) -> usize {
         self.max_in_flight
+    }
+
+    /// At most this many abandoned calls — calls whose callers gave up (a timeout, a
+    /// cancelled future) while the peer still owes their answers — before the connection is
+    /// closed (default: half of [`max_in_flight`](Self::max_in_flight), at least 1).
+    ///
+    /// An abandoned call keeps its slot until the peer answers, because on a pipelined
+    /// connection the answers are matched by order: a peer that stopped answering would
+    /// otherwise pin the whole connection's capacity. Past the bound the connection is
+    /// closed: every call still waiting fails with a retryable `Closed` error (the caller
+    /// may retry it elsewhere), and a balancer reconnects the endpoint.
+    pub fn max_abandoned(mut self, n: usize) -> Self {
+        self.max_abandoned = Some(n.max(1));
+        self
+    }
+
+    /// The bound on abandoned calls in force.
+    pub fn get_max_abandoned(&self) -> usize {
+        self.max_abandoned
+            .unwrap_or(self.max_in_flight.div_ceil(2))
+            .max(1)
+    }
+
+    /// An abandoned call older than this closes the connection too (default 10 s): a peer
+    /// that answers nothing for that long is hung, however few calls gave up on it. Checked
+    /// whenever a call is abandoned or capacity is asked for.
+    pub fn abandoned_age(mut self, age: Duration) -> Self {
+        self.abandoned_age = age;
+        self
+    }
+
+    /// The age bound on abandoned calls.
+    pub fn get_abandoned_age(&self) -> Duration {
+        self.abandoned_age
     }
 
     /// How long [`Connector`] waits for a connection.

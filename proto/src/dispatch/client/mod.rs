@@ -17,7 +17,7 @@ use futures::io::{AsyncRead, AsyncWrite};
 use sheave_core::net::TcpStream;
 use sheave_core::sync::{Cancelled, WaiterId};
 use sheave_service::{Error, Service, TryReady};
-use state::{CallSlot, State};
+use state::{AbandonLimits, CallSlot, State};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::poll_fn;
@@ -31,6 +31,7 @@ struct Shared<C: Decoder, M, T> {
     framed: RefCell<Framed<T, C>>,
     state: RefCell<State<C::Item>>,
     max_in_flight: usize,
+    abandon: AbandonLimits,
     handles: Cell<usize>,
     mode: PhantomData<M>,
 }
@@ -45,7 +46,9 @@ struct Shared<C: Decoder, M, T> {
 /// - When the connection dies (the peer closes, an I/O or protocol error), every request in
 ///   flight fails with a `Closed` error; none is left waiting.
 /// - A caller that gives up (drops its call future) keeps its place: its response is read and
-///   discarded, so later responses still reach their callers.
+///   discarded, so later responses still reach their callers. Abandoned calls are bounded
+///   in count and age ([`ClientConfig::max_abandoned`]): past the bound the connection is
+///   closed, and the calls still waiting fail with a retryable `Closed` error.
 /// - Cloning is cheap (an `Rc`); the connection closes once every clone is dropped and the
 ///   requests in flight are answered.
 /// - Pipelined, responses are matched to requests in order: a request the peer answers
@@ -147,6 +150,10 @@ where
             framed: RefCell::new(Framed::new(stream, codec)),
             state: RefCell::new(State::new()),
             max_in_flight: config.get_max_in_flight(),
+            abandon: AbandonLimits {
+                max: config.get_max_abandoned(),
+                age: config.get_abandoned_age(),
+            },
             handles: Cell::new(1),
             mode: PhantomData,
         });
@@ -203,6 +210,9 @@ impl<C: Decoder, M, T> ClientConnection<C, M, T> {
         key: &mut Option<WaiterId>,
     ) -> Poll<Result<Permit<C, M, T>, Error>> {
         let mut state = self.shared.state.borrow_mut();
+        if state.abandoned > 0 {
+            state.check_abandoned_age(&self.shared.abandon);
+        }
         if let Some(e) = &state.closed {
             let e = e.clone();
             if let Some(k) = key.take()
@@ -299,7 +309,7 @@ impl<C: Decoder, M, T> Drop for ResponseGuard<'_, C, M, T> {
         let mut state = self.shared.state.borrow_mut();
         match state.slots[self.key] {
             Some(CallSlot::Done(_)) => state.remove(self.key),
-            _ => state.slots[self.key] = Some(CallSlot::Abandoned),
+            _ => state.abandon(self.key, &self.shared.abandon),
         }
     }
 }
@@ -319,6 +329,11 @@ where
             key: None,
         };
         poll_fn(|cx| self.poll_ready(Some(cx), &mut guard.key)).await
+    }
+
+    /// Permits out plus calls awaiting their answers, abandoned ones included.
+    fn in_flight(&self) -> Option<usize> {
+        Some(self.shared.state.borrow().in_flight)
     }
 
     fn try_ready(&self) -> TryReady<Permit<C, M, T>, Error> {

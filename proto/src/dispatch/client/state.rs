@@ -2,9 +2,18 @@
 //! slots, the capacity, and the queue of `ready()` callers.
 
 use sheave_core::sync::WaitQueue;
+use sheave_core::time;
 use sheave_service::Error;
 use std::collections::VecDeque;
 use std::task::Waker;
+use std::time::{Duration, Instant};
+
+/// When abandoned calls close a connection; see
+/// [`ClientConfig::max_abandoned`](super::ClientConfig::max_abandoned).
+pub(super) struct AbandonLimits {
+    pub(super) max: usize,
+    pub(super) age: Duration,
+}
 
 /// A waiting caller's place: filled by the connection task, or failed when it dies.
 pub(super) enum CallSlot<R> {
@@ -22,6 +31,10 @@ pub(super) struct State<R> {
     pub(super) order: VecDeque<usize>,
     /// Permits handed out plus requests awaiting their response.
     pub(super) in_flight: usize,
+    /// Calls abandoned by their callers and not yet answered.
+    pub(super) abandoned: usize,
+    /// When the oldest call still abandoned was given up (`None` when none is).
+    pub(super) oldest_abandoned: Option<Instant>,
     pub(super) closed: Option<Error>,
     pub(super) conn_task: Option<Waker>,
     /// The `ready()` callers waiting for capacity, served in arrival order with hand-off: a
@@ -38,6 +51,8 @@ impl<R> State<R> {
             free: Vec::new(),
             order: VecDeque::new(),
             in_flight: 0,
+            abandoned: 0,
+            oldest_abandoned: None,
             closed: None,
             conn_task: None,
             ready_waiters: WaitQueue::new(),
@@ -85,11 +100,51 @@ impl<R> State<R> {
                     w.wake();
                 }
             }
-            Some(CallSlot::Abandoned) => self.remove(key),
+            Some(CallSlot::Abandoned) => {
+                self.remove(key);
+                self.abandoned -= 1;
+                if self.abandoned == 0 {
+                    self.oldest_abandoned = None;
+                }
+            }
             _ => return false,
         }
         self.release();
         true
+    }
+
+    /// A caller gave up on the call under `key`: past the bounds, the connection is closed.
+    pub(super) fn abandon(&mut self, key: usize, limits: &AbandonLimits) {
+        self.slots[key] = Some(CallSlot::Abandoned);
+        self.abandoned += 1;
+        let now = time::now_cached();
+        let oldest = *self.oldest_abandoned.get_or_insert(now);
+        if self.abandoned > limits.max {
+            self.recycle(format!(
+                "{} calls abandoned while the peer owed their answers",
+                self.abandoned
+            ));
+        } else if now.saturating_duration_since(oldest) > limits.age {
+            self.recycle("an abandoned call went unanswered too long".to_string());
+        }
+    }
+
+    /// Checks the age bound (from `ready`), so a hung peer is found even when no call is
+    /// abandoned any more.
+    pub(super) fn check_abandoned_age(&mut self, limits: &AbandonLimits) {
+        if let Some(oldest) = self.oldest_abandoned
+            && time::now_cached().saturating_duration_since(oldest) > limits.age
+        {
+            self.recycle("an abandoned call went unanswered too long".to_string());
+        }
+    }
+
+    /// Closes the connection because abandoned calls pinned it: replies can no longer be
+    /// matched otherwise. Every waiting caller gets a retryable `Closed` error.
+    fn recycle(&mut self, why: String) {
+        log::debug!("client connection recycled: {why}");
+        self.fail_all(Error::closed().with_context(why).retryable());
+        self.wake_conn();
     }
 
     /// The connection is gone: every waiting caller gets `err`, and so will every later one.

@@ -23,6 +23,12 @@ where
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => state.conn_task = Some(cx.waker().clone()),
     }
+    if state.closed.is_some() {
+        // Recycled by a caller (too many abandoned calls): every caller already has its
+        // answer; only the connection is left to close.
+        let _ = Pin::new(framed.get_mut()).poll_close(cx);
+        return Poll::Ready(());
+    }
     let result = loop {
         if let Poll::Ready(Err(e)) = framed.poll_flush_buf(cx) {
             break Err(e);

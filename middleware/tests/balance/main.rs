@@ -1,7 +1,10 @@
 //! The balancer over simulated endpoints, on the paused clock: exact and instant.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 use futures::future::join_all;
-use sheave_core::{Runtime, spawn, time};
+use sheave_core::{spawn, time};
 use sheave_middleware::balance::{
     Backoff, Balance, BalanceConfig, Ejection, PeakEwma, Policy, WhenBusy,
 };
@@ -11,10 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-fn paused() -> Runtime {
-    Runtime::builder().paused_clock().build().unwrap()
-}
+use support::paused;
 
 type Log = Rc<RefCell<Vec<(&'static str, Instant)>>>;
 
@@ -561,4 +561,208 @@ fn behind_a_breaker(
         }
     });
     CircuitBreaker::new(svc, BreakerConfig::default())
+}
+
+/// An endpoint with `capacity` slots whose calls never finish until released.
+struct Gate {
+    name: &'static str,
+    capacity: usize,
+    held: Rc<Cell<usize>>,
+    log: Log,
+}
+
+impl Service<u32> for Gate {
+    type Response = &'static str;
+    type Error = Error;
+    type Permit = ();
+
+    async fn ready(&self) -> Result<(), Error> {
+        std::future::poll_fn(|_| match self.try_ready() {
+            sheave_service::TryReady::Ready(()) => std::task::Poll::Ready(Ok(())),
+            _ => std::task::Poll::Pending,
+        })
+        .await
+    }
+
+    fn try_ready(&self) -> sheave_service::TryReady<(), Error> {
+        if self.held.get() < self.capacity {
+            sheave_service::TryReady::Ready(())
+        } else {
+            sheave_service::TryReady::Busy
+        }
+    }
+
+    fn in_flight(&self) -> Option<usize> {
+        Some(self.held.get())
+    }
+
+    async fn call(&self, _: (), _req: u32) -> Result<&'static str, Error> {
+        self.log.borrow_mut().push((self.name, time::now()));
+        self.held.set(self.held.get() + 1);
+        std::future::pending::<()>().await;
+        unreachable!("held forever")
+    }
+}
+
+/// A connector of [`Gate`]s with `capacity` slots each, sharing one count of held calls.
+fn gates(
+    log: Log,
+    capacity: usize,
+) -> impl Fn(&'static str) -> std::future::Ready<Result<Gate, Error>> {
+    let held = Rc::new(Cell::new(0));
+    move |name| {
+        std::future::ready(Ok(Gate {
+            name,
+            capacity,
+            held: held.clone(),
+            log: log.clone(),
+        }))
+    }
+}
+
+#[test]
+fn a_call_given_up_by_an_outer_timeout_counts_as_a_failure_and_ejects_its_endpoint() {
+    // Regression (issue: a hung backend stalls the client): a call cancelled above the
+    // balancer counted as nothing, so a backend that never answered kept `fail = 0`.
+    let rt = paused();
+    rt.block_on(async {
+        let log: Log = Rc::default();
+        let connect = gates(log.clone(), usize::MAX);
+        let lb = Balance::builder()
+            .ejection(Ejection {
+                consecutive_failures: 3,
+                ..Ejection::default()
+            })
+            .build(discover::fixed([("hung", "hung")]), connect);
+        let give_up = || time::timeout(Duration::from_millis(50), lb.oneshot(1));
+        for _ in 0..2 {
+            assert!(give_up().await.is_err());
+        }
+        let stats = lb.endpoints();
+        assert_eq!(stats[0].failures, 2, "each call given up is a failure");
+        assert!(
+            stats[0].rtt_estimate >= PeakEwma::default().failure_penalty / 2,
+            "and its estimate is the failure penalty: {:?}",
+            stats[0].rtt_estimate
+        );
+        assert!(give_up().await.is_err());
+        let stats = lb.endpoints();
+        assert!(stats[0].ejected, "three in a row eject it");
+        assert_eq!(
+            stats[0].pending, 3,
+            "the connection still holds the three calls"
+        );
+    });
+}
+
+#[test]
+fn a_full_endpoint_is_skipped_even_when_it_looks_cheapest_and_ready_waits_only_when_all_are_full() {
+    // Regression (issue: a hung backend stalls the client): p2c kept choosing the full
+    // endpoint (it looked idle) and then waited on it while the other had room.
+    let rt = paused();
+    rt.block_on(async {
+        let log: Log = Rc::default();
+        let (full_held, free_held) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        let (l, fh, rh) = (log.clone(), full_held.clone(), free_held.clone());
+        let connect = move |name: &'static str| {
+            let (capacity, held) = if name == "full" {
+                (0, fh.clone())
+            } else {
+                (2, rh.clone())
+            };
+            std::future::ready(Ok::<_, Error>(Gate {
+                name,
+                capacity,
+                held,
+                log: l.clone(),
+            }))
+        };
+        let lb = Rc::new(Balance::builder().p2c_pending().seed(7).build(
+            discover::fixed([("full", "full"), ("free", "free")]),
+            connect,
+        ));
+        while lb.endpoints().len() < 2 {
+            sheave_core::yield_now().await;
+        }
+        for _ in 0..2 {
+            let lb = lb.clone();
+            spawn(async move { lb.oneshot(1).await });
+        }
+        sheave_core::yield_now().await;
+        assert_eq!(
+            counts(&log).get("free"),
+            Some(&2),
+            "both went to the one with room"
+        );
+        // Now both are full: ready() waits (bounded by the caller's deadline).
+        let waited = time::timeout(Duration::from_millis(10), lb.ready()).await;
+        assert!(waited.is_err(), "every endpoint full: it waits");
+        assert!(!counts(&log).contains_key("full"));
+    });
+}
+
+#[test]
+fn past_the_waiter_bound_ready_fails_at_once_with_overloaded() {
+    let rt = paused();
+    rt.block_on(async {
+        let log: Log = Rc::default();
+        let connect = gates(log.clone(), 0);
+        let lb = Rc::new(
+            Balance::builder()
+                .max_waiters(1)
+                .build(discover::fixed([("full", "full")]), connect),
+        );
+        while lb.endpoints().is_empty() {
+            sheave_core::yield_now().await;
+        }
+        let waiter = {
+            let lb = lb.clone();
+            spawn(async move {
+                time::timeout(Duration::from_millis(10), lb.ready())
+                    .await
+                    .is_err()
+            })
+        };
+        sheave_core::yield_now().await;
+        let err = lb.ready().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Overloaded);
+        assert!(err.is_retryable());
+        assert!(waiter.await.unwrap(), "the one waiter waited");
+    });
+}
+
+#[test]
+fn an_endpoint_whose_connections_close_before_any_success_is_ejected_and_not_redialled_meanwhile() {
+    // Regression (issue: a backend that accepts and closes at once is never ejected): each
+    // reconnect made a fresh endpoint, so the failure count never reached the threshold.
+    let rt = paused();
+    rt.block_on(async {
+        let dials = Rc::new(Cell::new(0u32));
+        let d = dials.clone();
+        let connect = move |_: &'static str| {
+            d.set(d.get() + 1);
+            std::future::ready(Ok::<_, Error>(service_fn(|_: u32| async {
+                Err::<&'static str, _>(Error::closed())
+            })))
+        };
+        let lb = Balance::builder()
+            .ejection(Ejection {
+                consecutive_failures: 3,
+                backoff: Backoff::exponential(Duration::from_secs(1), Duration::from_secs(1)),
+                ..Ejection::default()
+            })
+            .reconnect(Backoff::exponential(
+                Duration::from_millis(10),
+                Duration::from_millis(10),
+            ))
+            .build(discover::fixed([("x", "x")]), connect);
+        // Drive calls for 5 virtual seconds: each connection dies on its first call.
+        let until = time::now() + Duration::from_secs(5);
+        while time::now() < until {
+            let _ = time::timeout(Duration::from_millis(5), lb.oneshot(1)).await;
+            time::sleep(Duration::from_millis(5)).await;
+        }
+        // 3 dials to cross the threshold, then at most about one per ejection (1 s).
+        assert!(dials.get() <= 3 + 6, "{} dials in 5 s", dials.get());
+    });
 }

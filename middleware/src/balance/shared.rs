@@ -1,0 +1,231 @@
+//! The state a [`Balance`](super::Balance) shares with its background task: the connected
+//! endpoints, the waiters, and how calls settle into load and health.
+
+use super::config::{BalanceConfig, Policy};
+use super::endpoint::{Endpoint, Health};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use sheave_core::time;
+use sheave_service::classify::Class;
+use slab::Slab;
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+pub(crate) struct Shared<K, S> {
+    pub(crate) config: BalanceConfig,
+    /// Connected endpoints that take requests.
+    pub(crate) endpoints: RefCell<Vec<Rc<Endpoint<K, S>>>>,
+    /// Bumped by every change a waiting `ready()` may care about: the endpoint set changed,
+    /// or a call finished while someone waited (capacity was freed).
+    epoch: Cell<u64>,
+    /// `ready()` callers waiting for the epoch to move, each removed when its wait ends or is
+    /// dropped (so the set never outgrows the callers actually waiting).
+    waiters: RefCell<Slab<Waker>>,
+    /// The background task.
+    driver: RefCell<Option<Waker>>,
+    /// Keys whose connection closed, for the background task to reconnect.
+    reconnects: RefCell<Vec<K>>,
+    pub(crate) rng: RefCell<SmallRng>,
+    pub(crate) cursor: Cell<usize>,
+    /// No endpoint is ejected at or after this instant (the latest ejection's end): before
+    /// it, picks check each endpoint's health; after it, they need not.
+    ejections_end: Cell<Option<Instant>>,
+}
+
+impl<K: Clone + Eq, S> Shared<K, S> {
+    pub(crate) fn new(config: BalanceConfig) -> Self {
+        let rng = match config.seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_rng(&mut rand::rng()),
+        };
+        Shared {
+            config,
+            endpoints: RefCell::new(Vec::new()),
+            epoch: Cell::new(0),
+            waiters: RefCell::new(Slab::new()),
+            driver: RefCell::new(None),
+            reconnects: RefCell::new(Vec::new()),
+            rng: RefCell::new(rng),
+            cursor: Cell::new(0),
+            ejections_end: Cell::new(None),
+        }
+    }
+
+    /// Whether any endpoint may be ejected now (false means surely none is).
+    pub(crate) fn any_ejected(&self, now: Instant) -> bool {
+        self.ejections_end.get().is_some_and(|end| now < end)
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.get()
+    }
+
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.borrow().len()
+    }
+
+    /// Moves the epoch and wakes every waiter.
+    fn bump(&self) {
+        self.epoch.set(self.epoch.get() + 1);
+        // Wake outside the borrow: a woken task may be polled by a foreign executor at once.
+        let woken: Vec<Waker> = self.waiters.borrow_mut().drain().collect();
+        woken.into_iter().for_each(Waker::wake);
+    }
+
+    /// Waits until the epoch differs from `epoch`.
+    pub(crate) async fn changed_since(&self, epoch: u64) {
+        /// Removes the waiter's entry when the wait is dropped — unless a bump already
+        /// drained every entry (the epoch moved), when the key may be someone else's.
+        struct Waiting<'a> {
+            waiters: &'a RefCell<Slab<Waker>>,
+            current: &'a Cell<u64>,
+            epoch: u64,
+            key: Option<usize>,
+        }
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                if let Some(key) = self.key
+                    && self.current.get() == self.epoch
+                {
+                    self.waiters.borrow_mut().try_remove(key);
+                }
+            }
+        }
+        let mut waiting = Waiting {
+            waiters: &self.waiters,
+            current: &self.epoch,
+            epoch,
+            key: None,
+        };
+        poll_fn(|cx| {
+            if self.epoch.get() != epoch {
+                return Poll::Ready(());
+            }
+            let mut waiters = self.waiters.borrow_mut();
+            match waiting.key {
+                Some(key) => {
+                    if !waiters[key].will_wake(cx.waker()) {
+                        waiters[key] = cx.waker().clone();
+                    }
+                }
+                None => waiting.key = Some(waiters.insert(cx.waker().clone())),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    pub(crate) fn set_driver_waker(&self, waker: &Waker) {
+        let mut slot = self.driver.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    pub(crate) fn take_reconnects(&self) -> Vec<K> {
+        std::mem::take(&mut *self.reconnects.borrow_mut())
+    }
+
+    /// The estimate of an endpoint without history: the mean of those with one.
+    pub(crate) fn neutral_rtt(&self, endpoints: &[Rc<Endpoint<K, S>>], now: Instant) -> f64 {
+        let Policy::P2cPeakEwma(cfg) = &self.config.policy else {
+            return 0.0;
+        };
+        let (sum, n) = endpoints
+            .iter()
+            .filter_map(|e| e.rtt_estimate(cfg, now))
+            .fold((0.0, 0u32), |(sum, n), rtt| (sum + rtt, n + 1));
+        if n == 0 {
+            cfg.default_rtt.as_nanos() as f64
+        } else {
+            sum / f64::from(n)
+        }
+    }
+
+    pub(crate) fn insert(&self, key: K, svc: S, health: Rc<Health>) {
+        let ep = Rc::new(Endpoint::new(key, svc, health, time::now()));
+        self.endpoints.borrow_mut().push(ep);
+        self.bump();
+    }
+
+    pub(crate) fn remove(&self, key: &K) {
+        let mut endpoints = self.endpoints.borrow_mut();
+        if let Some(i) = endpoints.iter().position(|e| &e.key == key) {
+            endpoints.swap_remove(i).mark_gone();
+            drop(endpoints);
+            self.bump();
+        }
+    }
+
+    /// The endpoint's connection closed: take it out and ask for a reconnect. A connection
+    /// that closed before its first success is a failure of its key (and lengthens the
+    /// reconnect backoff): a server that accepts and closes at once gets ejected.
+    pub(crate) fn closed(&self, ep: &Rc<Endpoint<K, S>>) {
+        let mut endpoints = self.endpoints.borrow_mut();
+        let Some(i) = endpoints.iter().position(|e| Rc::ptr_eq(e, ep)) else {
+            return; // already replaced or removed
+        };
+        endpoints.swap_remove(i).mark_gone();
+        drop(endpoints);
+        if !ep.ever_succeeded() {
+            ep.health.bad_connection();
+            self.failed(ep, time::now_cached());
+        }
+        self.reconnects.borrow_mut().push(ep.key.clone());
+        if let Some(w) = self.driver.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+        self.bump();
+    }
+
+    /// Whether one more endpoint may be ejected now (at most `max_share` of them, at least
+    /// one).
+    fn may_eject(&self, now: Instant) -> bool {
+        let Some(cfg) = &self.config.ejection else {
+            return false;
+        };
+        let endpoints = self.endpoints.borrow();
+        let cap = ((endpoints.len() as f64 * cfg.max_share) as usize).max(1);
+        !self.any_ejected(now) || endpoints.iter().filter(|e| e.is_ejected(now)).count() < cap
+    }
+
+    /// Counts a failure of `ep`'s key, and ejects it when that crosses the threshold and
+    /// the cap allows.
+    fn failed(&self, ep: &Endpoint<K, S>, now: Instant) {
+        let ejection = self.config.ejection.as_ref();
+        if ep.failed(ejection, now)
+            && let Some(cfg) = ejection
+            && self.may_eject(now)
+        {
+            ep.eject(cfg, now);
+            let end = now + ep.health.ejected_for(now);
+            if self.ejections_end.get().is_none_or(|e| e < end) {
+                self.ejections_end.set(Some(end));
+            }
+        }
+    }
+
+    /// A call on `ep` ended after `rtt` with the classifier's `verdict` (a call given up by
+    /// its caller comes here as the classifier's verdict on a timeout).
+    pub(crate) fn settle(&self, ep: &Endpoint<K, S>, rtt: Duration, verdict: Class, now: Instant) {
+        ep.finish();
+        let failed = verdict.is_failure();
+        if let Policy::P2cPeakEwma(cfg) = &self.config.policy
+            && verdict != Class::Ignorable
+        {
+            ep.observe(cfg, rtt, failed, now);
+        }
+        match verdict {
+            Class::Success => ep.succeeded(),
+            Class::Failure { .. } => self.failed(ep, now),
+            Class::Ignorable => {}
+        }
+        // Capacity was freed: a `ready()` waiting because every endpoint was full looks again.
+        if !self.waiters.borrow().is_empty() {
+            self.bump();
+        }
+    }
+}
