@@ -113,6 +113,7 @@ fn an_unreachable_endpoint_is_unavailable_and_retryable() {
 struct Nginx {
     child: Child,
     addr: SocketAddr,
+    h2_port: u16,
     _dir: std::path::PathBuf,
 }
 
@@ -138,9 +139,15 @@ fn nginx() -> Option<Nginx> {
         peer("nginx");
         return None;
     };
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
+    // Two free ports, held together while they are picked so they differ (nginx binds
+    // them right after; a port taken in between shows as nginx exiting, reported below).
+    let (port, h2) = {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        (
+            a.local_addr().unwrap().port(),
+            b.local_addr().unwrap().port(),
+        )
     };
     let dir = std::env::temp_dir().join(format!("sheave-nginx-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -152,10 +159,9 @@ fn nginx() -> Option<Nginx> {
          server {{\n  listen 127.0.0.1:{port};\n  listen 127.0.0.1:{h2} http2;\n\
          location / {{ return 200 \"hello from nginx\"; }}\n }}\n}}\n",
         dir = dir.display(),
-        h2 = port + 1,
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(binary)
+    let mut child = Command::new(binary)
         .args(["-c", dir.join("nginx.conf").to_str().unwrap(), "-p"])
         .arg(&dir)
         .stdout(std::process::Stdio::null())
@@ -166,14 +172,23 @@ fn nginx() -> Option<Nginx> {
     // Wait (bounded) until it accepts: a connect is the event.
     let deadline = std::time::Instant::now() + WITHIN;
     while std::net::TcpStream::connect(addr).is_err()
-        || std::net::TcpStream::connect(SocketAddr::new(addr.ip(), port + 1)).is_err()
+        || std::net::TcpStream::connect(SocketAddr::new(addr.ip(), h2)).is_err()
     {
-        assert!(std::time::Instant::now() < deadline, "nginx did not start");
+        let log = || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("nginx exited ({status}): {}", log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx did not start: {}",
+            log()
+        );
         std::thread::yield_now();
     }
     Some(Nginx {
         child,
         addr,
+        h2_port: h2,
         _dir: dir,
     })
 }
@@ -185,7 +200,7 @@ fn our_client_talks_to_nginx_over_http1_and_h2c() {
     };
     for (version, port) in [
         (Version::Http1, nginx.addr.port()),
-        (Version::Http2, nginx.addr.port() + 1),
+        (Version::Http2, nginx.h2_port),
     ] {
         let addr = SocketAddr::new(nginx.addr.ip(), port);
         let rt = Runtime::new().unwrap();
