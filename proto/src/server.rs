@@ -387,6 +387,35 @@ where
 /// [`serve_driver`](Server::serve_driver). The server keeps accept, threads,
 /// `max_connections` and the drain; the driver owns everything on the wire. The codec
 /// dispatcher of [`serve`](Server::serve) is one driver; an HTTP engine is another.
+///
+/// ```
+/// use sheave_core::{Runtime, net::TcpStream};
+/// use sheave_proto::{Driver, Server};
+/// use std::net::SocketAddr;
+///
+/// /// Greets each peer with its own address, then closes.
+/// struct Greet;
+///
+/// impl Driver for Greet {
+///     async fn drive(&self, stream: TcpStream, peer: SocketAddr, _drain: impl Future<Output = ()>) {
+///         let _ = stream.write(format!("hello {peer}\n").as_bytes()).await;
+///     }
+/// }
+///
+/// let rt = Runtime::new().unwrap();
+/// rt.block_on(async {
+///     let server = Server::bind("127.0.0.1:0".parse().unwrap()).build().unwrap();
+///     let (addr, handle) = (server.local_addr(), server.handle());
+///     let serving = sheave_core::spawn(server.serve_driver(|| Greet));
+///     let conn = TcpStream::connect(addr).await.unwrap();
+///     let mut buf = [0; 64];
+///     let n = conn.read(&mut buf).await.unwrap();
+///     let greeting = String::from_utf8_lossy(&buf[..n]).into_owned();
+///     assert_eq!(greeting, format!("hello {}\n", conn.local_addr().unwrap()));
+///     handle.shutdown();
+///     serving.await.unwrap().unwrap();
+/// });
+/// ```
 pub trait Driver {
     /// Serves `stream` (from `peer`) until it ends. Once `drain` completes, the server is
     /// shutting down: take no new request, finish the ones taken, and return (the server
