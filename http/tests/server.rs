@@ -356,3 +356,35 @@ fn an_idle_kept_alive_connection_is_closed_at_the_timeout_without_a_408() {
         "nothing after the answer: {got}"
     );
 }
+
+#[test]
+fn two_threads_each_with_a_reuse_port_listener_serve_every_connection() {
+    let server = support::start_on(2, |b| b.threads(2));
+    // The kernel spreads connections over both listeners; every one is served.
+    for _ in 0..16 {
+        assert_serving(server.addr);
+    }
+}
+
+#[test]
+fn connections_past_max_connections_are_closed_and_the_open_one_is_served() {
+    use std::io::{Read, Write};
+    let server = support::start_with(|b| b.max_connections(1));
+    let mut first = std::net::TcpStream::connect(server.addr).unwrap();
+    first.set_read_timeout(Some(support::WITHIN)).unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0; 4096];
+    let n = first.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
+    // The first is still open: a second is refused (closed without an answer).
+    let refused = exchange(server.addr, b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+    assert_eq!(refused, "", "{refused}");
+    first
+        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut rest = String::new();
+    first.read_to_string(&mut rest).unwrap();
+    assert!(rest.starts_with("HTTP/1.1 200 OK"), "{rest}");
+}

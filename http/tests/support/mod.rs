@@ -69,11 +69,22 @@ pub fn start_with(
     + Send
     + 'static,
 ) -> TestServer {
+    start_on(1, configure)
+}
+
+/// Like [`start_with`], on a runtime of `threads` threads.
+pub fn start_on(
+    threads: usize,
+    configure: impl FnOnce(sheave_http::server::Builder) -> sheave_http::server::Builder
+    + Send
+    + 'static,
+) -> TestServer {
     let (tx, rx) = std::sync::mpsc::channel();
     let slow_started = Arc::new(AtomicUsize::new(0));
     let counter = slow_started.clone();
     let thread = std::thread::spawn(move || {
-        Runtime::new().unwrap().block_on(async move {
+        let rt = Runtime::builder().threads(threads).build().unwrap();
+        rt.block_on(async move {
             let builder = configure(Server::bind("127.0.0.1:0".parse().unwrap()));
             let server = builder.build().unwrap();
             tx.send((server.local_addr(), server.handle())).unwrap();
