@@ -6,8 +6,9 @@
 //! - Errors are classified as sheave errors: a connection that could not be made (the request
 //!   was never written) is retryable.
 //! - [`HttpRetry`] retries only idempotent methods (`GET`, `HEAD`, `PUT`, `DELETE`, `OPTIONS`,
-//!   `TRACE`) whose body can be cloned; for them, timeouts and broken connections are
-//!   retryable too, since sending again is harmless.
+//!   `TRACE`) whose body can be cloned (a `Clone` body such as `Full`, or a
+//!   [`Replay`](crate::body::Replay) buffered within its cap); for them, timeouts and broken
+//!   connections are retryable too, since sending again is harmless.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -25,6 +26,7 @@
 //! assert!(Policy::<_, http::Response<()>>::clone_request(&policy, &post).is_none());
 //! ```
 
+use crate::body::Replay;
 use http::{Method, Request, Response, StatusCode};
 use sheave_middleware::retry::Policy;
 use sheave_service::Error;
@@ -90,11 +92,35 @@ impl<B: Clone, R> Policy<Request<B>, Response<R>> for HttpRetry {
     }
 
     fn should_retry(&self, outcome: Result<&Response<R>, &Error>) -> bool {
-        match outcome {
-            Ok(response) => HttpClassifier::classify_status(response.status()).is_retryable(),
-            // Only idempotent requests reach here: a broken connection is safe to resend.
-            Err(error) => Idempotent.classify(Err::<&(), _>(error)).is_retryable(),
+        should_retry(outcome)
+    }
+}
+
+/// Replayable bodies: retried when idempotent and buffered whole (within the cap); a body past
+/// the cap is sent once.
+impl<B, R> Policy<Request<Replay<B>>, Response<R>> for HttpRetry {
+    fn clone_request(&self, req: &Request<Replay<B>>) -> Option<Request<Replay<B>>> {
+        if !is_idempotent(req.method()) {
+            return None;
         }
+        let mut copy = Request::new(req.body().try_clone()?);
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        Some(copy)
+    }
+
+    fn should_retry(&self, outcome: Result<&Response<R>, &Error>) -> bool {
+        should_retry(outcome)
+    }
+}
+
+fn should_retry<R>(outcome: Result<&Response<R>, &Error>) -> bool {
+    match outcome {
+        Ok(response) => HttpClassifier::classify_status(response.status()).is_retryable(),
+        // Only idempotent requests reach here: a broken connection is safe to resend.
+        Err(error) => Idempotent.classify(Err::<&(), _>(error)).is_retryable(),
     }
 }
 
@@ -126,5 +152,30 @@ mod tests {
             let copy = Policy::<_, Response<()>>::clone_request(&policy, &req);
             assert_eq!(copy.is_some(), retried, "{method}");
         }
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    #[test]
+    fn a_replay_body_within_its_cap_is_retried_and_one_past_it_is_not() {
+        let rt = sheave_core::Runtime::new().unwrap();
+        rt.block_on(async {
+            let policy = HttpRetry::new();
+            let small = Replay::new(Full::new(Bytes::from("x")), 16).await.unwrap();
+            let big = Replay::new(Full::new(Bytes::from(vec![0u8; 32])), 16)
+                .await
+                .unwrap();
+            let put = |b| Request::put("/").body(b).unwrap();
+            let clone = |r: &Request<Replay<Full<Bytes>>>| {
+                Policy::<_, Response<()>>::clone_request(&policy, r).is_some()
+            };
+            assert!(clone(&put(small)));
+            assert!(!clone(&put(big)));
+        });
     }
 }

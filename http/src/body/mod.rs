@@ -1,5 +1,6 @@
 //! Bodies: [`Body`], what arrives (a request on a server, a response on a client), pulled
-//! frame by frame with a size limit; and [`channel`], a bounded body for producers.
+//! frame by frame with a size limit; [`channel`], a bounded body for producers; and
+//! [`Replay`], a request body buffered up to a cap so that retries can send it again.
 //!
 //! A [`Body`] is read only when its reader asks for the next frame, so a handler that stops
 //! reading stops the reads from the socket: that is the backpressure. Dropping it unread
@@ -22,6 +23,10 @@
 //!     assert_eq!(all, "hello world");
 //! });
 //! ```
+
+mod replay;
+
+pub use replay::{DEFAULT_REPLAY_CAP, Replay};
 
 use bytes::Bytes;
 use futures::channel::mpsc;
