@@ -7,7 +7,7 @@
 //!   was never written) is retryable.
 //! - [`HttpRetry`] retries only idempotent methods (`GET`, `HEAD`, `PUT`, `DELETE`, `OPTIONS`,
 //!   `TRACE`) whose body can be cloned (a `Clone` body such as `Full`, or a
-//!   [`Replay`](crate::body::Replay) buffered within its cap); for them, timeouts and broken
+//!   [`Replay`] buffered within its cap); for them, timeouts and broken
 //!   connections are retryable too, since sending again is harmless.
 //!
 //! ```
