@@ -11,7 +11,9 @@
 //!   combinators, one [`Error`] type;
 //! - `sheave-proto` — [`proto`]: codecs, framed transports, dispatchers, `Server`, `Connector`;
 //! - `sheave-middleware` — [`middleware`]: timeout, retry, limits, shedding, log, stats,
-//!   discovery, balancing, circuit breaking, hedging.
+//!   discovery, balancing, circuit breaking, hedging;
+//! - `sheave-http` — [`http`] (the default-on `http` feature): HTTP/1.1 and HTTP/2 servers and
+//!   clients as sheave services, hyper underneath.
 //!
 //! ```
 //! use sheave::{Runtime, net::{TcpListener, TcpStream}};
@@ -43,6 +45,8 @@ pub use sheave_core::{
     Builder, Handle, JoinError, JoinHandle, RemoteJoinHandle, Runtime, ShutdownSignal, net, signal,
     spawn, time, yield_now,
 };
+#[cfg(feature = "http")]
+pub use sheave_http as http;
 pub use sheave_middleware as middleware;
 pub use sheave_proto as proto;
 pub use sheave_service as service;

@@ -54,4 +54,4 @@ pub mod server;
 
 pub use dispatch::{ClientConnection, Connector, ServerConnection};
 pub use framed::Framed;
-pub use server::{Server, ServerHandle};
+pub use server::{Driver, Server, ServerHandle};

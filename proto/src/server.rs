@@ -32,7 +32,7 @@ use crate::codec::{Decoder, Encoder};
 use crate::dispatch::{Mode, Multiplex, Pipeline, ServerConnection};
 use crate::framed::Framed;
 use futures::future::{Either, select};
-use sheave_core::net::TcpListener;
+use sheave_core::net::{TcpListener, TcpStream};
 use sheave_core::signal::Signals;
 use sheave_core::sync::Notify;
 use sheave_core::{Handle, JoinHandle, time};
@@ -43,8 +43,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A TCP server: start with [`Server::bind`], configure, [`build`](Builder::build) (which
@@ -369,6 +369,110 @@ where
         C: Encoder<S::Response>,
         M: Mode<C::Item, S::Response>,
     {
+        // A codec need only be `Send`; each thread takes its clone once, at start.
+        let config = Mutex::new((self.config.codec.clone(), self.config.conn.clone()));
+        self.serve_driver(move || {
+            let (codec, conn) = sheave_core::sync::lock(&config).clone();
+            CodecDriver {
+                new_service: per_thread(),
+                codec,
+                conn,
+            }
+        })
+        .await
+    }
+}
+
+/// Serves one accepted connection: what a protocol plugs into [`Server`] with
+/// [`serve_driver`](Server::serve_driver). The server keeps accept, threads,
+/// `max_connections` and the drain; the driver owns everything on the wire. The codec
+/// dispatcher of [`serve`](Server::serve) is one driver; an HTTP engine is another.
+///
+/// ```
+/// use sheave_core::{Runtime, net::TcpStream};
+/// use sheave_proto::{Driver, Server};
+/// use std::net::SocketAddr;
+///
+/// /// Greets each peer with its own address, then closes.
+/// struct Greet;
+///
+/// impl Driver for Greet {
+///     async fn drive(&self, stream: TcpStream, peer: SocketAddr, _drain: impl Future<Output = ()>) {
+///         let _ = stream.write(format!("hello {peer}\n").as_bytes()).await;
+///     }
+/// }
+///
+/// let rt = Runtime::new().unwrap();
+/// rt.block_on(async {
+///     let server = Server::bind("127.0.0.1:0".parse().unwrap()).build().unwrap();
+///     let (addr, handle) = (server.local_addr(), server.handle());
+///     let serving = sheave_core::spawn(server.serve_driver(|| Greet));
+///     let conn = TcpStream::connect(addr).await.unwrap();
+///     let mut buf = [0; 64];
+///     let n = conn.read(&mut buf).await.unwrap();
+///     let greeting = String::from_utf8_lossy(&buf[..n]).into_owned();
+///     assert_eq!(greeting, format!("hello {}\n", conn.local_addr().unwrap()));
+///     handle.shutdown();
+///     serving.await.unwrap().unwrap();
+/// });
+/// ```
+pub trait Driver {
+    /// Serves `stream` (from `peer`) until it ends. Once `drain` completes, the server is
+    /// shutting down: take no new request, finish the ones taken, and return (the server
+    /// drops what is left after its drain timeout).
+    fn drive(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        drain: impl Future<Output = ()>,
+    ) -> impl Future<Output = ()>;
+}
+
+/// The driver of [`Server::serve`]: frames the stream with the codec and serves it with the
+/// dispatcher, one service per connection.
+struct CodecDriver<N, C, M> {
+    new_service: N,
+    codec: C,
+    conn: ServerConnection<M>,
+}
+
+impl<N, C, M, S> Driver for CodecDriver<N, C, M>
+where
+    C: Decoder + Encoder<S::Response> + Clone,
+    M: Mode<C::Item, S::Response>,
+    N: NewService<SocketAddr, Service = S>,
+    N::Error: fmt::Display,
+    S: Service<C::Item>,
+    S::Error: Into<Error>,
+{
+    async fn drive(&self, stream: TcpStream, peer: SocketAddr, drain: impl Future<Output = ()>) {
+        let service = match self.new_service.new_service(peer).await {
+            Ok(service) => service,
+            Err(e) => return log::warn!("{peer}: no service: {e}"),
+        };
+        let framed = Framed::new(stream, self.codec.clone());
+        match self.conn.serve_until(framed, service, drain).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Protocol => {
+                log::warn!("{peer}: closing connection: {e}")
+            }
+            Err(e) => log::debug!("{peer}: connection ended: {e}"),
+        }
+    }
+}
+
+impl<C, M> Server<C, M>
+where
+    C: Clone + Send + 'static,
+    M: Send + Sync + 'static,
+{
+    /// Serves until [`ServerHandle::shutdown`], each connection by a [`Driver`]: each thread
+    /// builds its own by calling `per_thread` once, on that thread (so it need not be `Send`).
+    pub async fn serve_driver<F, D>(self, per_thread: F) -> io::Result<()>
+    where
+        F: Fn() -> D + Send + Sync + 'static,
+        D: Driver + 'static,
+    {
         let handle = Handle::current();
         let here = Handle::thread_index().unwrap_or(0);
         let on_signal = self.signals.map(|mut signals| {
@@ -385,28 +489,21 @@ where
             })
         });
         let per_thread = Arc::new(per_thread);
+        let limits = Limits {
+            max_connections: self.config.max_connections,
+            drain_timeout: self.config.drain_timeout,
+        };
         let mut others = Vec::new();
         for i in 1..self.config.threads {
             let thread = (here + i) % handle.threads();
-            let (per_thread, config, shared, addr) = (
-                per_thread.clone(),
-                self.config.clone(),
-                self.shared.clone(),
-                self.addr,
-            );
+            let (per_thread, shared, addr) = (per_thread.clone(), self.shared.clone(), self.addr);
             others.push(handle.spawn_with(thread, move || async move {
                 let listener = TcpListener::bind_reuse_port(addr)?;
-                accept_loop(listener, per_thread(), config, shared).await;
+                accept_loop(listener, per_thread(), limits, shared).await;
                 Ok::<_, io::Error>(())
             }));
         }
-        accept_loop(
-            self.listener,
-            per_thread(),
-            self.config,
-            self.shared.clone(),
-        )
-        .await;
+        accept_loop(self.listener, per_thread(), limits, self.shared.clone()).await;
         if let Some(task) = on_signal {
             task.abort();
         }
@@ -420,6 +517,13 @@ where
         }
         result
     }
+}
+
+/// What the accept loop of every thread enforces.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    drain_timeout: Duration,
 }
 
 /// Per-thread drain state: set once the server shuts down; connections wait on it. A waiting
@@ -456,21 +560,13 @@ impl Drop for Counted {
 }
 
 /// Accepts on one thread until shutdown, then drains that thread's connections.
-async fn accept_loop<C, M, N, S>(
+async fn accept_loop<D: Driver + 'static>(
     listener: TcpListener,
-    new_service: N,
-    config: Config<C, M>,
+    driver: D,
+    limits: Limits,
     shared: Arc<Shared>,
-) where
-    C: Decoder + Encoder<S::Response> + Clone + 'static,
-    M: Mode<C::Item, S::Response>,
-    N: NewService<SocketAddr, Service = S> + 'static,
-    N::Error: fmt::Display,
-    S: Service<C::Item> + 'static,
-    S::Error: Into<Error>,
-{
-    let new_service = Rc::new(new_service);
-    let config = Rc::new(config);
+) {
+    let driver = Rc::new(driver);
     let drain = Rc::new(Drain::default());
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let mut shutdown = pin!(shared.shutdown_signal());
@@ -486,34 +582,23 @@ async fn accept_loop<C, M, N, S>(
                 continue;
             }
         };
-        if shared.connections.fetch_add(1, Ordering::Relaxed) >= config.max_connections {
+        if shared.connections.fetch_add(1, Ordering::Relaxed) >= limits.max_connections {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             log::warn!(
                 "{peer}: refused, {} connections open",
-                config.max_connections
+                limits.max_connections
             );
             continue;
         }
         let counted = Counted(shared.clone());
         let _ = stream.set_nodelay(true);
-        let (new_service, config, drain) = (new_service.clone(), config.clone(), drain.clone());
+        let (driver, drain) = (driver.clone(), drain.clone());
         if tasks.len() >= 64 && tasks.len().is_power_of_two() {
             tasks.retain(|t| !t.is_finished());
         }
         tasks.push(sheave_core::spawn(async move {
             let _counted = counted;
-            let service = match new_service.new_service(peer).await {
-                Ok(service) => service,
-                Err(e) => return log::warn!("{peer}: no service: {e}"),
-            };
-            let framed = Framed::new(stream, config.codec.clone());
-            match config.conn.serve_until(framed, service, drain.wait()).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Protocol => {
-                    log::warn!("{peer}: closing connection: {e}")
-                }
-                Err(e) => log::debug!("{peer}: connection ended: {e}"),
-            }
+            driver.drive(stream, peer, drain.wait()).await;
         }));
     }
     drop(listener);
@@ -523,7 +608,7 @@ async fn accept_loop<C, M, N, S>(
             let _ = task.await;
         }
     };
-    if time::timeout(config.drain_timeout, all).await.is_err() {
+    if time::timeout(limits.drain_timeout, all).await.is_err() {
         let left = tasks.iter().filter(|t| !t.is_finished()).count();
         log::warn!("drain timeout: dropping {left} connections");
     }

@@ -18,7 +18,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The examples tested below, by file name.
-const EXAMPLES: &[&str] = &["chaos", "chaos_proxy", "echo", "kv", "kv_client", "tour"];
+const EXAMPLES: &[&str] = &[
+    "chaos",
+    "chaos_proxy",
+    "echo",
+    "http",
+    "http_client",
+    "kv",
+    "kv_client",
+    "tour",
+];
 
 /// Held by the tests that load the machine (the tour, the chaos report, kv under load): they
 /// run one at a time, so that one's load does not become another's timing failure.
@@ -306,4 +315,63 @@ fn sigterm_to_kv_under_load_answers_every_request_it_accepted() {
             "connection {c}: {answered} answers to {sent} requests"
         );
     }
+}
+
+/// Sends one HTTP/1.1 request (`Connection: close`) and reads the whole answer.
+#[track_caller]
+fn http_exchange(listening: &str, request: &str) -> String {
+    let mut conn = connect(listening);
+    conn.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply)
+        .expect("an answer, then a close");
+    reply
+}
+
+#[test]
+fn http_as_documented_says_hello_echoes_json_and_stops_on_sigterm() {
+    // `cargo run --release --example http`, then the header's curl lines (as raw HTTP/1.1).
+    let mut server = Example::start("http", &[]);
+    let listening = server.wait_for_line("listening on ");
+    let hello = http_exchange(
+        &listening,
+        "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(hello.starts_with("HTTP/1.1 200 OK"), "{hello}");
+    assert!(hello.ends_with("hello, sheave\n"), "{hello}");
+    let body = r#"{"name":"ann"}"#;
+    let echo = http_exchange(
+        &listening,
+        &format!(
+            "POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(
+        echo.ends_with("{\"echo\":{\"name\":\"ann\"},\"bytes\":14}\n"),
+        "{echo}"
+    );
+    let bad = http_exchange(
+        &listening,
+        "POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc",
+    );
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    server.terminate_and_expect_success();
+}
+
+#[test]
+fn http_client_as_documented_balances_over_two_http_servers_with_no_failure() {
+    let mut a = Example::start("http", &[]);
+    let mut b = Example::start("http", &[]);
+    let url = |line: &str| format!("http://{}/", line.split_whitespace().nth(2).unwrap());
+    let (url_a, url_b) = (
+        url(&a.wait_for_line("listening on ")),
+        url(&b.wait_for_line("listening on ")),
+    );
+    let mut client = Example::start("http_client", &["--requests", "300", &url_a, &url_b]);
+    let report = client.wait_for_line("requests,");
+    assert!(report.starts_with("300 requests, 0 failed"), "{report}");
+    client.expect_exit_success();
+    a.terminate_and_expect_success();
+    b.terminate_and_expect_success();
 }

@@ -1,0 +1,241 @@
+//! Our HTTP client against our server (HTTP/1.1 and h2c) and against nginx, a server no one
+//! here wrote. Real loopback sockets; every wait bounded; nothing sleeps.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use sheave_core::Runtime;
+use sheave_http::Client;
+use sheave_http::client::Version;
+use sheave_service::{NewService, Service, ServiceExt};
+use std::net::SocketAddr;
+use std::process::{Child, Command};
+use support::{WITHIN, peer, start};
+
+async fn get(client: &Client, path: &str) -> (u16, Bytes) {
+    let req = http::Request::get(path)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.oneshot(req).await.expect("a response");
+    let status = response.status().as_u16();
+    (
+        status,
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes(),
+    )
+}
+
+fn both_versions(
+    addr: SocketAddr,
+    check: impl Fn(Client) -> std::pin::Pin<Box<dyn Future<Output = ()>>>,
+) {
+    for version in [Version::Http1, Version::Http2] {
+        let rt = Runtime::new().unwrap();
+        rt.block_on(async {
+            let connector = Client::builder().version(version).pool_size(2);
+            let client = sheave_core::time::timeout(WITHIN, connector.new_service(addr))
+                .await
+                .expect("connects in time")
+                .expect("connects");
+            sheave_core::time::timeout(WITHIN, check(client))
+                .await
+                .expect("in time");
+        });
+    }
+}
+
+#[test]
+fn our_client_talks_to_our_server_over_http1_and_h2c_and_reuses_its_connections() {
+    let server = start();
+    both_versions(server.addr, |client| {
+        Box::pin(async move {
+            for _ in 0..20 {
+                assert_eq!(get(&client, "/").await, (200, Bytes::from("hello, sheave")));
+            }
+            let post = http::Request::post("/echo")
+                .body(Full::new(Bytes::from("echo me")))
+                .unwrap();
+            let response = client.oneshot(post).await.unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "echo me");
+            // Many at once: the pool (2 connections) or the h2 connection takes them all.
+            let all = futures::future::join_all((0..50).map(|_| get(&client, "/"))).await;
+            assert!(all.iter().all(|(s, _)| *s == 200));
+        })
+    });
+    // Pooled, not one connection per request: far fewer than the 71 requests.
+    assert!(
+        server.handle.connections() <= 3,
+        "{}",
+        server.handle.connections()
+    );
+}
+
+#[test]
+fn an_unread_response_body_gives_its_pool_slot_back() {
+    let server = start();
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = Client::builder().pool_size(1).build(server.addr);
+        for _ in 0..5 {
+            let req = http::Request::get("/")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let response = client.oneshot(req).await.unwrap();
+            drop(response); // unread
+            assert!(client.try_ready().is_ready(), "the only slot came back");
+        }
+        assert_eq!(get(&client, "/").await.0, 200);
+    });
+}
+
+#[test]
+fn an_unreachable_endpoint_is_unavailable_and_retryable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let err = Client::<Full<Bytes>>::builder()
+            .new_service(addr)
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable() && err.is_retryable(), "{err}");
+    });
+}
+
+/// nginx with a generated config on a free loopback port, stopped on drop.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    h2_port: u16,
+    _dir: std::path::PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master then stops its workers (a killed master leaves
+        // them running, holding the test's output open).
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx() -> Option<Nginx> {
+    let binary = ["/usr/sbin/nginx", "nginx"].into_iter().find(|b| {
+        Command::new(b)
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(binary) = binary else {
+        peer("nginx");
+        return None;
+    };
+    // Two free ports, held together while they are picked so they differ (nginx binds
+    // them right after; a port taken in between shows as nginx exiting, reported below).
+    let (port, h2) = {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        (
+            a.local_addr().unwrap().port(),
+            b.local_addr().unwrap().port(),
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("sheave-nginx-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = format!(
+        "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {dir};\n proxy_temp_path {dir};\n\
+         fastcgi_temp_path {dir};\n uwsgi_temp_path {dir};\n scgi_temp_path {dir};\n\
+         server {{\n  listen 127.0.0.1:{port};\n  listen 127.0.0.1:{h2} http2;\n\
+         location / {{ return 200 \"hello from nginx\"; }}\n }}\n}}\n",
+        dir = dir.display(),
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let mut child = Command::new(binary)
+        .args(["-c", dir.join("nginx.conf").to_str().unwrap(), "-p"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx starts");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Wait (bounded) until it accepts: a connect is the event.
+    let deadline = std::time::Instant::now() + WITHIN;
+    while std::net::TcpStream::connect(addr).is_err()
+        || std::net::TcpStream::connect(SocketAddr::new(addr.ip(), h2)).is_err()
+    {
+        let log = || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("nginx exited ({status}): {}", log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx did not start: {}",
+            log()
+        );
+        std::thread::yield_now();
+    }
+    Some(Nginx {
+        child,
+        addr,
+        h2_port: h2,
+        _dir: dir,
+    })
+}
+
+#[test]
+fn our_client_talks_to_nginx_over_http1_and_h2c() {
+    let Some(nginx) = nginx() else {
+        return;
+    };
+    for (version, port) in [
+        (Version::Http1, nginx.addr.port()),
+        (Version::Http2, nginx.h2_port),
+    ] {
+        let addr = SocketAddr::new(nginx.addr.ip(), port);
+        let rt = Runtime::new().unwrap();
+        rt.block_on(async {
+            let client = Client::builder().version(version).build(addr);
+            for _ in 0..10 {
+                let (status, body) = sheave_core::time::timeout(WITHIN, get(&client, "/"))
+                    .await
+                    .expect("in time");
+                assert_eq!(
+                    (status, body),
+                    (200, Bytes::from("hello from nginx")),
+                    "{version:?}"
+                );
+            }
+            let permit = client.ready().await.unwrap();
+            drop(permit);
+        });
+    }
+}
+
+#[test]
+fn over_h2c_a_handler_that_drops_a_large_body_unread_still_answers_and_the_connection_lives() {
+    let server = start();
+    both_versions(server.addr, |client| {
+        Box::pin(async move {
+            // Just under the default 4 MiB body limit, never read by `/drop`: HTTP/2 resets
+            // the stream's upload after the answer, HTTP/1.1 closes that connection.
+            let big = Bytes::from(vec![b'x'; 4 * 1024 * 1024 - 1]);
+            let req = http::Request::post("/drop").body(Full::new(big)).unwrap();
+            let response = client.oneshot(req).await.expect("an answer");
+            assert_eq!(response.status(), 200);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "dropped");
+            assert_eq!(get(&client, "/").await, (200, Bytes::from("hello, sheave")));
+        })
+    });
+}
