@@ -15,13 +15,12 @@ use std::time::Duration;
 
 /// Starts a chaos proxy in front of `upstream` on runtime thread `thread`.
 pub fn proxy(rt: &Handle, thread: usize, upstream: SocketAddr) -> (SocketAddr, ChaosHandle) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    rt.spawn_with(thread, move || {
-        let proxy = ChaosProxy::bind("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
-        tx.send((proxy.local_addr(), proxy.handle())).unwrap();
-        proxy.run()
-    });
-    rx.recv().expect("the proxy thread is gone")
+    let (bound, _) = super::bound_on(rt, thread, move || {
+        let proxy = ChaosProxy::bind("127.0.0.1:0".parse().unwrap(), upstream)?;
+        Ok(((proxy.local_addr(), proxy.handle()), proxy.run()))
+    })
+    .expect("a chaos proxy on loopback");
+    bound
 }
 
 /// Three backends, the middle one (`b`) behind a chaos proxy: the cluster, the client's

@@ -124,38 +124,24 @@ impl Backend {
 
     /// Starts serving again, on the same address (the data survives: it is the same store).
     pub fn restart(&mut self, rt: &Handle) -> io::Result<()> {
-        let (tx, rx) = std::sync::mpsc::channel();
         let (addr, kv, delay) = (self.addr, self.kv.clone(), self.delay);
         let hang = self.hang.clone();
-        rt.spawn_with(self.thread, move || {
-            let built = Server::bind(addr).codec(RespCodec::new()).build();
-            let server = match built {
-                Ok(server) => {
-                    let _ = tx.send(Ok((server.local_addr(), server.handle())));
-                    Some(server)
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    None
+        let ((addr, handle), _) = super::bound_on(rt, self.thread, move || {
+            let server = Server::bind(addr).codec(RespCodec::new()).build()?;
+            let bound = (server.local_addr(), server.handle());
+            let serve = async move {
+                let served = server
+                    .serve(move |_peer: SocketAddr| {
+                        let svc = slow(KvService::new(kv.clone()), delay, hang.clone());
+                        async move { Ok::<_, Error>(svc) }
+                    })
+                    .await;
+                if let Err(e) = served {
+                    eprintln!("backend on {addr}: {e}");
                 }
             };
-            async move {
-                if let Some(server) = server {
-                    let served = server
-                        .serve(move |_peer: SocketAddr| {
-                            let svc = slow(KvService::new(kv.clone()), delay, hang.clone());
-                            async move { Ok::<_, Error>(svc) }
-                        })
-                        .await;
-                    if let Err(e) = served {
-                        eprintln!("backend on {addr}: {e}");
-                    }
-                }
-            }
-        });
-        let (addr, handle) = rx
-            .recv()
-            .map_err(|_| io::Error::other("the backend thread is gone"))??;
+            Ok((bound, serve))
+        })?;
         self.addr = addr;
         self.running = Some(handle);
         Ok(())
@@ -186,30 +172,17 @@ fn slow(
 pub fn accept_and_close(rt: &Handle, thread: usize) -> io::Result<(SocketAddr, Arc<AtomicUsize>)> {
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    rt.spawn_with(thread, move || {
-        let listener = sheave::net::TcpListener::bind("127.0.0.1:0".parse().unwrap());
-        let listener = match listener {
-            Ok(l) => {
-                let _ = tx.send(l.local_addr());
-                Some(l)
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                None
-            }
-        };
-        async move {
-            let Some(listener) = listener else { return };
+    let (addr, _) = super::bound_on(rt, thread, move || {
+        let listener = sheave::net::TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+        let addr = listener.local_addr()?;
+        let serve = async move {
             while let Ok((conn, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
                 drop(conn);
             }
-        }
-    });
-    let addr = rx
-        .recv()
-        .map_err(|_| io::Error::other("the backend thread is gone"))??;
+        };
+        Ok((addr, serve))
+    })?;
     Ok((addr, accepted))
 }
 

@@ -181,24 +181,13 @@ pub struct RunningServer {
 
 /// Starts the server under test on runtime thread `thread`, on a free loopback port.
 pub fn start_server(rt: &Handle, thread: usize, config: ServerConfig) -> io::Result<RunningServer> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let done = rt.spawn_with(thread, move || {
-        let built = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+    let ((addr, handle), done) = super::super::bound_on(rt, thread, move || {
+        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .codec(RespCodec::new())
             .max_connections(config.max_connections)
-            .build();
-        let server = match built {
-            Ok(server) => {
-                let _ = tx.send(Ok((server.local_addr(), server.handle())));
-                Some(server)
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                None
-            }
-        };
-        async move {
-            let Some(server) = server else { return };
+            .build()?;
+        let bound = (server.local_addr(), server.handle());
+        let serve = async move {
             let kv = Kv::new();
             let served = server
                 .serve_with(move || {
@@ -212,11 +201,9 @@ pub fn start_server(rt: &Handle, thread: usize, config: ServerConfig) -> io::Res
             if let Err(e) = served {
                 eprintln!("server: {e}");
             }
-        }
-    });
-    let (addr, handle) = rx
-        .recv()
-        .map_err(|_| io::Error::other("the server thread is gone"))??;
+        };
+        Ok((bound, serve))
+    })?;
     Ok(RunningServer { addr, handle, done })
 }
 
