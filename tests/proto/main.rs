@@ -403,22 +403,7 @@ fn garbage_closes_that_connection_only_after_answering_what_came_before_and_sayi
     // A valid command first: it is answered before the connection is closed.
     bad.write_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*abc\r\n$garbage\r\n")
         .unwrap();
-    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    loop {
-        match bad.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == IoKind::ConnectionReset => break,
-            Err(e) => panic!("the garbage connection was not closed: {e:?}"),
-        }
-        assert!(
-            got.len() < 4096,
-            "a closed connection does not keep talking"
-        );
-    }
-    let got = String::from_utf8_lossy(&got);
+    let got = read_until_closed(&mut bad);
     assert!(
         got.starts_with("$1\r\n1\r\n-ERR Protocol error: "),
         "the good command's reply, then redis's protocol error reply: {got:?}"
@@ -426,6 +411,29 @@ fn garbage_closes_that_connection_only_after_answering_what_came_before_and_sayi
     assert_eq!(roundtrip(&mut good, &["GET", "a"]), Frame::Bulk("1".into()));
     let mut fresh = TcpStream::connect(server.addr).unwrap();
     assert_eq!(roundtrip(&mut fresh, &["INCR", "a"]), Frame::Integer(2));
+}
+
+/// Everything the server sends until it closes the connection (a reset counts as closed):
+/// bounded in time (10 s) and in size (4 KiB: a closed connection does not keep talking).
+#[track_caller]
+fn read_until_closed(conn: &mut TcpStream) -> String {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == IoKind::ConnectionReset => break,
+            Err(e) => panic!("the connection was not closed: {e:?}"),
+        }
+        assert!(
+            got.len() < 4096,
+            "a closed connection does not keep talking"
+        );
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 #[test]
@@ -444,22 +452,7 @@ fn malformed_or_oversized_resp3_closes_that_connection_only_with_a_protocol_erro
         let mut bad = TcpStream::connect(server.addr).unwrap();
         bad.write_all(&[&command(&["PING"])[..], input].concat())
             .unwrap();
-        bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 256];
-        loop {
-            match bad.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == IoKind::ConnectionReset => break,
-                Err(e) => panic!("not closed after {input:?}: {e:?}"),
-            }
-            assert!(
-                got.len() < 4096,
-                "a closed connection does not keep talking"
-            );
-        }
-        let got = String::from_utf8_lossy(&got);
+        let got = read_until_closed(&mut bad);
         assert!(
             got.starts_with("+PONG\r\n-ERR Protocol error: "),
             "{input:?}: the PING's reply, then the protocol error: {got:?}"
