@@ -215,7 +215,8 @@ fn case_5_all_backends_down_fail_fast_with_unavailable_and_the_budget_stops_the_
             .count();
         let slowest = dead.iter().map(|o| o.service).max().unwrap_or_default();
         println!(
-            "case 5, all down: {requests} requests, {} failed, {} of {} after the deaths          Unavailable, slowest {slowest:?}; {retries} retries (budget {budget})",
+            "case 5, all down: {requests} requests, {} failed, {} of {} after the deaths \
+             Unavailable, slowest {slowest:?}; {retries} retries (budget {budget})",
             failures(&outcomes),
             unavailable,
             dead.len()

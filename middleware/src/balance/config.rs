@@ -31,9 +31,11 @@ pub enum Policy {
 ///    of seconds, and equal endpoints ended up with shares from 3.7% to 8.9%).
 /// 3. **A higher sample is taken at once; a lower one is averaged in** with weight
 ///    `1 - e^(-Δt/decay)`.
-/// 4. **A failure — including a call given up by its caller — is a sample of at least
-///    `failure_penalty`**, so an endpoint that fails fast never looks best, and it marks
-///    the estimate *penalised*.
+/// 4. **A failure is a sample of at least `failure_penalty`**, so an endpoint that fails
+///    fast never looks best, and it marks the estimate *penalised*. A call given up by its
+///    caller (a timeout above the balancer, a hedge's loser) is a sample of the time it
+///    waited: a hung endpoint's calls all look that slow, but a hedge's loser on a healthy
+///    endpoint is not turned into a one-second penalty.
 /// 5. **A penalised estimate recovers quickly**: it decays toward zero with
 ///    `penalty_decay` (not `decay`) while the endpoint gets no traffic, and the first
 ///    success replaces it with that success's round trip — which still decays with

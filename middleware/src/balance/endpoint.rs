@@ -70,6 +70,15 @@ impl Health {
     }
 }
 
+/// How a call ended, for the round-trip estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sample {
+    Succeeded,
+    Failed,
+    /// Dropped by its caller before it finished.
+    GivenUp,
+}
+
 /// How to read a service's own in-flight count ([`Service::in_flight`] for one request type).
 type InFlightOf<S> = fn(&S) -> Option<usize>;
 
@@ -256,7 +265,11 @@ impl<K: Clone, S> Endpoint<K, S> {
     }
 
     /// Folds a round-trip sample into the peak-EWMA estimate (the rules on [`PeakEwma`]).
-    pub(crate) fn observe(&self, cfg: &PeakEwma, rtt: Duration, failed: bool, now: Instant) {
+    /// `outcome` is how the call ended: a success, a failure (a sample of at least the
+    /// penalty), or given up by its caller (a sample of the time it waited — the caller's
+    /// impatience is no measure of the endpoint's failures, but the wait is a real latency).
+    pub(crate) fn observe(&self, cfg: &PeakEwma, rtt: Duration, outcome: Sample, now: Instant) {
+        let failed = outcome == Sample::Failed;
         let sample = if failed {
             rtt.max(cfg.failure_penalty)
         } else {
@@ -266,7 +279,7 @@ impl<K: Clone, S> Endpoint<K, S> {
         let next = match self.rtt_estimate(cfg, now) {
             // The first sample replaces the prior; a success replaces a penalty.
             None => sample,
-            Some(_) if self.penalised.get() && !failed => sample,
+            Some(_) if self.penalised.get() && outcome == Sample::Succeeded => sample,
             // The peak: jump up at once.
             Some(current) if sample > current => sample,
             Some(_) => {
@@ -278,9 +291,11 @@ impl<K: Clone, S> Endpoint<K, S> {
         self.rtt_ns.set(next);
         self.stamp.set(now);
         self.sampled.set(true);
-        let was_penalised = self.penalised.get();
-        self.penalised.set(failed);
-        self.recovering.set(was_penalised && !failed);
+        if outcome != Sample::GivenUp {
+            let was_penalised = self.penalised.get();
+            self.penalised.set(failed);
+            self.recovering.set(was_penalised && !failed);
+        }
     }
 
     pub(crate) fn stats(&self, policy: &Policy, now: Instant) -> EndpointStats<K> {
@@ -323,20 +338,20 @@ mod tests {
         let t0 = Instant::now();
         let e = ep(t0);
         assert_eq!(e.rtt_estimate(&cfg, t0), None, "no history: neutral");
-        e.observe(&cfg, Duration::from_micros(250), false, t0);
+        e.observe(&cfg, Duration::from_micros(250), Sample::Succeeded, t0);
         assert_eq!(
             e.rtt_estimate(&cfg, t0),
             Some(250e3),
             "no decay from a prior"
         );
-        e.observe(&cfg, ms(100), false, t0);
+        e.observe(&cfg, ms(100), Sample::Succeeded, t0);
         assert_eq!(
             e.rtt_estimate(&cfg, t0),
             Some(100e6),
             "a higher sample at once"
         );
         let later = t0 + cfg.decay;
-        e.observe(&cfg, ms(1), false, later);
+        e.observe(&cfg, ms(1), Sample::Succeeded, later);
         let est = e.rtt_estimate(&cfg, later).unwrap();
         assert!(est < 100e6 && est > 1e6, "{est}");
     }
@@ -346,14 +361,14 @@ mod tests {
         let cfg = PeakEwma::default();
         let t0 = Instant::now();
         let e = ep(t0);
-        e.observe(&cfg, Duration::from_micros(250), false, t0);
-        e.observe(&cfg, Duration::from_micros(5), true, t0);
+        e.observe(&cfg, Duration::from_micros(250), Sample::Succeeded, t0);
+        e.observe(&cfg, Duration::from_micros(5), Sample::Failed, t0);
         assert_eq!(
             e.rtt_estimate(&cfg, t0),
             Some(cfg.failure_penalty.as_nanos() as f64)
         );
         let t1 = t0 + ms(10);
-        e.observe(&cfg, Duration::from_micros(300), false, t1);
+        e.observe(&cfg, Duration::from_micros(300), Sample::Succeeded, t1);
         assert_eq!(e.rtt_estimate(&cfg, t1), Some(300e3));
     }
 
@@ -362,7 +377,7 @@ mod tests {
         let cfg = PeakEwma::default();
         let t0 = Instant::now();
         let e = ep(t0);
-        e.observe(&cfg, ms(100), true, t0);
+        e.observe(&cfg, ms(100), Sample::Failed, t0);
         let two_s = e.rtt_estimate(&cfg, t0 + Duration::from_secs(2)).unwrap();
         // 1 s × e^-8: about 0.34 ms, comparable to a healthy loopback round trip.
         assert!(two_s < 0.5e6, "{two_s}");

@@ -38,9 +38,9 @@
 //!   [classifier](sheave_service::classify) judges each outcome. A call dropped before it
 //!   finished — an outer timeout expired, a hedge or a `select` lost interest — is judged
 //!   as the classifier judges a `Timeout` error, after the time it waited: a hung endpoint
-//!   whose callers all give up is seen failing, not idle. A failure counts as a round trip
-//!   of at least [`PeakEwma::failure_penalty`] (a host that fails fast never looks best; the
-//!   rules of the estimate are on [`PeakEwma`]), and [`Ejection`] takes an endpoint out
+//!   whose callers all give up is seen failing and as slow as they were patient, not idle.
+//!   A failure counts as a round trip of at least [`PeakEwma::failure_penalty`] (a host that
+//!   fails fast never looks best; the rules of the estimate are on [`PeakEwma`]), and [`Ejection`] takes an endpoint out
 //!   after consecutive failures, for a backoff that grows with each ejection, never more
 //!   than [`max_share`](Ejection::max_share) of the endpoints at once.
 //! - **Health belongs to the key.** Failures, ejections and the reconnect backoff survive a
@@ -223,10 +223,10 @@ impl<K: Clone + Eq, S, J: Fn(Result<&R, &Error>) -> sheave_service::classify::Cl
 {
     fn settle(self, outcome: Result<&R, &Error>) {
         let this = std::mem::ManuallyDrop::new(self);
-        this.finish(outcome);
+        this.finish(outcome, false);
     }
 
-    fn finish(&self, outcome: Result<&R, &Error>) {
+    fn finish(&self, outcome: Result<&R, &Error>, given_up: bool) {
         let (now, rtt) = match self.start {
             Some(start) => {
                 let now = time::now();
@@ -235,7 +235,8 @@ impl<K: Clone + Eq, S, J: Fn(Result<&R, &Error>) -> sheave_service::classify::Cl
             None => (time::now_cached(), Duration::ZERO),
         };
         let verdict = (self.classify)(outcome);
-        self.shared.settle(self.endpoint, rtt, verdict, now);
+        self.shared
+            .settle(self.endpoint, rtt, verdict, given_up, now);
     }
 }
 
@@ -244,7 +245,7 @@ impl<K: Clone + Eq, S, J: Fn(Result<&R, &Error>) -> sheave_service::classify::Cl
 {
     fn drop(&mut self) {
         // Given up before it finished: to the endpoint, a timeout.
-        self.finish(Err(&Error::timeout()));
+        self.finish(Err(&Error::timeout()), true);
     }
 }
 

@@ -2,7 +2,7 @@
 //! endpoints, the waiters, and how calls settle into load and health.
 
 use super::config::{BalanceConfig, Policy};
-use super::endpoint::{Endpoint, Health};
+use super::endpoint::{Endpoint, Health, Sample};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use sheave_core::sync::Notify;
@@ -185,15 +185,27 @@ impl<K: Clone + Eq, S> Shared<K, S> {
         }
     }
 
-    /// A call on `ep` ended after `rtt` with the classifier's `verdict` (a call given up by
-    /// its caller comes here as the classifier's verdict on a timeout).
-    pub(crate) fn settle(&self, ep: &Endpoint<K, S>, rtt: Duration, verdict: Class, now: Instant) {
+    /// A call on `ep` ended after `rtt` with the classifier's `verdict`. A call `given_up`
+    /// by its caller comes here with the classifier's verdict on a timeout: it counts for
+    /// ejection and stats like one, and as a latency of the time it waited.
+    pub(crate) fn settle(
+        &self,
+        ep: &Endpoint<K, S>,
+        rtt: Duration,
+        verdict: Class,
+        given_up: bool,
+        now: Instant,
+    ) {
         ep.finish();
-        let failed = verdict.is_failure();
         if let Policy::P2cPeakEwma(cfg) = &self.config.policy
             && verdict != Class::Ignorable
         {
-            ep.observe(cfg, rtt, failed, now);
+            let sample = match verdict {
+                _ if given_up => Sample::GivenUp,
+                Class::Failure { .. } => Sample::Failed,
+                _ => Sample::Succeeded,
+            };
+            ep.observe(cfg, rtt, sample, now);
         }
         match verdict {
             Class::Success => ep.succeeded(),
