@@ -223,20 +223,20 @@ impl<K: Clone + Eq, S, J: Fn(Result<&R, &Error>) -> sheave_service::classify::Cl
 {
     fn settle(self, outcome: Result<&R, &Error>) {
         let this = std::mem::ManuallyDrop::new(self);
-        this.finish(outcome, false);
+        let (now, rtt) = this.elapsed();
+        let verdict = (this.classify)(outcome);
+        this.shared.settle(this.endpoint, rtt, verdict, now);
     }
 
-    fn finish(&self, outcome: Result<&R, &Error>, given_up: bool) {
-        let (now, rtt) = match self.start {
+    /// Now, and the time since the call started.
+    fn elapsed(&self) -> (Instant, Duration) {
+        match self.start {
             Some(start) => {
                 let now = time::now();
                 (now, now.saturating_duration_since(start))
             }
             None => (time::now_cached(), Duration::ZERO),
-        };
-        let verdict = (self.classify)(outcome);
-        self.shared
-            .settle(self.endpoint, rtt, verdict, given_up, now);
+        }
     }
 }
 
@@ -245,7 +245,9 @@ impl<K: Clone + Eq, S, J: Fn(Result<&R, &Error>) -> sheave_service::classify::Cl
 {
     fn drop(&mut self) {
         // Given up before it finished: to the endpoint, a timeout.
-        self.finish(Err(&Error::timeout()), true);
+        let (now, rtt) = self.elapsed();
+        let verdict = (self.classify)(Err(&Error::timeout()));
+        self.shared.given_up(self.endpoint, rtt, verdict, now);
     }
 }
 

@@ -185,26 +185,43 @@ impl<K: Clone + Eq, S> Shared<K, S> {
         }
     }
 
-    /// A call on `ep` ended after `rtt` with the classifier's `verdict`. A call `given_up`
-    /// by its caller comes here with the classifier's verdict on a timeout: it counts for
-    /// ejection and stats like one, and as a latency of the time it waited.
-    pub(crate) fn settle(
+    /// A call on `ep` ended after `rtt` with the classifier's `verdict`.
+    pub(crate) fn settle(&self, ep: &Endpoint<K, S>, rtt: Duration, verdict: Class, now: Instant) {
+        let sample = if verdict.is_failure() {
+            Sample::Failed
+        } else {
+            Sample::Succeeded
+        };
+        self.record(ep, rtt, verdict, sample, now);
+    }
+
+    /// A call on `ep` was given up by its caller after `rtt`: `verdict` is the classifier's
+    /// verdict on a timeout. It counts for ejection and stats like one, and as a latency of
+    /// the time it waited.
+    #[cold]
+    pub(crate) fn given_up(
         &self,
         ep: &Endpoint<K, S>,
         rtt: Duration,
         verdict: Class,
-        given_up: bool,
+        now: Instant,
+    ) {
+        self.record(ep, rtt, verdict, Sample::GivenUp, now);
+    }
+
+    #[inline]
+    fn record(
+        &self,
+        ep: &Endpoint<K, S>,
+        rtt: Duration,
+        verdict: Class,
+        sample: Sample,
         now: Instant,
     ) {
         ep.finish();
         if let Policy::P2cPeakEwma(cfg) = &self.config.policy
             && verdict != Class::Ignorable
         {
-            let sample = match verdict {
-                _ if given_up => Sample::GivenUp,
-                Class::Failure { .. } => Sample::Failed,
-                _ => Sample::Succeeded,
-            };
             ep.observe(cfg, rtt, sample, now);
         }
         match verdict {
