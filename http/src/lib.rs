@@ -15,6 +15,8 @@
 //! - [`body`]: [`Body`] (incoming, pulled, size-limited) and a bounded [`body::channel`].
 //! - [`classify`]: the HTTP classifier and an idempotent-only retry policy.
 //! - [`layers`]: set/override/remove headers and rewrite `Host`, a request id, an access log.
+//! - [`framing`]: `Content-Length`/`Transfer-Encoding` sanity: conflicting framing never
+//!   reaches the wire.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -54,6 +56,7 @@
 pub mod body;
 pub mod classify;
 pub mod client;
+pub mod framing;
 pub mod layers;
 pub mod rt;
 pub mod server;

@@ -109,6 +109,65 @@ fn an_unreachable_endpoint_is_unavailable_and_retryable() {
     });
 }
 
+#[test]
+fn a_body_past_the_replay_cap_is_sent_once_and_the_error_says_why() {
+    use sheave_http::body::{DEFAULT_REPLAY_CAP, Replay};
+    use sheave_http::classify::{HttpRetry, SentOnceLayer};
+    use sheave_middleware::retry::{RetryConfig, RetryLayer};
+    use sheave_service::ServiceBuilder;
+    use std::io::Read;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // A peer that takes the request's first bytes and hangs up: a broken connection, which
+    // an idempotent request would be retried after.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+        }
+    });
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = Client::<Replay<Full<Bytes>>>::builder()
+            .new_service(addr)
+            .await
+            .expect("connects");
+        let svc = ServiceBuilder::new()
+            .layer(RetryLayer::new(RetryConfig::new().max_attempts(3)).policy(HttpRetry::new()))
+            .layer(SentOnceLayer)
+            .service(client);
+        let body = Replay::new(
+            Full::new(Bytes::from(vec![7u8; 1 << 20])),
+            DEFAULT_REPLAY_CAP,
+        )
+        .await
+        .unwrap();
+        let req = http::Request::put("/big").body(body).unwrap();
+        let err = sheave_core::time::timeout(WITHIN, svc.oneshot(req))
+            .await
+            .expect("in time")
+            .expect_err("the peer hung up");
+        assert!(err.is_non_retryable(), "{err}");
+        assert_eq!(
+            err.context(),
+            Some("not retried: the request body (1048576 bytes) was past the replay cap of 64 KiB"),
+            "{err}"
+        );
+    });
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connection: sent once"
+    );
+}
+
 /// nginx with a generated config on a free loopback port, stopped on drop.
 struct Nginx {
     child: Child,

@@ -15,8 +15,9 @@ pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 /// A request body buffered for resending, up to a cap: a body that ends within the cap is kept
 /// whole, and [`try_clone`](Replay::try_clone) copies it (a `Bytes` clone: no copy of the
 /// data); a longer one is sent once — what was read to find out, then the rest — and cannot
-/// be cloned, so [`HttpRetry`](crate::classify::HttpRetry) does not retry it (the retry layer
-/// then flags its failure non-retryable).
+/// be cloned, so [`HttpRetry`](crate::classify::HttpRetry) does not retry it, and
+/// [`SentOnce`](crate::classify::SentOnce) below the retry layer flags its failure
+/// non-retryable with the reason ([`why_not_replayable`](Replay::why_not_replayable)).
 ///
 /// ```
 /// use bytes::Bytes;
@@ -48,6 +49,11 @@ enum State<B> {
     Once {
         prefix: Option<Bytes>,
         rest: B,
+        /// How much was read before the cap was passed, and the cap.
+        read_ahead: usize,
+        cap: usize,
+        /// The whole length, if the body knew it when the cap was passed.
+        whole: Option<u64>,
     },
 }
 
@@ -85,10 +91,18 @@ where
                     Ok(data) => {
                         buf.extend_from_slice(&data);
                         if buf.len() > cap {
+                            let read_ahead = buf.len();
+                            let whole = body
+                                .size_hint()
+                                .exact()
+                                .map(|rest| rest + read_ahead as u64);
                             return Ok(Replay {
                                 state: State::Once {
                                     prefix: Some(buf.freeze()),
                                     rest: body,
+                                    read_ahead,
+                                    cap,
+                                    whole,
                                 },
                             });
                         }
@@ -130,6 +144,43 @@ impl<B> Replay<B> {
             State::Once { .. } => None,
         }
     }
+
+    /// Why this body cannot be sent again, if it cannot: e.g. `the request body (1048576
+    /// bytes) was past the replay cap of 64 KiB` (`at least N bytes` when the body's length
+    /// was unknown). `None` for a buffered body.
+    pub fn why_not_replayable(&self) -> Option<String> {
+        match &self.state {
+            State::Buffered { .. } => None,
+            State::Once {
+                read_ahead,
+                cap,
+                whole,
+                ..
+            } => {
+                let size = match whole {
+                    Some(n) => format!("{n} bytes"),
+                    None => format!("at least {read_ahead} bytes"),
+                };
+                Some(format!(
+                    "the request body ({size}) was past the replay cap of {}",
+                    human_size(*cap)
+                ))
+            }
+        }
+    }
+}
+
+/// `65536` as `64 KiB`, `1048576` as `1 MiB`, other sizes in bytes.
+fn human_size(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 impl<B> HttpBody for Replay<B>
@@ -165,7 +216,7 @@ where
                 }
                 Poll::Ready(None)
             }
-            State::Once { prefix, rest } => {
+            State::Once { prefix, rest, .. } => {
                 if let Some(prefix) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(prefix))));
                 }
@@ -189,7 +240,7 @@ where
                 sent_data,
                 sent_trailers,
             } => (*sent_data || data.is_empty()) && (*sent_trailers || trailers.is_none()),
-            State::Once { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+            State::Once { prefix, rest, .. } => prefix.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -198,7 +249,7 @@ where
             State::Buffered {
                 data, sent_data, ..
             } => SizeHint::with_exact(if *sent_data { 0 } else { data.len() as u64 }),
-            State::Once { prefix, rest } => {
+            State::Once { prefix, rest, .. } => {
                 let ahead = prefix.as_ref().map_or(0, |p| p.len() as u64);
                 let mut hint = SizeHint::new();
                 hint.set_lower(rest.size_hint().lower() + ahead);
