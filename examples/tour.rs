@@ -7,8 +7,9 @@
 //! Starts three redis-protocol servers on loopback (the kv service of `examples/kv.rs`) on a
 //! second runtime thread — `a` and `c` answer at once, `b` answers 2 ms late — and drives
 //! them with a client built from sheave's layers (stats, log, one 500 ms deadline, idempotent
-//! retries within a budget, a concurrency limit, and p2c peak-EWMA balancing with ejection and
-//! reconnect; see `examples/support/cluster.rs`). A third of the way in, server `a` is killed;
+//! retries within a budget, a concurrency limit that sheds instead of queueing, a 100 ms
+//! timeout per attempt, and p2c peak-EWMA balancing with ejection and reconnect; see
+//! `examples/support/cluster.rs`, where each layer's place is explained). A third of the way in, server `a` is killed;
 //! two thirds in, it comes back on the same port. The run ends with a table per endpoint
 //! and phase: where the requests went, and how fast they were answered. It exits non-zero if
 //! any request failed. `RUST_LOG` is not read: install a logger to see the per-request log
