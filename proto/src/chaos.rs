@@ -16,8 +16,9 @@
 //! * **Bounded.** Each direction of a connection moves at most one 16 KiB chunk at a time,
 //!   so a held or throttled connection holds at most that much in the proxy (the rest waits
 //!   in the kernel's socket buffers, as it would in front of a slow peer).
-//! * **Every loop ends**: a relay ends when both sides have closed, when a reset fires, or
-//!   when the proxy is dropped; a blackholed connection waits on a rule change, not a timer.
+//! * **Every loop ends**: a relay ends when both sides have closed or when a reset fires (or
+//!   with its runtime); a blackholed connection waits on a rule change, not a timer, and
+//!   [`ChaosHandle::stop`] releases it.
 //!
 //! # Example
 //!
@@ -210,8 +211,22 @@ impl Control {
         woken.into_values().for_each(Waker::wake);
     }
 
-    /// Waits until the rules change (or the proxy stops).
+    /// The rules' version if connection `id` is blackholed now (read under one lock, so a
+    /// lift that comes right after is not missed), `None` if it may flow.
+    fn held(&self, id: u64) -> Option<u64> {
+        let rules = self.rules();
+        let toxics = rules.per_connection.get(&id).copied().unwrap_or(rules.all);
+        (toxics.blackhole && !self.stopped.load(Ordering::SeqCst)).then_some(rules.version)
+    }
+
+    /// Waits until the rules change from now (or the proxy stops).
     async fn changed(&self) {
+        let seen = self.rules().version;
+        self.changed_since(seen).await
+    }
+
+    /// Waits until the rules' version differs from `seen` (or the proxy stops).
+    async fn changed_since(&self, seen: u64) {
         /// Takes the wait's entry out when the wait ends or is dropped.
         struct Wait<'a>(&'a Control, Option<u64>);
         impl Drop for Wait<'_> {
@@ -221,7 +236,6 @@ impl Control {
                 }
             }
         }
-        let seen = self.rules().version;
         let mut wait = Wait(self, None);
         poll_fn(|cx| {
             let mut rules = self.rules();
@@ -445,8 +459,8 @@ async fn pump(
     let mut buf = vec![0u8; CHUNK];
     loop {
         // Held while blackholed: nothing read, nothing forwarded, nothing closed.
-        while control.toxics(id).blackhole && !control.stopped.load(Ordering::SeqCst) {
-            control.changed().await;
+        while let Some(version) = control.held(id) {
+            control.changed_since(version).await;
         }
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => {
@@ -471,8 +485,8 @@ async fn pump(
             sleep(delay).await;
         }
         // A blackhole that began while this chunk was on its way holds it too.
-        while control.toxics(id).blackhole && !control.stopped.load(Ordering::SeqCst) {
-            control.changed().await;
+        while let Some(version) = control.held(id) {
+            control.changed_since(version).await;
         }
         if let Some(rate) = toxics.bandwidth {
             sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;

@@ -66,7 +66,10 @@ impl Health {
         self.ejections.set(times);
         self.failures_in_a_row.set(0);
         self.ejected_until
-            .set(Some(now + ejection.backoff.nominal(times)));
+            .set(Some(sheave_core::time::saturating_add(
+                now,
+                ejection.backoff.nominal(times),
+            )));
     }
 }
 

@@ -298,9 +298,15 @@ where
                                 inner,
                             });
                         }
-                        Some(Err(e)) if e.kind() == ErrorKind::Closed => shared.closed(&best),
-                        // Gone meanwhile, refusing now, or something changed: look again.
-                        Some(_) | None => {}
+                        Some(Err(e)) if e.kind() == ErrorKind::Closed => {
+                            shared.closed(&best, false)
+                        }
+                        // Refusing now (its own wait queue is full, say): an answer, not a
+                        // reason to look again at once — nothing has changed, and looking
+                        // again without waiting would spin.
+                        Some(Err(e)) => return Err(e),
+                        // Gone meanwhile, or something changed: look again.
+                        Some(Ok(_)) | None => {}
                     }
                 }
                 Pick::Refused(cause) => {
@@ -356,7 +362,8 @@ where
         if let Err(e) = &result
             && e.is_closed()
         {
-            self.shared.closed(&endpoint);
+            // The call's failure is counted already.
+            self.shared.closed(&endpoint, true);
         }
         result
     }

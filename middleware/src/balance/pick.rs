@@ -182,7 +182,7 @@ impl<K: Clone + Eq, S> Shared<K, S> {
             drop(endpoints);
             // 3. Verdict.
             match seen {
-                Seen { dead: Some(ep), .. } => self.closed(&ep),
+                Seen { dead: Some(ep), .. } => self.closed(&ep, false),
                 Seen {
                     busy: Some((best, _)),
                     ..

@@ -139,8 +139,9 @@ impl<K: Clone + Eq, S> Shared<K, S> {
 
     /// The endpoint's connection closed: take it out and ask for a reconnect. A connection
     /// that closed before its first success is a failure of its key (and lengthens the
-    /// reconnect backoff): a server that accepts and closes at once gets ejected.
-    pub(crate) fn closed(&self, ep: &Rc<Endpoint<K, S>>) {
+    /// reconnect backoff): a server that accepts and closes at once gets ejected. A close
+    /// found by a failed call (`failure_counted`) is not counted twice.
+    pub(crate) fn closed(&self, ep: &Rc<Endpoint<K, S>>, failure_counted: bool) {
         let mut endpoints = self.endpoints.borrow_mut();
         let Some(i) = endpoints.iter().position(|e| Rc::ptr_eq(e, ep)) else {
             return; // already replaced or removed
@@ -149,7 +150,9 @@ impl<K: Clone + Eq, S> Shared<K, S> {
         drop(endpoints);
         if !ep.ever_succeeded() {
             ep.health.bad_connection();
-            self.failed(ep, time::now_cached());
+            if !failure_counted {
+                self.failed(ep, time::now_cached());
+            }
         }
         self.reconnects.borrow_mut().push(ep.key.clone());
         if let Some(w) = self.driver.borrow().as_ref() {
@@ -178,7 +181,7 @@ impl<K: Clone + Eq, S> Shared<K, S> {
             && self.may_eject(now)
         {
             ep.eject(cfg, now);
-            let end = now + ep.health.ejected_for(now);
+            let end = time::saturating_add(now, ep.health.ejected_for(now));
             if self.ejections_end.get().is_none_or(|e| e < end) {
                 self.ejections_end.set(Some(end));
             }

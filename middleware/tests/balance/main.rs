@@ -766,3 +766,46 @@ fn an_endpoint_whose_connections_close_before_any_success_is_ejected_and_not_red
         assert!(dials.get() <= 3 + 6, "{} dials in 5 s", dials.get());
     });
 }
+
+/// An endpoint that is always full, and whose `ready()` refuses at once (a limit whose own
+/// wait queue is full, say).
+struct FullAndRefusing;
+
+impl Service<u32> for FullAndRefusing {
+    type Response = &'static str;
+    type Error = Error;
+    type Permit = ();
+
+    async fn ready(&self) -> Result<(), Error> {
+        Err(Error::overloaded())
+    }
+
+    fn try_ready(&self) -> sheave_service::TryReady<(), Error> {
+        sheave_service::TryReady::Busy
+    }
+
+    async fn call(&self, _: (), _req: u32) -> Result<&'static str, Error> {
+        unreachable!("never ready")
+    }
+}
+
+#[test]
+fn an_endpoint_whose_ready_refuses_at_once_is_an_answer_not_a_spin() {
+    // Regression (review): ready() treated the refusal as "look again" and looped without
+    // ever yielding, so one caller held the runtime thread at 100% CPU forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        paused().block_on(async {
+            let connect = |_: &'static str| std::future::ready(Ok::<_, Error>(FullAndRefusing));
+            let lb = Balance::builder().build(discover::fixed([("full", "full")]), connect);
+            while lb.endpoints().is_empty() {
+                sheave_core::yield_now().await;
+            }
+            let _ = tx.send(Service::<u32>::ready(&lb).await.map(|_| ()));
+        })
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("ready() answered instead of spinning");
+    assert_eq!(got.unwrap_err().kind(), ErrorKind::Overloaded);
+}

@@ -19,8 +19,8 @@ pub(super) struct AbandonLimits {
 pub(super) enum CallSlot<R> {
     Waiting(Option<Waker>),
     Done(Result<R, Error>),
-    /// The caller went away; the response is discarded when it arrives.
-    Abandoned,
+    /// The caller went away (at this instant); the response is discarded when it arrives.
+    Abandoned(Instant),
 }
 
 /// The state shared by the client handles and the connection task.
@@ -33,8 +33,10 @@ pub(super) struct State<R> {
     pub(super) in_flight: usize,
     /// Calls abandoned by their callers and not yet answered.
     pub(super) abandoned: usize,
-    /// When the oldest call still abandoned was given up (`None` when none is).
-    pub(super) oldest_abandoned: Option<Instant>,
+    /// Abandoned calls in the order they were given up, with when: the front entry that is
+    /// still abandoned is the oldest (entries whose call was answered are dropped as they
+    /// reach the front).
+    pub(super) abandoned_since: VecDeque<(usize, Instant)>,
     pub(super) closed: Option<Error>,
     pub(super) conn_task: Option<Waker>,
     /// The `ready()` callers waiting for capacity, served in arrival order with hand-off: a
@@ -52,7 +54,7 @@ impl<R> State<R> {
             order: VecDeque::new(),
             in_flight: 0,
             abandoned: 0,
-            oldest_abandoned: None,
+            abandoned_since: VecDeque::new(),
             closed: None,
             conn_task: None,
             ready_waiters: WaitQueue::new(),
@@ -100,11 +102,11 @@ impl<R> State<R> {
                     w.wake();
                 }
             }
-            Some(CallSlot::Abandoned) => {
+            Some(CallSlot::Abandoned(_)) => {
                 self.remove(key);
                 self.abandoned -= 1;
                 if self.abandoned == 0 {
-                    self.oldest_abandoned = None;
+                    self.abandoned_since.clear();
                 }
             }
             _ => return false,
@@ -115,10 +117,17 @@ impl<R> State<R> {
 
     /// A caller gave up on the call under `key`: past the bounds, the connection is closed.
     pub(super) fn abandon(&mut self, key: usize, limits: &AbandonLimits) {
-        self.slots[key] = Some(CallSlot::Abandoned);
-        self.abandoned += 1;
         let now = time::now_cached();
-        let oldest = *self.oldest_abandoned.get_or_insert(now);
+        self.slots[key] = Some(CallSlot::Abandoned(now));
+        self.abandoned += 1;
+        self.abandoned_since.push_back((key, now));
+        if self.abandoned_since.len() > 2 * self.abandoned + 16 {
+            // Answered ones pile up behind a long-lived front entry: compact.
+            let slots = &self.slots;
+            self.abandoned_since
+                .retain(|&(k, t)| matches!(slots[k], Some(CallSlot::Abandoned(at)) if at == t));
+        }
+        let oldest = self.oldest_abandoned().unwrap_or(now);
         if self.abandoned > limits.max {
             self.recycle(format!(
                 "{} calls abandoned while the peer owed their answers",
@@ -132,11 +141,22 @@ impl<R> State<R> {
     /// Checks the age bound (from `ready`), so a hung peer is found even when no call is
     /// abandoned any more.
     pub(super) fn check_abandoned_age(&mut self, limits: &AbandonLimits) {
-        if let Some(oldest) = self.oldest_abandoned
+        if let Some(oldest) = self.oldest_abandoned()
             && time::now_cached().saturating_duration_since(oldest) > limits.age
         {
             self.recycle("an abandoned call went unanswered too long".to_string());
         }
+    }
+
+    /// When the oldest call still abandoned was given up.
+    fn oldest_abandoned(&mut self) -> Option<Instant> {
+        while let Some(&(key, at)) = self.abandoned_since.front() {
+            if matches!(self.slots[key], Some(CallSlot::Abandoned(t)) if t == at) {
+                return Some(at);
+            }
+            self.abandoned_since.pop_front(); // answered meanwhile
+        }
+        None
     }
 
     /// Closes the connection because abandoned calls pinned it: replies can no longer be
@@ -153,7 +173,7 @@ impl<R> State<R> {
         for key in 0..self.slots.len() {
             if matches!(
                 self.slots[key],
-                Some(CallSlot::Waiting(_) | CallSlot::Abandoned)
+                Some(CallSlot::Waiting(_) | CallSlot::Abandoned(_))
             ) {
                 self.fill(key, Err(err.clone()));
             }
