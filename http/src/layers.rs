@@ -213,6 +213,10 @@ where
         self.inner.try_ready()
     }
 
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
+    }
+
     async fn call(&self, permit: S::Permit, mut req: Request<B>) -> Result<Response<R>, S::Error> {
         self.rules.apply_request(&mut req);
         let mut response = self.inner.call(permit, req).await?;
@@ -327,6 +331,10 @@ where
         self.inner.try_ready()
     }
 
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
+    }
+
     async fn call(&self, permit: S::Permit, mut req: Request<B>) -> Result<Response<R>, S::Error> {
         let id = match req.headers().get(&REQUEST_ID) {
             Some(id) => id.clone(),
@@ -399,6 +407,10 @@ where
 
     fn try_ready(&self) -> TryReady<S::Permit, S::Error> {
         self.inner.try_ready()
+    }
+
+    fn in_flight(&self) -> Option<usize> {
+        self.inner.in_flight()
     }
 
     async fn call(&self, permit: S::Permit, req: Request<B>) -> Result<Response<R>, S::Error> {

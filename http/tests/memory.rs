@@ -3,19 +3,7 @@
 
 mod support;
 
-use support::{assert_serving, start};
-
-/// The resident set of this process (the test server runs in it), from `/proc/self/status`.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kib * 1024
-}
+use support::{assert_serving, rss_bytes, start};
 
 #[test]
 fn a_client_that_pipelines_without_reading_is_held_back_with_bounded_memory() {

@@ -13,7 +13,7 @@ use sheave_service::{Error, service_fn};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
-use support::WITHIN;
+use support::{WITHIN, rss_bytes};
 
 /// What the client uploads: 1 GiB.
 const UPLOAD: u64 = 1 << 30;
@@ -22,18 +22,6 @@ const UPLOAD: u64 = 1 << 30;
 const PACE: u64 = 16;
 /// How much more resident memory the whole upload may take.
 const BOUND: u64 = 16 * 1024 * 1024;
-
-/// The resident set of this process, from `/proc/self/status`.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    kib * 1024
-}
 
 /// Reads the body one frame at a time, pausing 1 ms on the server's timer after every
 /// `PACE` frames (the handler's pace: slower than the client can write), and answers with the

@@ -182,29 +182,38 @@ pub struct RunningServer {
 /// Starts the server under test on runtime thread `thread`, on a free loopback port.
 pub fn start_server(rt: &Handle, thread: usize, config: ServerConfig) -> io::Result<RunningServer> {
     let ((addr, handle), done) = super::super::bound_on(rt, thread, move || {
-        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .codec(RespCodec::new())
-            .max_connections(config.max_connections)
-            .build()?;
+        let server = bind(&config)?;
         let bound = (server.local_addr(), server.handle());
         let serve = async move {
-            let kv = Kv::new();
-            let served = server
-                .serve_with(move || {
-                    let svc = stack(&config, &kv);
-                    move |_peer: SocketAddr| {
-                        let svc = svc.clone();
-                        async move { Ok::<_, Error>(svc) }
-                    }
-                })
-                .await;
-            if let Err(e) = served {
+            if let Err(e) = serve(server, config).await {
                 eprintln!("server: {e}");
             }
         };
         Ok((bound, serve))
     })?;
     Ok(RunningServer { addr, handle, done })
+}
+
+/// The server under test, bound on a free loopback port.
+fn bind(config: &ServerConfig) -> io::Result<Server<RespCodec>> {
+    Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .codec(RespCodec::new())
+        .max_connections(config.max_connections)
+        .build()
+}
+
+/// Serves [`stack`] over one store until the server is shut down.
+async fn serve(server: Server<RespCodec>, config: ServerConfig) -> io::Result<()> {
+    let kv = Kv::new();
+    server
+        .serve_with(move || {
+            let svc = stack(&config, &kv);
+            move |_peer: SocketAddr| {
+                let svc = svc.clone();
+                async move { Ok::<_, Error>(svc) }
+            }
+        })
+        .await
 }
 
 // The server as a child process (cases 8 and 10)
@@ -225,22 +234,9 @@ pub fn serve_if_child() {
     };
     let rt = sheave::Runtime::new().expect("runtime");
     rt.block_on(async move {
-        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .codec(RespCodec::new())
-            .max_connections(config.max_connections)
-            .build()
-            .expect("bind");
+        let server = bind(&config).expect("bind");
         println!("listening on {}", server.local_addr());
-        let kv = Kv::new();
-        let served = server
-            .serve_with(move || {
-                let svc = stack(&config, &kv);
-                move |_peer: SocketAddr| {
-                    let svc = svc.clone();
-                    async move { Ok::<_, Error>(svc) }
-                }
-            })
-            .await;
+        let served = serve(server, config).await;
         eprintln!("server ended: {served:?}");
     });
     std::process::exit(0);

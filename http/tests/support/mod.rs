@@ -171,3 +171,15 @@ pub fn wait_slow_started(server: &TestServer, n: usize) {
         std::thread::yield_now();
     }
 }
+
+/// The resident set of this process (the test server runs in it), from `/proc/self/status`.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
