@@ -1,0 +1,12 @@
+//! # sheave-load
+//!
+//! Two tools for finding out what networking code costs:
+//!
+//! - [`meter`]: the overhead meter — run a `Service` stack beside its bare inner service, in
+//!   one process, interleaved, and read the cost per call in time, allocations and
+//!   instructions.
+//! - the `sheave-load` command: a load generator whose client is the kit's own balanced stack.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod meter;

@@ -1,0 +1,1 @@
+//! The overhead meter: what a layer costs per call.
