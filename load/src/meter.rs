@@ -1,1 +1,0 @@
-//! The overhead meter: what a layer costs per call.
