@@ -5,8 +5,11 @@
 //!
 //! - **decision + call**: one request through p2c over 8 endpoints that answer at once
 //!   (least-pending load on both sides: tower's `PendingRequests`, our `P2cPending`), polled
-//!   directly with a no-op waker. ns per call (best of 5 runs), heap allocations per call
-//!   (a counting allocator) and instructions per call (callgrind: (count at 2N − count at N) / N).
+//!   directly with a no-op waker. Measured with the overhead meter (`sheave_load::meter`),
+//!   the sides interleaved: ns per call (median of 5 repetitions of 200,000 calls, the
+//!   balancer's set-up measured alone and subtracted), heap allocations and bytes per call
+//!   (the meter's counting allocator) and instructions per call (callgrind in child runs of
+//!   this binary: (count at 2N − count at N) / N, N = 100,000).
 //! - **peak-EWMA under load**: 8 simulated endpoints answering after 1 ms, one after 10 ms;
 //!   one driver keeps 32 requests in flight for 20,000 requests through p2c peak-EWMA
 //!   (tower's `PeakEwmaDiscover`, default RTT 1 ms, decay 10 s; ours the same parameters),
@@ -14,7 +17,8 @@
 //!   requests/s and the share the slow endpoint got.
 
 use futures::StreamExt;
-use sheave_benches::{CountingAlloc, alloc_counts, callgrind_instructions, fmt_dur, print_table};
+use sheave_benches::{CountingAlloc, fmt_dur, print_table};
+use sheave_load::meter::Meter;
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
@@ -101,33 +105,6 @@ fn run(side: &str, n: u64) -> u64 {
     } else {
         tower_decisions(n)
     }
-}
-
-/// (ns per call, allocations per call, bytes per call).
-fn time_side(side: &str) -> (f64, f64, f64) {
-    const N: u64 = 200_000;
-    let mut best = f64::MAX;
-    let mut per = (0.0, 0.0);
-    for _ in 0..5 {
-        // Each run builds its balancer; measure that separately and subtract it.
-        let (a0, b0) = alloc_counts();
-        let t = Instant::now();
-        black_box(run(side, 0));
-        let setup = t.elapsed();
-        let (a1, b1) = alloc_counts();
-        let t = Instant::now();
-        black_box(run(side, N));
-        let total = t.elapsed();
-        let (a2, b2) = alloc_counts();
-        let ns = (total.saturating_sub(setup)).as_nanos() as f64 / N as f64;
-        best = best.min(ns);
-        let setup_allocs = (a1 - a0, b1 - b0);
-        per = (
-            (a2 - a1).saturating_sub(setup_allocs.0) as f64 / N as f64,
-            (b2 - b1).saturating_sub(setup_allocs.1) as f64 / N as f64,
-        );
-    }
-    (best, per.0, per.1)
 }
 
 struct LoadResult {
@@ -283,57 +260,17 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if args.first().map(String::as_str) == Some("one") {
-        black_box(run(&args[1], args[2].parse().unwrap()));
-        return;
-    }
     println!(
         "## One balancing decision + call, p2c over {ENDPOINTS} ready endpoints (sheave vs tower 0.5)\n"
     );
-    let ins = |side: &str| -> Option<f64> {
-        const N: u64 = 100_000;
-        let at = |n: u64| callgrind_instructions(&["one", side, &n.to_string()]);
-        Some((at(2 * N)? as f64 - at(N)? as f64) / N as f64)
-    };
-    let (ns_a, al_a, by_a) = time_side("sheave");
-    let (ns_b, al_b, by_b) = time_side("tower");
-    let (ia, ib) = (ins("sheave"), ins("tower"));
-    let fmt_i = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
-    print_table(
-        &[
-            "side",
-            "ns / call",
-            "allocs / call",
-            "bytes / call",
-            "instructions / call",
-            "sheave ÷ this",
-        ],
-        &[
-            vec![
-                "sheave".into(),
-                format!("{ns_a:.0}"),
-                format!("{al_a:.2}"),
-                format!("{by_a:.0}"),
-                fmt_i(ia),
-                "1.00".into(),
-            ],
-            vec![
-                "tower".into(),
-                format!("{ns_b:.0}"),
-                format!("{al_b:.2}"),
-                format!("{by_b:.0}"),
-                fmt_i(ib),
-                match (ia, ib) {
-                    (Some(a), Some(b)) => format!("{:.2}", a / b),
-                    _ => "-".into(),
-                },
-            ],
-        ],
-    );
+    const SIDES: [&str; 2] = ["sheave", "tower"];
+    Meter::new("balance")
+        .calls(200_000)
+        .instructions(100_000)
+        .measure(&["decision + call"], &SIDES, |_, side, n| {
+            run(SIDES[side], n)
+        })
+        .print_by_side();
 
     println!(
         "\n## p2c peak-EWMA under load: {ENDPOINTS} endpoints (1 ms; one 10 ms), {IN_FLIGHT} in flight, {REQUESTS} requests, real timers, 2 runs each interleaved\n"

@@ -20,18 +20,21 @@
 //!   concurrency limit, in that order (tower's `RateLimit` is not `Clone`, so it cannot sit
 //!   under tower's `Retry`; both stacks use the same order).
 //!
-//! Columns: ns per call (best of 5 runs of 1M calls), heap allocations per call (a counting
-//! global allocator), and instructions per call from callgrind — deterministic, where ns below
-//! ~10 vary 2x between processes here — computed as (count at 2N − count at N) / N so
-//! start-up cancels out.
+//! Measured with the overhead meter (`sheave_load::meter`), the sides interleaved. Columns:
+//! ns per call (median of 5 repetitions of 1M calls, the runtime's and the stack's set-up
+//! measured alone and subtracted), heap allocations per call (the meter's counting global
+//! allocator, set-up subtracted), and instructions per call from callgrind — deterministic,
+//! where ns below ~10 vary 2x between processes here — computed as (count at 2N − count at
+//! N) / N, N = 100,000, in child runs of this binary, so start-up cancels out.
 
-use sheave_benches::{CountingAlloc, alloc_counts, compare_per_call};
+use sheave_benches::CountingAlloc;
+use sheave_load::meter::Meter;
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -217,45 +220,15 @@ fn run_case(side: &str, case: usize, n: u64) -> u64 {
     }
 }
 
-/// (ns per call, allocations per call).
-fn time_case(side: &str, case: usize) -> (f64, f64) {
-    const N: u64 = 1_000_000;
-    run_case(side, case, N / 10); // warm up
-    let mut best = f64::MAX;
-    let mut allocs = f64::MAX;
-    for _ in 0..5 {
-        // Runtime set-up is inside the timed region: measure it alone and subtract it.
-        let t = Instant::now();
-        black_box(run_case(side, case, 0));
-        let setup = t.elapsed();
-        let (a0, _) = alloc_counts();
-        black_box(run_case(side, case, 0));
-        let (a1, _) = alloc_counts();
-        let t = Instant::now();
-        black_box(run_case(side, case, N));
-        let total = t.elapsed().saturating_sub(setup);
-        let (a2, _) = alloc_counts();
-        best = best.min(total.as_nanos() as f64 / N as f64);
-        let per_call = (a2 - a1).saturating_sub(a1 - a0) as f64 / N as f64;
-        allocs = allocs.min(per_call);
-    }
-    (best, allocs)
-}
+const SIDES: [&str; 2] = ["sheave", "tower"];
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    // Child mode for callgrind: `one <side> <case index> <n>`.
-    if args.first().map(String::as_str) == Some("one") {
-        black_box(run_case(
-            &args[1],
-            args[2].parse().unwrap(),
-            args[3].parse().unwrap(),
-        ));
-        return;
-    }
     println!("## Middleware: one request through a stack (sheave vs tower 0.5, same run)\n");
-    compare_per_call(&CASES, 100_000, time_case);
+    Meter::new("middleware")
+        .calls(1_000_000)
+        .instructions(100_000)
+        .measure(&CASES, &SIDES, |case, side, n| {
+            run_case(SIDES[side], case, n)
+        })
+        .print();
 }

@@ -10,18 +10,19 @@
 //! - **5 combinators**: `map_request`, `map_response`, `map_err`, `and_then`, `then`;
 //! - **5 combinators, boxed**: the same stack behind `BoxService` (tower's `util::BoxService`).
 //!
-//! Columns: ns per call (best of 5 runs of 2M calls), heap allocations per call (a counting
-//! global allocator), and instructions per call from callgrind — deterministic, where ns below
-//! ~10 vary 2x between processes here — computed as (count at 2N − count at N) / N so
-//! start-up cancels out.
+//! Measured with the overhead meter (`sheave_load::meter`), the sides interleaved. Columns:
+//! ns per call (median of 5 repetitions of 2M calls), heap allocations per call (the meter's
+//! counting global allocator), and instructions per call from callgrind — deterministic,
+//! where ns below ~10 vary 2x between processes here — computed as (count at 2N − count at
+//! N) / N, N = 200,000, in child runs of this binary, so start-up cancels out.
 
-use sheave_benches::{CountingAlloc, alloc_counts, compare_per_call};
+use sheave_benches::CountingAlloc;
+use sheave_load::meter::Meter;
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -122,35 +123,15 @@ fn run_case(side: &str, case: &str, n: u64) -> u64 {
     }
 }
 
-/// (ns per call, allocations per call).
-fn time_case(side: &str, case: &str) -> (f64, f64) {
-    const N: u64 = 2_000_000;
-    run_case(side, case, N / 10); // warm up
-    let mut best = f64::MAX;
-    let mut allocs = 0.0;
-    for _ in 0..5 {
-        let (a0, _) = alloc_counts();
-        let t = Instant::now();
-        black_box(run_case(side, case, N));
-        let ns = t.elapsed().as_nanos() as f64 / N as f64;
-        let (a1, _) = alloc_counts();
-        best = best.min(ns);
-        allocs = (a1 - a0) as f64 / N as f64;
-    }
-    (best, allocs)
-}
+const SIDES: [&str; 2] = ["sheave", "tower"];
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    // Child mode for callgrind: `one <side> <case index> <n>`.
-    if args.first().map(String::as_str) == Some("one") {
-        let case = CASES[args[2].parse::<usize>().unwrap()];
-        black_box(run_case(&args[1], case, args[3].parse().unwrap()));
-        return;
-    }
     println!("## Service model: one request through a stack (sheave vs tower 0.5, same run)\n");
-    compare_per_call(&CASES, 200_000, |side, case| time_case(side, CASES[case]));
+    Meter::new("service")
+        .calls(2_000_000)
+        .instructions(200_000)
+        .measure(&CASES, &SIDES, |case, side, n| {
+            run_case(SIDES[side], CASES[case], n)
+        })
+        .print();
 }

@@ -1,94 +1,47 @@
-//! Shared support for sheave's benchmarks: a neutral load generator (a hand-written mio client),
-//! per-thread CPU time, heap-allocation counting, callgrind instruction counts and table output.
+//! Shared support for sheave's benchmarks: a neutral load generator (a hand-written mio
+//! client) for the network benches. The measuring machinery — per-thread CPU time, the
+//! counting allocator, callgrind instruction counts, the interleaved comparisons and the
+//! tables — is the overhead meter, `sheave_load::meter`, a supported API that users call
+//! from their own benches; the names below re-export it for the benches written before it.
 //!
 //! Every bench compares sheave with a peer **in the same run**, interleaved, and prints the
 //! ratio. Timings on this kind of machine vary ±20% between runs; the ratios are what to read.
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The Linux thread id of the calling thread.
+pub use sheave_load::meter::alloc::CountingAlloc;
+pub use sheave_load::meter::table::{fmt_dur, print_table};
+
+/// The Linux thread id of the calling thread ([`sheave_load::meter::cpu::current_tid`]).
 pub fn current_tid() -> u64 {
-    let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
-    link.file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.parse().ok())
-        .expect("a numeric thread id")
+    sheave_load::meter::cpu::current_tid().expect("/proc/thread-self")
 }
 
-/// CPU time (user + system, nanoseconds) that thread `tid` of this process has used so far,
-/// from `/proc/self/task/<tid>/schedstat`.
+/// CPU time (user + system, nanoseconds) that thread `tid` of this process has used so far
+/// ([`sheave_load::meter::cpu::thread_cpu_ns`]).
 pub fn thread_cpu_ns(tid: u64) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
-        .expect("schedstat (needs CONFIG_SCHED_INFO)");
-    s.split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("schedstat's first field")
+    sheave_load::meter::cpu::thread_cpu_ns(tid).expect("schedstat (needs CONFIG_SCHED_INFO)")
 }
 
-/// (user, system) CPU time of thread `tid` of this process, in clock ticks of 10 ms, from
-/// `/proc/self/task/<tid>/stat`: coarse, but it splits the runtime's own work (user) from the
-/// kernel's (system: syscalls, and on loopback the TCP stack itself).
+/// (user, system) CPU ticks of thread `tid` of this process
+/// ([`sheave_load::meter::cpu::thread_user_sys_ticks`]).
 pub fn thread_user_sys_ticks(tid: u64) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).expect("stat");
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = &s[s.rfind(')').expect("stat format") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    (f[11].parse().unwrap(), f[12].parse().unwrap())
+    sheave_load::meter::cpu::thread_user_sys_ticks(tid).expect("/proc/self/task/<tid>/stat")
 }
 
 /// Heap bytes currently allocated through [`CountingAlloc`] (0 when it is not installed).
 pub fn live_heap_bytes() -> u64 {
-    LIVE_BYTES.load(Ordering::Relaxed)
-}
-
-/// A global allocator that counts allocations, for "allocations per call" columns.
-/// Install with `#[global_allocator] static A: CountingAlloc = CountingAlloc;`.
-#[derive(Debug)]
-pub struct CountingAlloc;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
-static LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the counters
-// are plain atomics and do not allocate.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        ALLOC_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        LIVE_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        // SAFETY: forwarded as is; the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `System.alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        ALLOC_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
-        LIVE_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
-        LIVE_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
-        // SAFETY: forwarded as is; `ptr` came from `System` with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
+    sheave_load::meter::alloc::live_bytes()
 }
 
 /// (allocations, bytes) counted so far by [`CountingAlloc`].
 pub fn alloc_counts() -> (u64, u64) {
-    (
-        ALLOCS.load(Ordering::Relaxed),
-        ALLOC_BYTES.load(Ordering::Relaxed),
-    )
+    let c = sheave_load::meter::alloc::counts();
+    (c.allocations, c.bytes)
 }
 
 /// What a load run measured.
@@ -221,122 +174,4 @@ pub fn drive_echo(
     }
     load.latencies.sort_unstable();
     Ok(load)
-}
-
-/// The instructions callgrind counted for a run of this executable with `args`, or `None` when
-/// valgrind is not installed.
-pub fn callgrind_instructions(args: &[&str]) -> Option<u64> {
-    let exe = std::env::current_exe().ok()?;
-    let out = std::process::Command::new("valgrind")
-        .args([
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            "--cache-sim=no",
-        ])
-        .arg(exe)
-        .args(args)
-        .output()
-        .ok()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    stderr.lines().find_map(|l| {
-        let (_, rest) = l.split_once("Collected :")?;
-        rest.trim().parse().ok()
-    })
-}
-
-/// Formats a duration compactly (ns, µs or ms).
-pub fn fmt_dur(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns < 10_000 {
-        format!("{ns} ns")
-    } else if ns < 10_000_000 {
-        format!("{:.1} µs", ns as f64 / 1e3)
-    } else {
-        format!("{:.1} ms", ns as f64 / 1e6)
-    }
-}
-
-/// Prints a table: a header row and rows of cells, columns padded.
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:>w$}", w = *w))
-            .collect();
-        println!("| {} |", padded.join(" | "));
-    };
-    line(header.iter().map(|s| s.to_string()).collect());
-    println!(
-        "|{}|",
-        widths
-            .iter()
-            .map(|w| format!("-{}-", "-".repeat(*w)))
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-    for row in rows {
-        line(row.clone());
-    }
-}
-
-/// The instructions per call of `case` on `side`, from callgrind: this executable is run as
-/// `one <side> <case> <n>` for `n` = `calls` and 2 × `calls`, and the difference is divided
-/// by `calls`, so start-up cancels out. `None` when valgrind is not installed.
-pub fn callgrind_per_call(side: &str, case: usize, calls: u64) -> Option<f64> {
-    let at = |n: u64| callgrind_instructions(&["one", side, &case.to_string(), &n.to_string()]);
-    Some((at(2 * calls)? as f64 - at(calls)? as f64) / calls as f64)
-}
-
-/// Measures every case on both sides — `time(side, case)` gives (ns per call, allocations
-/// per call), the sides interleaved case by case — adds callgrind's instructions per call
-/// (see [`callgrind_per_call`]) and prints one table with the ratios.
-pub fn compare_per_call(
-    cases: &[&str],
-    callgrind_calls: u64,
-    time: impl Fn(&str, usize) -> (f64, f64),
-) {
-    let fmt_ins = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-    let mut rows = Vec::new();
-    for (i, case) in cases.iter().enumerate() {
-        let (ns_a, al_a) = time("sheave", i);
-        let (ns_b, al_b) = time("tower", i);
-        let ins_a = callgrind_per_call("sheave", i, callgrind_calls);
-        let ins_b = callgrind_per_call("tower", i, callgrind_calls);
-        let ratio = match (ins_a, ins_b) {
-            (Some(a), Some(b)) => format!("{:.2}", a / b),
-            _ => "-".to_string(),
-        };
-        rows.push(vec![
-            case.to_string(),
-            format!("{ns_a:.1}"),
-            format!("{ns_b:.1}"),
-            format!("{:.2}", ns_a / ns_b),
-            format!("{al_a:.2}"),
-            format!("{al_b:.2}"),
-            fmt_ins(ins_a),
-            fmt_ins(ins_b),
-            ratio,
-        ]);
-    }
-    print_table(
-        &[
-            "stack",
-            "sheave ns",
-            "tower ns",
-            "ns sheave ÷ tower",
-            "sheave allocs",
-            "tower allocs",
-            "sheave instr",
-            "tower instr",
-            "instr sheave ÷ tower",
-        ],
-        &rows,
-    );
 }

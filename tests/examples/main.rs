@@ -26,6 +26,7 @@ const EXAMPLES: &[&str] = &[
     "http_client",
     "kv",
     "kv_client",
+    "overhead",
     "tour",
 ];
 
@@ -216,6 +217,22 @@ fn kv_client_runs_its_commands_against_a_kv_it_started() {
     client.wait_for_line("INCR x100 -> up to Some(");
     client.expect_exit_success();
     kv.terminate_and_expect_success();
+}
+
+#[test]
+fn overhead_short_run_prints_each_layers_table_and_cost() {
+    // The header's short run, `--calls 2000` (this is a debug build): a table and a cost line
+    // per layer, and the allocation the `Tagged` layer makes per call counted as one.
+    let _one_at_a_time = heavy();
+    let mut overhead = Example::start("overhead", &["--calls", "2000"]);
+    overhead.wait_for_line("| with layer ns | bare ns | ns with layer ÷ bare |");
+    let timed = overhead.wait_for_line("Timed: with layer ÷ bare = ");
+    assert!(timed.contains("+0.00 allocations per call"), "{timed}");
+    overhead.wait_for_line("(the histogram saw ");
+    overhead.wait_for_line("| with layer ns | bare ns | ns with layer ÷ bare |");
+    let tagged = overhead.wait_for_line("Tagged: with layer ÷ bare = ");
+    assert!(tagged.contains("+1.00 allocations per call"), "{tagged}");
+    overhead.expect_exit_success();
 }
 
 #[test]
