@@ -33,12 +33,12 @@ pub fn thread_user_sys_ticks(tid: u64) -> (u64, u64) {
     sheave_load::meter::cpu::thread_user_sys_ticks(tid).expect("/proc/self/task/<tid>/stat")
 }
 
-/// Heap bytes currently allocated through [`CountingAlloc`] (0 when it is not installed).
+/// Heap bytes currently allocated through [`CountingAlloc`](type@CountingAlloc) (0 when it is not installed).
 pub fn live_heap_bytes() -> u64 {
     sheave_load::meter::alloc::live_bytes()
 }
 
-/// (allocations, bytes) counted so far by [`CountingAlloc`].
+/// (allocations, bytes) counted so far by [`CountingAlloc`](type@CountingAlloc).
 pub fn alloc_counts() -> (u64, u64) {
     let c = sheave_load::meter::alloc::counts();
     (c.allocations, c.bytes)

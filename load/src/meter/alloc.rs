@@ -1,5 +1,5 @@
 //! Heap allocations counted by a global allocator that a bench, test or example binary
-//! installs: [`CountingAlloc`] (the system allocator with counters), read with [`counts`].
+//! installs: [`CountingAlloc`](type@CountingAlloc) (the system allocator with counters), read with [`counts`].
 //!
 //! The counting itself is [`stats_alloc`]'s `StatsAlloc` over [`System`]; this crate only
 //! names it and reads it, so it stays `forbid(unsafe_code)` (an `impl GlobalAlloc` needs
@@ -43,11 +43,11 @@ use std::ops::Sub;
 /// unit struct such as `System`.
 pub type CountingAlloc = &'static StatsAlloc<System>;
 
-/// The counting allocator to install: see the type [`CountingAlloc`].
+/// The counting allocator to install: see the type [`CountingAlloc`](type@CountingAlloc).
 #[allow(non_upper_case_globals)]
 pub const CountingAlloc: CountingAlloc = &INSTRUMENTED_SYSTEM;
 
-/// What [`CountingAlloc`] has counted since the process started; subtract two readings for
+/// What [`CountingAlloc`](type@CountingAlloc) has counted since the process started; subtract two readings for
 /// what happened in between.
 ///
 /// ```
@@ -81,7 +81,7 @@ impl Sub for Counts {
     }
 }
 
-/// The counters now (all zero when [`CountingAlloc`] is not the global allocator).
+/// The counters now (all zero when [`CountingAlloc`](type@CountingAlloc) is not the global allocator).
 ///
 /// ```
 /// use sheave_load::meter::alloc::{Counts, counts};
@@ -100,7 +100,7 @@ pub fn counts() -> Counts {
     }
 }
 
-/// Heap bytes allocated now and not yet freed (0 when [`CountingAlloc`] is not installed).
+/// Heap bytes allocated now and not yet freed (0 when [`CountingAlloc`](type@CountingAlloc) is not installed).
 ///
 /// ```
 /// let live = sheave_load::meter::alloc::live_bytes();
@@ -110,7 +110,7 @@ pub fn live_bytes() -> u64 {
     counts().live_bytes
 }
 
-/// Whether [`CountingAlloc`] is this process's global allocator: one allocation is made and
+/// Whether [`CountingAlloc`](type@CountingAlloc) is this process's global allocator: one allocation is made and
 /// looked for in the counters. The meter prints `-` for allocations when it is not.
 ///
 /// ```

@@ -6,7 +6,7 @@
 //! - **ns per call**: the median (and spread) over interleaved repetitions of N calls, with
 //!   the cost of building the side (a runtime, a stack) measured alone and subtracted;
 //! - **heap allocations and bytes per call**, when the binary installs the counting
-//!   allocator [`alloc::CountingAlloc`] (otherwise `-`);
+//!   allocator [`alloc::CountingAlloc`](type@alloc::CountingAlloc) (otherwise `-`);
 //! - **instructions per call**, when asked for with [`Meter::instructions`] and valgrind is
 //!   installed: the binary runs itself again under callgrind at N and 2N calls of one side
 //!   (child mode, below), and the difference over N cancels start-up.
@@ -97,7 +97,9 @@
 //! picks the same test) and `SHEAVE_METER_CHILD` set to the title, case, side and call count
 //! wanted. In that child, the meter whose title matches makes just those calls and exits the
 //! process; meters with other titles measure nothing. So give each meter of a binary its own
-//! title, and do nothing slow or variable before the last one.
+//! title, and do nothing slow or variable before the last one. Under a test harness, keep a
+//! test that counts instructions alone in its binary (an integration-test file of its own):
+//! the child runs whatever the harness runs.
 
 pub mod alloc;
 pub mod callgrind;
@@ -582,7 +584,7 @@ pub struct Figures {
     /// Nanoseconds per call over the repetitions.
     pub ns: Spread,
     /// Heap allocations per call (the fewest over the repetitions), or `None` when
-    /// [`alloc::CountingAlloc`] is not installed.
+    /// [`alloc::CountingAlloc`](type@alloc::CountingAlloc) is not installed.
     pub allocs: Option<f64>,
     /// Heap bytes asked for per call, likewise.
     pub bytes: Option<f64>,
