@@ -44,6 +44,20 @@ use std::ops::Sub;
 pub type CountingAlloc = &'static StatsAlloc<System>;
 
 /// The counting allocator to install: see the type [`CountingAlloc`](type@CountingAlloc).
+///
+/// ```standalone_crate
+/// use sheave_load::meter::alloc::{self, CountingAlloc};
+///
+/// #[global_allocator]
+/// static ALLOC: CountingAlloc = CountingAlloc;
+///
+/// fn main() {
+///     let before = alloc::counts();
+///     let v = std::hint::black_box(vec![0u64; 4]);
+///     assert_eq!((alloc::counts() - before).bytes, 32);
+///     drop(v);
+/// }
+/// ```
 #[allow(non_upper_case_globals)]
 pub const CountingAlloc: CountingAlloc = &INSTRUMENTED_SYSTEM;
 

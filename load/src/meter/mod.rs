@@ -113,12 +113,41 @@ use std::fmt::{self, Debug};
 use std::hint::black_box;
 use std::time::Instant;
 
-/// The side [`Meter::compare`] names the stack with the layer.
+/// The side [`Meter::compare`] names the stack with the layer (its first side: the ratios
+/// are of it).
+///
+/// ```
+/// use sheave_load::meter::{BARE, Meter, WITH_LAYER};
+/// use sheave_service::service_fn;
+/// use std::convert::Infallible;
+///
+/// let svc = service_fn(|x: u64| async move { Ok::<_, Infallible>(x) });
+/// let m = Meter::new("names").calls(100).repetitions(1).compare(&svc, &svc, |i| i)?;
+/// assert_eq!(m.sides(), [WITH_LAYER, BARE]);
+/// # Ok::<_, sheave_load::meter::MeterError>(())
+/// ```
 pub const WITH_LAYER: &str = "with layer";
-/// The side [`Meter::compare`] names the bare inner service.
+
+/// The side [`Meter::compare`] names the bare inner service (its second side).
+///
+/// ```
+/// use sheave_load::meter::{BARE, Meter};
+/// use sheave_service::service_fn;
+/// use std::convert::Infallible;
+///
+/// let svc = service_fn(|x: u64| async move { Ok::<_, Infallible>(x) });
+/// let m = Meter::new("bare").calls(100).repetitions(1).compare(&svc, &svc, |i| i)?;
+/// assert!(m.figures("bare", BARE).is_some());
+/// # Ok::<_, sheave_load::meter::MeterError>(())
+/// ```
 pub const BARE: &str = "bare";
 
-/// The environment variable that puts a binary in child mode (see the module doc).
+/// The environment variable that puts a binary in child mode (see the module doc): the
+/// meter sets it for the processes it runs under callgrind, never in the process you start.
+///
+/// ```
+/// assert!(std::env::var_os(sheave_load::meter::CHILD_ENV).is_none());
+/// ```
 pub const CHILD_ENV: &str = "SHEAVE_METER_CHILD";
 
 /// A side's run: `n` calls, returning a checksum (kept from the optimizer).
