@@ -5,8 +5,17 @@
 //! - [`meter`]: the overhead meter — run a `Service` stack beside its bare inner service, in
 //!   one process, interleaved, and read the cost per call in time, allocations and
 //!   instructions.
-//! - the `sheave-load` command: a load generator whose client is the kit's own balanced stack.
+//! - the `sheave-load` command: a load generator whose client is the kit's own balanced stack
+//!   ([`cli`] parses its flags, [`run`] drives the load, [`protocol`] speaks RESP, lines, raw
+//!   TCP and HTTP, [`figures`] counts, [`report`] prints and writes the results).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod figures;
 pub mod meter;
+pub mod protocol;
+pub mod report;
+pub mod run;
+
+pub use run::{Report, run};
