@@ -321,9 +321,7 @@ where
     let mut rate = None;
     let mut reply_given = false;
     loop {
-        let arg = parser
-            .next()
-            .map_err(|e| CliError(e.to_string()))?;
+        let arg = parser.next().map_err(|e| CliError(e.to_string()))?;
         let Some(arg) = arg else { break };
         let flag = match arg {
             Short(s) => format!("-{s}"),
@@ -540,7 +538,10 @@ mod tests {
     fn requests_alone_bound_by_count_and_with_a_duration_by_both() {
         assert_eq!(run(&["-n", "5"]).duration, None);
         let c = run(&["-n", "5", "-d", "1s"]);
-        assert_eq!((c.requests, c.duration), (Some(5), Some(Duration::from_secs(1))));
+        assert_eq!(
+            (c.requests, c.duration),
+            (Some(5), Some(Duration::from_secs(1)))
+        );
     }
 
     #[test]
@@ -586,11 +587,16 @@ mod tests {
             .split("\"--")
             .skip(1)
             .filter_map(|s| s.split('"').next())
-            .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .filter(|name| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+            })
             .collect();
         assert!(flags.len() > 30, "{flags:?}");
         for name in flags {
-            assert!(HELP.contains(&format!("--{name}")), "--{name} is not in --help");
+            assert!(
+                HELP.contains(&format!("--{name}")),
+                "--{name} is not in --help"
+            );
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod figures;
 pub mod meter;
+pub mod pool;
 pub mod protocol;
 pub mod report;
 pub mod run;

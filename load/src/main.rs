@@ -41,7 +41,11 @@ fn main() -> ExitCode {
         }
     };
     if let Some(path) = &config.json {
-        write("the JSON", path, std::fs::write(path, report::json(&report)));
+        write(
+            "the JSON",
+            path,
+            std::fs::write(path, report::json(&report)),
+        );
     }
     if let Some(path) = &config.hdr {
         write("the histogram", path, report::write_hdr(&report, path));

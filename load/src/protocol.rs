@@ -57,7 +57,10 @@ impl Template {
     /// Parses `text`.
     pub fn new(text: &str) -> Template {
         Template {
-            pieces: text.split(RAND_INT).map(|p| p.as_bytes().to_vec()).collect(),
+            pieces: text
+                .split(RAND_INT)
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
         }
     }
 
@@ -99,6 +102,12 @@ pub trait Protocol: 'static {
     type Response;
     /// One connection.
     type Conn: Service<Self::Request, Response = Self::Response, Error = Error> + 'static;
+
+    /// How many connections [`connect`](Self::connect) is called for per address, given `-c`
+    /// (HTTP/1.1's client pools its own connections: one client holds them all).
+    fn connections(&self, flag: usize) -> usize {
+        flag
+    }
 
     /// Connects to `addr`.
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = Result<Self::Conn, Error>>;
@@ -305,9 +314,12 @@ impl Protocol for Tcp {
     }
 }
 
-/// HTTP/1.1 or HTTP/2 through [`sheave_http::Client`].
+/// HTTP/1.1 or HTTP/2 through [`sheave_http::Client`]: for HTTP/1.1 one client per address
+/// with a pool of `-c` connections, for HTTP/2 `-c` clients of one connection each.
 #[derive(Debug)]
 pub struct Http {
+    /// HTTP/1.1: one client per address, with a pool of `-c` connections.
+    pooled: bool,
     builder: sheave_http::client::Builder<Full<Bytes>>,
     method: http::Method,
     path: Template,
@@ -325,9 +337,12 @@ impl Http {
             .max_response_body(16 * 1024 * 1024);
         let builder = match config.protocol {
             Which::Http2 => builder.version(Version::Http2).max_streams(config.pipeline),
-            _ => builder.version(Version::Http1).pool_size(1),
+            _ => builder
+                .version(Version::Http1)
+                .pool_size(config.connections),
         };
         Http {
+            pooled: config.protocol != Which::Http2,
             builder,
             method: config.method.clone(),
             path: Template::new(&config.path),
@@ -343,13 +358,18 @@ impl Protocol for Http {
     type Response = http::Response<sheave_http::Body>;
     type Conn = sheave_http::Client<Full<Bytes>>;
 
+    fn connections(&self, flag: usize) -> usize {
+        if self.pooled { 1 } else { flag }
+    }
+
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = Result<Self::Conn, Error>> {
         self.builder.new_service(addr)
     }
 
     fn request(&self, seed: u64) -> Result<Self::Request, Error> {
         let path = self.path.render(seed, self.keyspace);
-        let uri = http::Uri::try_from(path).map_err(|e| Error::new(sheave_service::ErrorKind::InvalidRequest, e))?;
+        let uri = http::Uri::try_from(path)
+            .map_err(|e| Error::new(sheave_service::ErrorKind::InvalidRequest, e))?;
         let mut req = http::Request::new(Full::new(self.body.clone()));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;

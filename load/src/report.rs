@@ -155,7 +155,11 @@ fn json_figures(out: &mut String, f: &Figures, indent: &str) {
 /// The figures as a JSON object; see the [module docs](self) for its fields.
 pub fn json(report: &Report) -> String {
     let mut out = String::from("{\n");
-    let _ = writeln!(out, "  \"protocol\": {},", json_string(report.protocol.name()));
+    let _ = writeln!(
+        out,
+        "  \"protocol\": {},",
+        json_string(report.protocol.name())
+    );
     let (mode, rate) = match report.mode {
         Mode::Closed => ("closed", "null".to_string()),
         Mode::Open { rate } => ("open", format!("{rate}")),
@@ -223,7 +227,9 @@ pub fn write_plot(report: &Report, path: &Path) -> io::Result<()> {
         chart
             .configure_mesh()
             .x_desc("percentile")
+            .x_labels(5)
             .x_label_formatter(&|x| match x.round() as i64 {
+                _ if (x - x.round()).abs() > 1e-6 => String::new(),
                 0 => "0".into(),
                 1 => "90".into(),
                 2 => "99".into(),
@@ -236,11 +242,13 @@ pub fn write_plot(report: &Report, path: &Path) -> io::Result<()> {
             chart.draw_series(LineSeries::new(points, &BLUE))?;
         }
 
-        // Answered requests per second, per tick.
+        // Answered requests per second, per tick (whole ticks only: the last is cut short).
+        let full_ticks = (report.elapsed.as_nanos() / TICK.as_nanos()).max(1) as usize;
         let per_second: Vec<(f64, f64)> = report
             .total
             .timeline()
             .iter()
+            .take(full_ticks)
             .enumerate()
             .map(|(i, n)| {
                 (

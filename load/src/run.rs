@@ -67,6 +67,7 @@
 
 use crate::cli::{Config, Mode, Policy, Protocol as Which};
 use crate::figures::{Failure, Figures};
+use crate::pool::Pool;
 use crate::protocol::{self, Protocol, Verdict};
 use sheave_core::sync::Notify;
 use sheave_core::time;
@@ -147,7 +148,7 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
 /// A connection that takes seeds: makes the protocol's request, judges the reply, and
 /// records the attempt in its address's figures.
 struct Conn<P: Protocol> {
-    inner: P::Conn,
+    inner: Pool<P::Conn>,
     protocol: Rc<P>,
     figures: Rc<RefCell<Figures>>,
 }
@@ -172,7 +173,7 @@ impl Drop for Pending<'_> {
 impl<P: Protocol> Service<u64> for Conn<P> {
     type Response = Verdict;
     type Error = Error;
-    type Permit = <P::Conn as Service<P::Request>>::Permit;
+    type Permit = <Pool<P::Conn> as Service<P::Request>>::Permit;
 
     fn ready(&self) -> impl Future<Output = Result<Self::Permit, Error>> {
         self.inner.ready()
@@ -239,7 +240,12 @@ impl Seeds {
     }
 }
 
-fn record(total: &RefCell<Figures>, outcome: &Result<Verdict, Error>, latency: Duration, at: Instant) {
+fn record(
+    total: &RefCell<Figures>,
+    outcome: &Result<Verdict, Error>,
+    latency: Duration,
+    at: Instant,
+) {
     let mut total = total.borrow_mut();
     match outcome {
         Ok(Verdict::Ok) => total.record_ok(latency, at),
@@ -258,11 +264,13 @@ async fn drive<P: Protocol>(config: &Config, protocol: P) -> Result<Report, RunE
         .map(|_| Rc::new(RefCell::new(Figures::new(now))))
         .collect();
     let connects = Rc::new(Connects::default());
+    let per_address = protocol.connections(config.connections);
     let connect = {
         let (protocol, per_endpoint, connects) =
             (protocol.clone(), per_endpoint.clone(), connects.clone());
         let addrs = config.addrs.clone();
-        move |(index, _connection): (usize, usize)| {
+        let pipeline = config.pipeline;
+        move |index: usize| {
             let (protocol, figures, connects) = (
                 protocol.clone(),
                 per_endpoint[index].clone(),
@@ -270,30 +278,30 @@ async fn drive<P: Protocol>(config: &Config, protocol: P) -> Result<Report, RunE
             );
             let addr = addrs[index];
             async move {
-                match protocol.connect(addr).await {
-                    Ok(inner) => {
-                        connects.made.set(connects.made.get() + 1);
+                let dials = (0..per_address).map(|_| {
+                    let (protocol, connects) = (protocol.clone(), connects.clone());
+                    async move {
+                        let made = protocol.connect(addr).await;
+                        match &made {
+                            Ok(_) => connects.made.set(connects.made.get() + 1),
+                            Err(e) => *connects.last_error.borrow_mut() = Some(e.clone()),
+                        }
                         connects.changed.notify_waiters();
-                        Ok(Conn {
-                            inner,
-                            protocol,
-                            figures,
-                        })
+                        made
                     }
-                    Err(e) => {
-                        *connects.last_error.borrow_mut() = Some(e.clone());
-                        connects.changed.notify_waiters();
-                        Err(e)
-                    }
-                }
+                });
+                let conns = futures::future::try_join_all(dials).await?;
+                Ok::<_, Error>(Conn {
+                    inner: Pool::new(conns, pipeline),
+                    protocol,
+                    figures,
+                })
             }
         }
     };
-    // Each connection is an endpoint of the balancer, keyed (address, connection).
-    let keys: Vec<((usize, usize), (usize, usize))> = (0..config.addrs.len())
-        .flat_map(|a| (0..config.connections).map(move |c| ((a, c), (a, c))))
-        .collect();
-    let wanted = keys.len();
+    // Each address is an endpoint of the balancer: a pool of its connections.
+    let keys: Vec<(usize, usize)> = (0..config.addrs.len()).map(|a| (a, a)).collect();
+    let wanted = keys.len() * per_address;
     let seed = config.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -322,7 +330,9 @@ async fn drive<P: Protocol>(config: &Config, protocol: P) -> Result<Report, RunE
     // finds every slot taken waits (within its deadline) — its wait is part of its latency.
     let waiters = match config.mode {
         Mode::Closed => 0,
-        Mode::Open { rate } => ((rate * config.deadline.as_secs_f64()) as usize).clamp(1024, 1 << 20),
+        Mode::Open { rate } => {
+            ((rate * config.deadline.as_secs_f64()) as usize).clamp(1024, 1 << 20)
+        }
     };
     let retry = (config.retries > 0).then(|| {
         RetryLayer::new(
@@ -486,8 +496,8 @@ async fn open_loop<S>(
         tick.tick().await;
         let now = Instant::now();
         let until = end.map_or(now, |end| now.min(end));
-        let due_now = ((until.saturating_duration_since(start).as_secs_f64() * rate) as u64 + 1)
-            .min(limit);
+        let due_now =
+            ((until.saturating_duration_since(start).as_secs_f64() * rate) as u64 + 1).min(limit);
         while issued < due_now {
             let due = start + Duration::from_secs_f64(issued as f64 / rate);
             issued += 1;
