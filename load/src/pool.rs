@@ -15,15 +15,22 @@
 //!
 //! ```
 //! use sheave_load::pool::Pool;
-//! use sheave_service::{service_fn, Error, ServiceExt};
+//! use sheave_middleware::ConcurrencyLimit;
+//! use sheave_service::{service_fn, Error, Service, ServiceExt};
 //!
-//! let conns = vec![
-//!     service_fn(|n: u32| async move { Ok::<_, Error>(n) }),
-//!     service_fn(|n: u32| async move { Ok::<_, Error>(n + 100) }),
-//! ];
-//! let pool = Pool::new(conns, 1);
-//! futures::executor::block_on(async {
-//!     assert!(pool.oneshot(1).await.unwrap() % 100 == 1);
+//! // Two "connections" that add their number to the request, one request at a time each.
+//! let conn = |k: u32| {
+//!     ConcurrencyLimit::new(service_fn(move |n: u32| async move { Ok::<_, Error>(n + k) }), 1)
+//! };
+//! let pool = Pool::new(vec![conn(100), conn(200)], 1);
+//! let rt = sheave_core::Runtime::new().unwrap();
+//! rt.block_on(async {
+//!     assert_eq!(pool.oneshot(1).await.unwrap() % 100, 1);
+//!     let (a, b) = (pool.ready().await.unwrap(), pool.ready().await.unwrap());
+//!     assert_eq!(pool.in_flight(), Some(2)); // a slot on each connection
+//!     assert!(pool.try_ready().is_busy());
+//!     drop((a, b));
+//!     assert!(pool.try_ready().is_ready());
 //! });
 //! ```
 

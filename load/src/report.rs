@@ -238,7 +238,7 @@ pub fn write_plot(report: &Report, path: &Path) -> io::Result<()> {
                 _ => String::new(),
             })
             .draw()?;
-        if hist.len() > 0 {
+        if !hist.is_empty() {
             chart.draw_series(LineSeries::new(points, &BLUE))?;
         }
 

@@ -22,7 +22,8 @@
 //! **Closed loop**: `connections × pipeline × addresses` tasks, each sending its next request
 //! when the last is answered; latency counts from the call. **Open loop** (`--rate`): a
 //! request is due every `1/rate` s whatever the answers do, each on its own task, and its
-//! latency counts from when it was *due* — so a stalled server shows as the latency of every
+//! latency counts from when it was *due* (on a 1 ms clock: the requests due within a
+//! millisecond leave together at its end, and count from then) — so a stalled server shows as the latency of every
 //! request that was due during the stall, not as a slower loop that sends less (wrk2's point
 //! about coordinated omission).
 //!
@@ -406,7 +407,7 @@ async fn drive<P: Protocol>(config: &Config, protocol: P) -> Result<Report, RunE
 
     match config.mode {
         Mode::Closed => closed_loop(config, &client, &total, end, seed).await,
-        Mode::Open { rate } => open_loop(config, &client, &total, start, end, rate, seed).await,
+        Mode::Open { rate } => open_loop(config, &client, &total, end, rate, seed).await,
     }
     let elapsed = start.elapsed();
     finished.set(true);
@@ -480,7 +481,6 @@ async fn open_loop<S>(
     config: &Config,
     client: &Rc<S>,
     total: &Rc<RefCell<Figures>>,
-    start: Instant,
     end: Option<Instant>,
     rate: f64,
     seed: u64,
@@ -491,15 +491,28 @@ async fn open_loop<S>(
     let outstanding = Rc::new((Cell::new(0u64), Notify::new()));
     let limit = config.requests.unwrap_or(u64::MAX);
     let mut issued = 0u64;
+    // The origin of the due times is a tick of the timer wheel (the first tick of an interval
+    // comes at once, the second on the wheel's clock), so that later ticks fall on whole
+    // milliseconds of it.
     let mut tick = time::interval(Duration::from_millis(1));
-    while issued < limit {
+    tick.tick().await;
+    tick.tick().await;
+    let start = Instant::now();
+    // Request `i` is due at the end of millisecond `ceil(i × 1000 / rate)`: the sender runs
+    // on the timer wheel's 1 ms clock, and the requests due within a millisecond leave
+    // together at its end. Each is timed from that intended moment, so a late tick (a stall
+    // of this process) counts too.
+    let due_ms = |i: u64| (i as f64 * 1000.0 / rate).ceil() as u64;
+    let last_ms = end.map(|end| end.saturating_duration_since(start).as_millis() as u64);
+    while issued < limit && last_ms.is_none_or(|last| due_ms(issued) <= last) {
         tick.tick().await;
-        let now = Instant::now();
-        let until = end.map_or(now, |end| now.min(end));
-        let due_now =
-            ((until.saturating_duration_since(start).as_secs_f64() * rate) as u64 + 1).min(limit);
-        while issued < due_now {
-            let due = start + Duration::from_secs_f64(issued as f64 / rate);
+        // To the nearest millisecond: a tick may fire a little before or after its mark.
+        let now_ms = (start.elapsed() + Duration::from_micros(500)).as_millis() as u64;
+        while issued < limit
+            && due_ms(issued) <= now_ms
+            && last_ms.is_none_or(|last| due_ms(issued) <= last)
+        {
+            let due = start + Duration::from_millis(due_ms(issued));
             issued += 1;
             let (client, total, outstanding) = (client.clone(), total.clone(), outstanding.clone());
             let seed = seeds.next();
@@ -513,9 +526,6 @@ async fn open_loop<S>(
                     outstanding.1.notify_waiters();
                 }
             });
-        }
-        if end.is_some_and(|end| now >= end) {
-            break;
         }
     }
     loop {
