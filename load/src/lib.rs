@@ -6,7 +6,7 @@
 //!   one process, interleaved, and read the cost per call in time, allocations and
 //!   instructions.
 //! - the `sheave-load` command: a load generator whose client is the kit's own balanced stack
-//!   ([`cli`] parses its flags, [`run`] drives the load, [`protocol`] speaks RESP, lines, raw
+//!   ([`cli`] parses its flags, [`run`](mod@run) drives the load, [`protocol`] speaks RESP, lines, raw
 //!   TCP and HTTP, [`figures`] counts, [`report`] prints and writes the results).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -16,7 +16,7 @@
 //! 6. the balancer (`--policy`) over `-c` connections to each address, each connection
 //!    counting its own attempts into its address's figures.
 //!
-//! Requests are `u64` seeds (see [`protocol`](crate::protocol)): the connection makes the
+//! Requests are `u64` seeds (see [`crate::protocol`]): the connection makes the
 //! protocol's request from the seed.
 //!
 //! **Closed loop**: `connections × pipeline × addresses` tasks, each sending its next request
