@@ -205,12 +205,33 @@ impl<P: Protocol> Service<u64> for Conn<P> {
         let now = Instant::now();
         let mut figures = self.figures.borrow_mut();
         match &outcome {
-            Ok(Verdict::Ok) => figures.record_ok(now - started, now),
+            Ok(Verdict::Ok) => {
+                ANSWERED.with(|a| a.set(Some(now)));
+                figures.record_ok(now - started, now)
+            }
             Ok(Verdict::ErrorReply) => figures.record_error(Failure::ErrorReply),
             Ok(Verdict::Unexpected) => figures.record_error(Failure::Unexpected),
             Err(e) => figures.record_error(Failure::Kind(e.kind())),
         }
         outcome
+    }
+}
+
+thread_local! {
+    /// When the last successful attempt on this thread was answered, as its [`Conn`] read
+    /// the clock: the caller of that attempt resumes in the same poll (a success passes
+    /// straight up the stack), so it takes this reading instead of making its own — one
+    /// clock read less per request. Only successes set it, and each success sets it before
+    /// its caller looks, so no caller sees another's reading.
+    static ANSWERED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The time a request ended: the reading its connection made when it succeeded, or now.
+fn ended(outcome: &Result<Verdict, Error>) -> Instant {
+    let handed = ANSWERED.with(Cell::take);
+    match (outcome, handed) {
+        (Ok(Verdict::Ok), Some(at)) => at,
+        _ => Instant::now(),
     }
 }
 
@@ -457,12 +478,15 @@ async fn closed_loop<S>(
             let mut seeds = keyspace_free.clone();
             seeds.0 ^= (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
             async move {
+                // Each call starts when the last ended (what lies between is this loop's own
+                // bookkeeping, counted against us).
+                let mut called = Instant::now();
                 while !stop.get() && tickets.get() > 0 {
                     tickets.set(tickets.get() - 1);
-                    let called = Instant::now();
                     let outcome = client.oneshot(seeds.next()).await;
-                    let now = Instant::now();
-                    record(&total, &outcome, now - called, now);
+                    let now = ended(&outcome);
+                    record(&total, &outcome, now.saturating_duration_since(called), now);
+                    called = now;
                     if end.is_some_and(|end| now >= end) {
                         stop.set(true);
                     }
@@ -519,7 +543,7 @@ async fn open_loop<S>(
             outstanding.0.set(outstanding.0.get() + 1);
             sheave_core::spawn(async move {
                 let outcome = client.oneshot(seed).await;
-                let now = Instant::now();
+                let now = ended(&outcome);
                 record(&total, &outcome, now.saturating_duration_since(due), now);
                 outstanding.0.set(outstanding.0.get() - 1);
                 if outstanding.0.get() == 0 {
