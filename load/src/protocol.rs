@@ -129,57 +129,100 @@ fn pipeline_config(config: &Config) -> ClientConfig {
         .connect_timeout(config.connect_timeout)
 }
 
+/// RESP replies, decoded by [`RespCodec`]; requests written as given, already encoded.
+///
+/// A load generator sends one command over and over: encoding it once (or, with
+/// placeholders, straight into its bytes) spares a `Vec` of frames and the encoder per
+/// request.
+#[derive(Debug, Clone, Default)]
+pub struct RespWire {
+    codec: RespCodec,
+}
+
+impl Decoder for RespWire {
+    type Item = Frame;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        self.codec.decode(src)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        self.codec.decode_eof(src)
+    }
+}
+
+impl Encoder<Bytes> for RespWire {
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), Error> {
+        dst.extend_from_slice(&item);
+        Ok(())
+    }
+}
+
 /// RESP: a command template.
 #[derive(Debug)]
 pub struct Resp {
-    connector: Connector<RespCodec>,
+    connector: Connector<RespWire>,
     args: Vec<Template>,
-    /// The command, when no argument has a placeholder: cloned per request.
-    constant: Option<Frame>,
+    /// The encoded command, when it renders the same every time: shared per request.
+    constant: Option<Bytes>,
     keyspace: Option<u64>,
 }
 
 impl Resp {
-    /// From `--command`, `-r` and `-P`.
-    pub fn new(config: &Config) -> Resp {
+    /// From `--command`, `-r` and `-P`; refuses a command that does not get exactly one
+    /// reply (`SUBSCRIBE`, `MONITOR`, ...), which would shift every later reply.
+    pub fn new(config: &Config) -> Result<Resp, Error> {
         let args: Vec<Template> = config.command.iter().map(|a| Template::new(a)).collect();
-        let constant = args.iter().all(Template::is_constant).then(|| {
-            Frame::Array(
-                config
-                    .command
-                    .iter()
-                    .map(|a| Frame::Bulk(Bytes::copy_from_slice(a.as_bytes())))
-                    .collect(),
-            )
-        });
-        Resp {
-            connector: Connector::pipeline(RespCodec::new()).config(pipeline_config(config)),
+        let example = Frame::Array(
+            args.iter()
+                .map(|t| Frame::Bulk(t.render(0, config.keyspace).into()))
+                .collect(),
+        );
+        sheave_proto::resp::check_command(&example)?;
+        let mut resp = Resp {
+            connector: Connector::pipeline(RespWire::default()).config(pipeline_config(config)),
             args,
-            constant,
+            constant: None,
             keyspace: config.keyspace,
+        };
+        // Without a keyspace every placeholder is zero: the command never changes.
+        if config.keyspace.is_none() || resp.args.iter().all(Template::is_constant) {
+            resp.constant = Some(resp.encode(0));
         }
+        Ok(resp)
+    }
+
+    fn encode(&self, seed: u64) -> Bytes {
+        let mut out = Vec::with_capacity(16 + self.args.len() * 32);
+        out.extend_from_slice(format!("*{}\r\n", self.args.len()).as_bytes());
+        let mut arg = Vec::with_capacity(64);
+        for t in &self.args {
+            arg.clear();
+            t.render_into(seed, self.keyspace, &mut arg);
+            out.push(b'$');
+            out.extend_from_slice(arg.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&arg);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.into()
     }
 }
 
 impl Protocol for Resp {
-    type Request = Frame;
+    type Request = Bytes;
     type Response = Frame;
-    type Conn = ClientConnection<RespCodec>;
+    type Conn = ClientConnection<RespWire>;
 
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = Result<Self::Conn, Error>> {
         self.connector.new_service(addr)
     }
 
-    fn request(&self, seed: u64) -> Result<Frame, Error> {
-        if let Some(frame) = &self.constant {
-            return Ok(frame.clone());
-        }
-        Ok(Frame::Array(
-            self.args
-                .iter()
-                .map(|t| Frame::Bulk(t.render(seed, self.keyspace).into()))
-                .collect(),
-        ))
+    fn request(&self, seed: u64) -> Result<Bytes, Error> {
+        Ok(match &self.constant {
+            Some(bytes) => bytes.clone(),
+            None => self.encode(seed),
+        })
     }
 
     async fn verdict(&self, _seed: u64, reply: Frame) -> Result<Verdict, Error> {

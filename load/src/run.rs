@@ -138,7 +138,10 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
     let rt = sheave_core::Runtime::new().map_err(|e| RunError(format!("runtime: {e}")))?;
     rt.block_on(async {
         match config.protocol {
-            Which::Resp => drive(config, protocol::Resp::new(config)).await,
+            Which::Resp => match protocol::Resp::new(config) {
+                Ok(resp) => drive(config, resp).await,
+                Err(e) => Err(RunError(format!("--command: {e}"))),
+            },
             Which::Lines => drive(config, protocol::Lines::new(config)).await,
             Which::Tcp => drive(config, protocol::Tcp::new(config)).await,
             Which::Http1 | Which::Http2 => drive(config, protocol::Http::new(config)).await,
@@ -346,7 +349,6 @@ async fn drive<P: Protocol>(config: &Config, protocol: P) -> Result<Report, RunE
         Policy::RoundRobin => builder.round_robin(),
     };
     let balance = builder.build(discover::fixed(keys), connect);
-    let open = matches!(config.mode, Mode::Open { .. });
     let limit = config.in_flight_limit();
     // Closed loop: never more callers than slots, so nobody waits. Open loop: a request that
     // finds every slot taken waits (within its deadline) — its wait is part of its latency.
@@ -371,20 +373,58 @@ async fn drive<P: Protocol>(config: &Config, protocol: P) -> Result<Report, RunE
                 ),
         )
     });
-    let client = Rc::new(
-        ServiceBuilder::new()
-            .timeout(config.deadline)
-            .option_layer(retry)
-            .layer(ConcurrencyLimitLayer::new(limit).max_waiters(waiters))
-            .option_layer(
-                config
-                    .hedge
-                    .map(|p| HedgeLayer::new(HedgeConfig::default().percentile(p))),
+    let stack = ServiceBuilder::new()
+        .timeout(config.deadline)
+        .option_layer(retry)
+        .layer(ConcurrencyLimitLayer::new(limit).max_waiters(waiters));
+    // The hedge is in the type only when asked for: its future holds two attempts, and an
+    // `Either` with it would triple the size of every request's future (2.5 KB, not 0.9).
+    match config.hedge {
+        Some(p) => {
+            let client = stack
+                .layer(HedgeLayer::new(HedgeConfig::default().percentile(p)))
+                .option_layer(config.per_try.map(TimeoutLayer::new))
+                .service(balance);
+            measure(
+                config,
+                Rc::new(client),
+                &connects,
+                wanted,
+                &per_endpoint,
+                seed,
             )
-            .option_layer(config.per_try.map(TimeoutLayer::new))
-            .service(balance),
-    );
+            .await
+        }
+        None => {
+            let client = stack
+                .option_layer(config.per_try.map(TimeoutLayer::new))
+                .service(balance);
+            measure(
+                config,
+                Rc::new(client),
+                &connects,
+                wanted,
+                &per_endpoint,
+                seed,
+            )
+            .await
+        }
+    }
+}
 
+/// Waits for the connections, runs the loop, and gathers the figures.
+async fn measure<S>(
+    config: &Config,
+    client: Rc<S>,
+    connects: &Connects,
+    wanted: usize,
+    per_endpoint: &[Rc<RefCell<Figures>>],
+    seed: u64,
+) -> Result<Report, RunError>
+where
+    S: Service<u64, Response = Verdict, Error = Error> + 'static,
+{
+    let open = matches!(config.mode, Mode::Open { .. });
     // Start once every connection is made, or the connect timeout passed with one made.
     let connected_by = Instant::now() + config.connect_timeout + Duration::from_millis(100);
     loop {
@@ -417,7 +457,7 @@ async fn drive<P: Protocol>(config: &Config, protocol: P) -> Result<Report, RunE
     }
 
     let start = Instant::now();
-    for f in &per_endpoint {
+    for f in per_endpoint {
         f.borrow_mut().restart(start);
     }
     let total = Rc::new(RefCell::new(Figures::new(start)));
@@ -448,7 +488,7 @@ async fn drive<P: Protocol>(config: &Config, protocol: P) -> Result<Report, RunE
         endpoints: config
             .addrs
             .iter()
-            .zip(&per_endpoint)
+            .zip(per_endpoint)
             .map(|(addr, f)| EndpointReport {
                 addr: *addr,
                 figures: f.borrow().clone(),

@@ -165,6 +165,23 @@ fn a_run_bounded_by_duration_stops_by_itself_and_counts_every_answer() {
 }
 
 #[test]
+fn a_command_that_does_not_get_one_reply_is_refused_before_anything_is_sent() {
+    let c = config(&[
+        "-q",
+        "-n",
+        "10",
+        "--command",
+        "SUBSCRIBE news",
+        "127.0.0.1:1",
+    ]);
+    let err = sheave_load::run(&c).unwrap_err().to_string();
+    assert!(
+        err.starts_with("--command:") && err.contains("exactly one reply"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_address_nobody_listens_on_is_a_clear_error() {
     let port = support::free_port();
     let c = config(&[
