@@ -42,7 +42,7 @@ pub const KINDS: [&str; 12] = [
     "unexpected-reply",
 ];
 
-/// The width of one bucket of [`Figures::timeline`].
+/// The width of one bucket of [`Figures::timeline`] (`record_ok` counts in tenths of a second).
 pub const TICK: Duration = Duration::from_millis(100);
 
 /// The largest latency told apart: an hour, in microseconds (longer ones count as this).
@@ -114,11 +114,14 @@ impl Figures {
 
     /// A request answered as asked after `latency`, at `at`.
     pub fn record_ok(&mut self, latency: Duration, at: Instant) {
-        let us = (latency.as_micros() as u64).clamp(1, MAX_US);
+        // u64 arithmetic (`as_micros` is u128, and this runs once per request).
+        let us =
+            (latency.as_secs() * 1_000_000 + u64::from(latency.subsec_micros())).clamp(1, MAX_US);
         self.latency.saturating_record(us);
         self.max_us = self.max_us.max(us);
         self.ok += 1;
-        let tick = (at.saturating_duration_since(self.start).as_nanos() / TICK.as_nanos()) as usize;
+        let since = at.saturating_duration_since(self.start);
+        let tick = (since.as_secs() * 10 + u64::from(since.subsec_millis() / 100)) as usize;
         if self.timeline.len() <= tick {
             self.timeline.resize(tick + 1, 0);
         }
