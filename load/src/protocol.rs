@@ -363,6 +363,8 @@ impl Protocol for Tcp {
 pub struct Http {
     /// HTTP/1.1: one client per address, with a pool of `-c` connections.
     pooled: bool,
+    /// The request's URI, when it renders the same every time.
+    uri: Option<http::Uri>,
     builder: sheave_http::client::Builder<Full<Bytes>>,
     method: http::Method,
     path: Template,
@@ -384,11 +386,16 @@ impl Http {
                 .version(Version::Http1)
                 .pool_size(config.connections),
         };
+        let path = Template::new(&config.path);
+        let uri = (config.keyspace.is_none() || path.is_constant())
+            .then(|| http::Uri::try_from(path.render(0, config.keyspace)).ok())
+            .flatten();
         Http {
             pooled: config.protocol != Which::Http2,
+            uri,
             builder,
             method: config.method.clone(),
-            path: Template::new(&config.path),
+            path,
             headers: config.headers.clone(),
             body: config.body.clone().map(Bytes::from).unwrap_or_default(),
             keyspace: config.keyspace,
@@ -410,9 +417,11 @@ impl Protocol for Http {
     }
 
     fn request(&self, seed: u64) -> Result<Self::Request, Error> {
-        let path = self.path.render(seed, self.keyspace);
-        let uri = http::Uri::try_from(path)
-            .map_err(|e| Error::new(sheave_service::ErrorKind::InvalidRequest, e))?;
+        let uri = match &self.uri {
+            Some(uri) => uri.clone(),
+            None => http::Uri::try_from(self.path.render(seed, self.keyspace))
+                .map_err(|e| Error::new(sheave_service::ErrorKind::InvalidRequest, e))?,
+        };
         let mut req = http::Request::new(Full::new(self.body.clone()));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = uri;
@@ -425,7 +434,11 @@ impl Protocol for Http {
 
     async fn verdict(&self, _seed: u64, reply: Self::Response) -> Result<Verdict, Error> {
         let status = reply.status();
-        reply.into_body().collect().await?;
+        // Read to the end (that frees the connection), keeping nothing.
+        let mut body = reply.into_body();
+        while let Some(frame) = body.frame().await {
+            frame?;
+        }
         Ok(if status.as_u16() >= 400 {
             Verdict::ErrorReply
         } else {
