@@ -10,11 +10,10 @@
 //! ```
 //! use sheave_load::figures::{Failure, Figures};
 //! use sheave_service::ErrorKind;
-//! use std::time::{Duration, Instant};
+//! use std::time::Duration;
 //!
-//! let start = Instant::now();
-//! let mut f = Figures::new(start);
-//! f.record_ok(Duration::from_micros(250), start);
+//! let mut f = Figures::new();
+//! f.record_ok(Duration::from_micros(250));
 //! f.record_error(Failure::Kind(ErrorKind::Timeout));
 //! f.record_error(Failure::ErrorReply);
 //! assert_eq!((f.requests(), f.ok(), f.errors()), (3, 1, 2));
@@ -24,7 +23,7 @@
 
 use hdrhistogram::Histogram;
 use sheave_service::ErrorKind;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The names of the error kinds, in the order they are counted and printed.
 pub const KINDS: [&str; 12] = [
@@ -89,43 +88,51 @@ pub struct Figures {
     errors: [u64; KINDS.len()],
     /// The exact largest latency, in microseconds.
     max_us: u64,
-    /// Answered requests per [`TICK`] since `start`.
+    /// Answered requests per [`TICK`], one entry per [`mark`](Figures::mark).
     timeline: Vec<u64>,
-    start: Instant,
+    /// `ok` at the last mark.
+    marked: u64,
+}
+
+impl Default for Figures {
+    fn default() -> Self {
+        Figures::new()
+    }
 }
 
 impl Figures {
-    /// Empty figures of a run that started at `start`.
-    pub fn new(start: Instant) -> Figures {
+    /// Empty figures.
+    pub fn new() -> Figures {
         Figures {
             latency: Histogram::new_with_bounds(1, MAX_US, 3).expect("valid bounds"),
             ok: 0,
             errors: [0; KINDS.len()],
             max_us: 0,
             timeline: Vec::new(),
-            start,
+            marked: 0,
         }
     }
 
-    /// Forgets everything and starts again at `start` (after the connections are made).
-    pub fn restart(&mut self, start: Instant) {
-        *self = Figures::new(start);
+    /// Forgets everything (once the connections are made, before the clock starts).
+    pub fn reset(&mut self) {
+        *self = Figures::new();
     }
 
-    /// A request answered as asked after `latency`, at `at`.
-    pub fn record_ok(&mut self, latency: Duration, at: Instant) {
+    /// A request answered as asked after `latency`.
+    pub fn record_ok(&mut self, latency: Duration) {
         // u64 arithmetic (`as_micros` is u128, and this runs once per request).
         let us =
             (latency.as_secs() * 1_000_000 + u64::from(latency.subsec_micros())).clamp(1, MAX_US);
         self.latency.saturating_record(us);
         self.max_us = self.max_us.max(us);
         self.ok += 1;
-        let since = at.saturating_duration_since(self.start);
-        let tick = (since.as_secs() * 10 + u64::from(since.subsec_millis() / 100)) as usize;
-        if self.timeline.len() <= tick {
-            self.timeline.resize(tick + 1, 0);
-        }
-        self.timeline[tick] += 1;
+    }
+
+    /// Closes a [`TICK`] of the timeline: the answers since the last mark. The run marks
+    /// every tick from a timer, so the request path does no time arithmetic for it.
+    pub fn mark(&mut self) {
+        self.timeline.push(self.ok - self.marked);
+        self.marked = self.ok;
     }
 
     /// A request that failed.
@@ -177,7 +184,7 @@ impl Figures {
         &self.latency
     }
 
-    /// Answered requests per [`TICK`] since the start.
+    /// Answered requests per [`TICK`] since the start, as marked.
     pub fn timeline(&self) -> &[u64] {
         &self.timeline
     }
@@ -189,7 +196,7 @@ mod tests {
 
     #[test]
     fn every_error_kind_has_its_own_slot() {
-        let mut f = Figures::new(Instant::now());
+        let mut f = Figures::new();
         let all = [
             ErrorKind::Timeout,
             ErrorKind::Overloaded,
@@ -213,12 +220,15 @@ mod tests {
     }
 
     #[test]
-    fn the_timeline_counts_answers_per_tick() {
-        let start = Instant::now();
-        let mut f = Figures::new(start);
-        f.record_ok(Duration::from_micros(5), start);
-        f.record_ok(Duration::from_micros(5), start + TICK * 2 + TICK / 2);
-        assert_eq!(f.timeline(), &[1, 0, 1]);
+    fn the_timeline_counts_answers_per_mark() {
+        let mut f = Figures::new();
+        f.record_ok(Duration::from_micros(5));
+        f.mark();
+        f.mark();
+        f.record_ok(Duration::from_micros(5));
+        f.record_ok(Duration::from_micros(3));
+        f.mark();
+        assert_eq!(f.timeline(), &[1, 0, 2]);
         assert_eq!(f.max_us(), 5);
     }
 }

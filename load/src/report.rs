@@ -13,11 +13,10 @@
 //! use sheave_load::figures::Figures;
 //! use sheave_load::report;
 //! use sheave_load::run::{EndpointReport, Report};
-//! use std::time::{Duration, Instant};
+//! use std::time::Duration;
 //!
-//! let start = Instant::now();
-//! let mut total = Figures::new(start);
-//! total.record_ok(Duration::from_micros(120), start);
+//! let mut total = Figures::new();
+//! total.record_ok(Duration::from_micros(120));
 //! let report = Report {
 //!     protocol: Protocol::Resp,
 //!     mode: Mode::Closed,

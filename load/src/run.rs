@@ -210,7 +210,7 @@ impl<P: Protocol> Service<u64> for Conn<P> {
         match &outcome {
             Ok(Verdict::Ok) => {
                 ANSWERED.with(|a| a.set(Some(now)));
-                figures.record_ok(now - started, now)
+                figures.record_ok(now - started)
             }
             Ok(Verdict::ErrorReply) => figures.record_error(Failure::ErrorReply),
             Ok(Verdict::Unexpected) => figures.record_error(Failure::Unexpected),
@@ -265,15 +265,10 @@ impl Seeds {
     }
 }
 
-fn record(
-    total: &RefCell<Figures>,
-    outcome: &Result<Verdict, Error>,
-    latency: Duration,
-    at: Instant,
-) {
+fn record(total: &RefCell<Figures>, outcome: &Result<Verdict, Error>, latency: Duration) {
     let mut total = total.borrow_mut();
     match outcome {
-        Ok(Verdict::Ok) => total.record_ok(latency, at),
+        Ok(Verdict::Ok) => total.record_ok(latency),
         Ok(Verdict::ErrorReply) => total.record_error(Failure::ErrorReply),
         Ok(Verdict::Unexpected) => total.record_error(Failure::Unexpected),
         Err(e) => total.record_error(Failure::Kind(e.kind())),
@@ -282,11 +277,10 @@ fn record(
 
 async fn drive<P: Protocol>(config: &Config, protocol: P) -> Result<Report, RunError> {
     let protocol = Rc::new(protocol);
-    let now = Instant::now();
     let per_endpoint: Vec<Rc<RefCell<Figures>>> = config
         .addrs
         .iter()
-        .map(|_| Rc::new(RefCell::new(Figures::new(now))))
+        .map(|_| Rc::new(RefCell::new(Figures::new())))
         .collect();
     let connects = Rc::new(Connects::default());
     let per_address = protocol.connections(config.connections);
@@ -458,9 +452,10 @@ where
 
     let start = Instant::now();
     for f in per_endpoint {
-        f.borrow_mut().restart(start);
+        f.borrow_mut().reset();
     }
-    let total = Rc::new(RefCell::new(Figures::new(start)));
+    let total = Rc::new(RefCell::new(Figures::new()));
+    let timeline = sheave_core::spawn(mark_ticks(total.clone()));
     let end = config.duration.map(|d| start + d);
     let finished = Rc::new(Cell::new(false));
     let progress = (!config.quiet && (config.progress || std::io::stderr().is_terminal()))
@@ -471,6 +466,8 @@ where
         Mode::Open { rate } => open_loop(config, &client, &total, end, rate, seed).await,
     }
     let elapsed = start.elapsed();
+    timeline.abort();
+    total.borrow_mut().mark(); // the last, partial tick
     finished.set(true);
     if let Some(progress) = progress {
         progress.abort();
@@ -525,7 +522,7 @@ async fn closed_loop<S>(
                     tickets.set(tickets.get() - 1);
                     let outcome = client.oneshot(seeds.next()).await;
                     let now = ended(&outcome);
-                    record(&total, &outcome, now.saturating_duration_since(called), now);
+                    record(&total, &outcome, now.saturating_duration_since(called));
                     called = now;
                     if end.is_some_and(|end| now >= end) {
                         stop.set(true);
@@ -584,7 +581,7 @@ async fn open_loop<S>(
             sheave_core::spawn(async move {
                 let outcome = client.oneshot(seed).await;
                 let now = ended(&outcome);
-                record(&total, &outcome, now.saturating_duration_since(due), now);
+                record(&total, &outcome, now.saturating_duration_since(due));
                 outstanding.0.set(outstanding.0.get() - 1);
                 if outstanding.0.get() == 0 {
                     outstanding.1.notify_waiters();
@@ -598,6 +595,16 @@ async fn open_loop<S>(
             break;
         }
         idle.await;
+    }
+}
+
+/// Marks the throughput timeline every [`TICK`](crate::figures::TICK).
+async fn mark_ticks(total: Rc<RefCell<Figures>>) {
+    let mut tick = time::interval(crate::figures::TICK);
+    tick.tick().await; // the first tick comes at once
+    loop {
+        tick.tick().await;
+        total.borrow_mut().mark();
     }
 }
 
