@@ -21,7 +21,8 @@
 //! system of the child, read as the growth of this process's `cutime + cstime` in
 //! `/proc/self/stat` across the child's life, 10 ms ticks; sheave ÷ peer ≤ 1 means it spends
 //! no more). sheave-load runs with its whole documented stack — deadline, retry budget,
-//! concurrency limit, the p2c-EWMA balancer, a pool per address — because that is what it
+//! concurrency limit, the balancer (its default policy, p2c over pending requests), a pool
+//! per address — because that is what it
 //! is for. It runs as this bench binary re-executed (`SHEAVE_LOAD_CHILD=1`), which calls the
 //! same library code as the `sheave-load` command.
 

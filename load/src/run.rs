@@ -13,8 +13,8 @@
 //!    endpoint (p2c picks afresh);
 //! 5. `timeout` per attempt (`--per-try`): above the balancer, so the balancer sees a hung
 //!    endpoint fail;
-//! 6. the balancer (`--policy`) over `-c` connections to each address, each connection
-//!    counting its own attempts into its address's figures.
+//! 6. the balancer (`--policy`) over the addresses, each a [`Pool`] of `-c` connections that
+//!    counts its attempts into its address's figures.
 //!
 //! Requests are `u64` seeds (see [`crate::protocol`]): the connection makes the
 //! protocol's request from the seed.
