@@ -418,7 +418,6 @@ async fn measure<S>(
 where
     S: Service<u64, Response = Verdict, Error = Error> + 'static,
 {
-    let open = matches!(config.mode, Mode::Open { .. });
     // Start once every connection is made, or the connect timeout passed with one made.
     let connected_by = Instant::now() + config.connect_timeout + Duration::from_millis(100);
     loop {
@@ -445,7 +444,8 @@ where
     }
     if connects.made.get() < wanted && !config.quiet {
         eprintln!(
-            "sheave-load: {} of {wanted} connections made; going on with those",
+            "sheave-load: {} of {wanted} connections made in time; going on (an address whose \
+             connections are not all made is retried in the background)",
             connects.made.get()
         );
     }
@@ -473,7 +473,7 @@ where
         progress.abort();
         eprintln!();
     }
-    debug_assert!(open || total.borrow().requests() <= config.requests.unwrap_or(u64::MAX));
+    debug_assert!(total.borrow().requests() <= config.requests.unwrap_or(u64::MAX));
     let total = total.borrow().clone();
     Ok(Report {
         protocol: config.protocol,
