@@ -68,8 +68,8 @@ STACK (outermost first, as the documented client stack):
                           refused), never of ones the server may have processed     [2]
     --retry-budget R      retries at most this share of requests (plus 10/s)      [0.2]
     --limit N             requests in flight in all [connections x pipeline x addresses]
-                          closed loop: past it a request fails at once (overloaded);
-                          open loop: it waits, within its deadline
+                          closed loop: the callers are at most this many; open loop: a
+                          request past it waits for a slot, within its deadline
     --hedge P             send a backup after the P-th percentile of latency, e.g. 0.95
     --per-try T           a deadline per attempt, below the retries          [none]
     --policy P            p2c-pending | p2c-ewma | round-robin           [p2c-pending]

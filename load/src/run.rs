@@ -19,8 +19,8 @@
 //! Requests are `u64` seeds (see [`crate::protocol`]): the connection makes the
 //! protocol's request from the seed.
 //!
-//! **Closed loop**: `connections × pipeline × addresses` tasks, each sending its next request
-//! when the last is answered; latency counts from the call. **Open loop** (`--rate`): a
+//! **Closed loop**: `connections × pipeline × addresses` tasks (at most `--limit`), each
+//! sending its next request when the last is answered; latency counts from the call. **Open loop** (`--rate`): a
 //! request is due every `1/rate` s whatever the answers do, each on its own task, and its
 //! latency counts from when it was *due* (on a 1 ms clock: the requests due within a
 //! millisecond leave together at its end, and count from then) — so a stalled server shows as the latency of every
@@ -494,7 +494,8 @@ where
     })
 }
 
-/// `connections × pipeline × addresses` callers, each sending when the last is answered.
+/// `connections × pipeline × addresses` callers (at most `--limit`), each sending when the
+/// last is answered.
 async fn closed_loop<S>(
     config: &Config,
     client: &Rc<S>,
@@ -504,7 +505,9 @@ async fn closed_loop<S>(
 ) where
     S: Service<u64, Response = Verdict, Error = Error> + 'static,
 {
-    let slots = config.connections * config.pipeline * config.addrs.len();
+    // Never more callers than the limit admits: past it they would be shed at once.
+    let slots =
+        (config.connections * config.pipeline * config.addrs.len()).min(config.in_flight_limit());
     let tickets = Rc::new(Cell::new(config.requests.unwrap_or(u64::MAX)));
     let stop = Rc::new(Cell::new(false));
     let keyspace_free = Seeds::new(seed);

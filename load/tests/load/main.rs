@@ -133,6 +133,95 @@ fn against_the_kv_store_every_request_is_served_once_and_the_error_replies_are_c
 }
 
 #[test]
+fn the_whole_stack_hedge_per_try_retries_and_each_policy_answers_every_request() {
+    let (a, _kv_a) = kv_server();
+    let (b, _kv_b) = kv_server();
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let mut requests = 0;
+    for policy in ["p2c-pending", "p2c-ewma", "round-robin"] {
+        let c = config(&[
+            "-q",
+            "-c",
+            "2",
+            "-P",
+            "4",
+            "-n",
+            "3000",
+            "--hedge",
+            "0.9",
+            "--per-try",
+            "500ms",
+            "--retries",
+            "3",
+            "--limit",
+            "8",
+            "--policy",
+            policy,
+            &a_addr,
+            &b_addr,
+        ]);
+        assert_eq!(c.hedge, Some(0.9));
+        let report = sheave_load::run(&c).unwrap();
+        assert_eq!(
+            report.total.ok(),
+            3000,
+            "{policy}: {:?}",
+            report.total.errors_by_kind()
+        );
+        requests += 3000;
+        // Every attempt is counted on the endpoint it went to (hedges and their cancelled
+        // losers too), so the attempts are at least the requests...
+        let attempts: u64 = report.endpoints.iter().map(|e| e.figures.requests()).sum();
+        assert!(attempts >= 3000, "{policy}: {attempts} attempts");
+        // ...and the servers served no more than the attempts (a cancelled loser may never
+        // have been written), and at least every request.
+        let served = a.served.load(Ordering::Relaxed) + b.served.load(Ordering::Relaxed);
+        assert!(
+            served >= requests,
+            "{policy}: served {served} of {requests}"
+        );
+    }
+}
+
+#[test]
+fn open_loop_at_a_modest_rate_offers_what_it_promised() {
+    let (server, _kv) = kv_server();
+    let c = config(&[
+        "-q",
+        "--rate",
+        "2000",
+        "-d",
+        "1s",
+        "-c",
+        "2",
+        "-P",
+        "8",
+        &server.addr.to_string(),
+    ]);
+    let report = sheave_load::run(&c).unwrap();
+    // 2,000 a second for a second: the requests due from 0 to 1,000 ms inclusive.
+    assert!(
+        (1990..=2010).contains(&report.total.requests()),
+        "{}",
+        report.total.requests()
+    );
+    assert_eq!(
+        report.total.errors(),
+        0,
+        "{:?}",
+        report.total.errors_by_kind()
+    );
+    assert_eq!(
+        server.served.load(Ordering::Relaxed),
+        report.total.requests()
+    );
+    let json = sheave_load::report::json(&report);
+    let figures: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(figures["mode"], "open");
+    assert_eq!(figures["rate"], 2000.0);
+}
+
+#[test]
 fn a_run_bounded_by_duration_stops_by_itself_and_counts_every_answer() {
     let (server, _kv) = kv_server();
     let c = config(&[
