@@ -345,12 +345,49 @@ fn against_nginx_over_http1_and_h2c_the_access_log_counts_our_requests() {
     let report = sheave_load::run(&missing).unwrap();
     assert_eq!(report.total.errors_by_kind(), vec![("error-reply", 50)]);
 
+    let post = config(&[
+        "-q",
+        "--protocol",
+        "http1",
+        "-c",
+        "2",
+        "-n",
+        "20",
+        "--method",
+        "POST",
+        "--path",
+        "/p?id=__rand_int__",
+        "-r",
+        "10",
+        "-H",
+        "X-Test: 1",
+        "--body",
+        "hello",
+        &nginx.addr.to_string(),
+    ]);
+    let report = sheave_load::run(&post).unwrap();
+    assert_eq!(report.total.ok(), 20, "{:?}", report.total.errors_by_kind());
+
     let log = nginx.logged();
     let count = |line: &str| log.iter().filter(|l| *l == line).count();
     assert_eq!(count("GET /a 200"), 2000, "{} lines", log.len());
     assert_eq!(count("GET /b 200"), 3000);
     assert_eq!(count("GET /missing 404"), 50);
-    assert_eq!(log.len(), 5050, "nothing else was sent");
+    assert_eq!(count("POST /p 200"), 20);
+    assert_eq!(log.len(), 5070, "nothing else was sent");
+    // The POSTs carried the header, the body and a rendered placeholder below the keyspace.
+    let posts: Vec<String> = nginx
+        .details()
+        .into_iter()
+        .filter(|l| l.starts_with("POST"))
+        .collect();
+    assert_eq!(posts.len(), 20);
+    for line in &posts {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields[2..], ["1", "5"], "{line}");
+        let id: u64 = fields[1].strip_prefix("id=").unwrap().parse().unwrap();
+        assert!(id < 10 && fields[1].len() == 15, "{line}");
+    }
 }
 
 #[test]

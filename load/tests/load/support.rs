@@ -347,7 +347,8 @@ impl Nginx {
             "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 256; }}\n\
              http {{\n log_format counted \"$request_method $uri $status\";\n\
-             access_log {d}/access.log counted;\n client_body_temp_path {d};\n\
+             log_format detail \"$request_method $args $http_x_test $content_length\";\n\
+             access_log {d}/access.log counted;\n access_log {d}/detail.log detail;\n client_body_temp_path {d};\n\
              proxy_temp_path {d};\n fastcgi_temp_path {d};\n uwsgi_temp_path {d};\n\
              scgi_temp_path {d};\n keepalive_requests 1000000;\n\
              server {{\n  listen 127.0.0.1:{port};\n  listen 127.0.0.1:{h2} http2;\n\
@@ -383,9 +384,18 @@ impl Nginx {
         })
     }
 
-    /// The access log's lines: one per request nginx answered.
+    /// The access log's lines: one per request nginx answered (`METHOD URI STATUS`).
     pub fn logged(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.0.join("access.log"))
+        self.log("access.log")
+    }
+
+    /// The detail log's lines: `METHOD ARGS X-TEST CONTENT-LENGTH` per request.
+    pub fn details(&self) -> Vec<String> {
+        self.log("detail.log")
+    }
+
+    fn log(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.0.join(name))
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
