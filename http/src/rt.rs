@@ -164,6 +164,17 @@ impl Write for Io {
     }
 }
 
+/// Writes all of `bytes` to `stream`.
+pub(crate) async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.write(bytes).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => bytes = &bytes[n..],
+        }
+    }
+    Ok(())
+}
+
 /// hyper's executor on sheave: spawns on the current runtime thread; futures need not be
 /// `Send`.
 #[derive(Debug, Clone, Copy, Default)]

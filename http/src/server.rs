@@ -55,7 +55,7 @@
 //! ```
 
 use crate::body::{Body, Fault, FaultCell};
-use crate::rt::{Io, LocalExec, Timer};
+use crate::rt::{Io, LocalExec, Timer, write_all};
 use bytes::Bytes;
 use futures::future::{Either, select};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -103,6 +103,7 @@ struct Config {
     max_concurrent_streams: u32,
     max_pending_accept_reset_streams: usize,
     retry_after: Duration,
+    http2: bool,
 }
 
 /// An HTTP server: [`Server::bind`], configure, [`build`](Builder::build), then
@@ -151,6 +152,7 @@ impl Server {
                 max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
                 max_pending_accept_reset_streams: DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS,
                 retry_after: DEFAULT_RETRY_AFTER,
+                http2: true,
             },
         }
     }
@@ -258,6 +260,16 @@ impl Builder {
         self
     }
 
+    /// Whether to serve HTTP/2 prior knowledge (h2c) beside HTTP/1.1; on by default. Off, a
+    /// connection that opens with the HTTP/2 preface is handed to HTTP/1.1, which refuses it
+    /// and closes: an HTTP/1.1-only server, as a client's [`Version::Auto`] probe sees one.
+    ///
+    /// [`Version::Auto`]: crate::client::Version::Auto
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.config.http2 = enabled;
+        self
+    }
+
     /// The `Retry-After` of the 503s this server answers.
     pub fn retry_after(mut self, after: Duration) -> Self {
         self.config.retry_after = after;
@@ -327,6 +339,7 @@ where
             Ok(Err(e)) => return log::debug!("{peer}: {e}"),
             Err(_) => return log::debug!("{peer}: no request in time"),
         };
+        let h2 = h2 && config.http2;
         let io = Io::with_prefix(stream, prefix);
         let (stream, partial) = io.watch();
         let adapter = Adapter {
@@ -381,16 +394,6 @@ where
 /// The answer to a request whose header did not arrive in time.
 const TIMED_OUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
-
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match stream.write(bytes).await? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => bytes = &bytes[n..],
-        }
-    }
-    Ok(())
-}
 
 /// Reads until the bytes diverge from the HTTP/2 preface or match all of it. `None`: the
 /// peer closed first.
