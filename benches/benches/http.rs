@@ -533,8 +533,16 @@ fn our_client(addr: SocketAddr, secs: u32) -> Option<(Run, f64)> {
 /// `bare` or `stack`.
 const SERVE_ENV: &str = "SHEAVE_HTTP_BENCH_SERVE";
 
-/// Runs as a child server (see [`SERVE_ENV`]): prints its address, serves until SIGTERM.
+/// Runs as a child server (see [`SERVE_ENV`]): prints its address, serves until SIGTERM
+/// (`hyper`: hyper on tokio, until killed).
 fn serve_child(mode: &str) {
+    if mode == "hyper" {
+        let (addr, _) = start_hyper();
+        println!("{addr}");
+        loop {
+            std::thread::park();
+        }
+    }
     let stack = mode == "stack";
     let rt = sheave_core::Runtime::new().unwrap();
     rt.block_on(async move {
@@ -569,12 +577,15 @@ fn serve_child(mode: &str) {
 /// is missing or a request failed.
 fn callgrind_server(mode: &str, n: u64) -> Option<u64> {
     use std::io::BufRead;
+    // `HTTP_BENCH_CALLGRIND_DIR=dir` keeps the profiles (`dir/<mode>-<n>.out`), for
+    // `callgrind_annotate`.
+    let out_file = std::env::var("HTTP_BENCH_CALLGRIND_DIR")
+        .map_or("/dev/null".to_string(), |dir| {
+            format!("{dir}/{mode}-{n}.out")
+        });
     let mut child = Command::new("valgrind")
-        .args([
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            "--cache-sim=no",
-        ])
+        .args(["--tool=callgrind", "--cache-sim=no"])
+        .arg(format!("--callgrind-out-file={out_file}"))
         .arg(std::env::current_exe().ok()?)
         .env(SERVE_ENV, mode)
         .stdout(std::process::Stdio::piped())
@@ -665,15 +676,16 @@ fn callgrind_table() {
         .unwrap_or(2000);
     let bare = callgrind_per_request("bare", n).expect("callgrind of the bare server");
     let stack = callgrind_per_request("stack", n).expect("callgrind of the stacked server");
+    let hyper = callgrind_per_request("hyper", n).expect("callgrind of hyper's server");
     println!();
     println!(
         "Server instructions per HTTP/1.1 request (callgrind, {n} and {} requests from h2load --h1 -c 8):",
         2 * n
     );
     print_table(
-        &["server (sheave)", "instructions/req"],
+        &["server", "instructions/req"],
         &[
-            vec!["bare handler".into(), format!("{bare:.0}")],
+            vec!["sheave, bare handler".into(), format!("{bare:.0}")],
             vec![
                 "+ timeout, shed, limit, stats".into(),
                 format!("{stack:.0}"),
@@ -685,6 +697,14 @@ fn callgrind_table() {
                     stack / bare,
                     (stack / bare - 1.0) * 100.0
                 ),
+            ],
+            vec![
+                "hyper/tokio (no header timeout)".into(),
+                format!("{hyper:.0}"),
+            ],
+            vec![
+                "sheave bare ÷ hyper".into(),
+                format!("{:.3}×", bare / hyper),
             ],
         ],
     );

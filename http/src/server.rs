@@ -64,14 +64,14 @@ use sheave_core::net::TcpStream;
 use sheave_core::time;
 use sheave_proto::server::Driver;
 use sheave_proto::{Server as TcpServer, ServerHandle};
-use sheave_service::{BoxError, Error, ErrorKind, NewService, Service};
+use sheave_service::{BoxError, Error, ErrorKind, NewService, Service, TryReady};
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -345,6 +345,7 @@ where
         let adapter = Adapter {
             service: Rc::new(service),
             config: config.clone(),
+            handle: handle::<S, B>,
         };
         let served = if h2 {
             let conn = hyper::server::conn::http2::Builder::new(LocalExec)
@@ -418,33 +419,35 @@ async fn sniff(stream: &TcpStream) -> io::Result<Option<(bool, Bytes)>> {
 /// The body of every response: the handler's, or one of ours (an error's status).
 type ResponseBody<B> = http_body_util::Either<B, Full<Bytes>>;
 
-/// A sheave service as hyper's.
-struct Adapter<S> {
+/// A sheave service as hyper's. `handle` is the function [`handle`] itself: through it the
+/// type of its future (an `async fn`'s, which cannot be written down) becomes hyper's
+/// `Service::Future`, so no request's future is boxed. (hyper's HTTP/1.1 dispatcher keeps one
+/// future slot per connection and reuses it; HTTP/2 spawns one task per stream either way.)
+struct Adapter<S, H> {
     service: Rc<S>,
     config: Rc<Config>,
+    handle: H,
 }
 
-impl<S, B> hyper::service::Service<Request<hyper::body::Incoming>> for Adapter<S>
+impl<S, H, F, B> hyper::service::Service<Request<hyper::body::Incoming>> for Adapter<S, H>
 where
-    S: Service<Request<Body>, Response = Response<B>> + 'static,
-    S::Error: Into<Error>,
-    B: http_body::Body + 'static,
+    H: Fn(Rc<S>, Rc<Config>, Request<hyper::body::Incoming>) -> F,
+    F: Future<Output = Result<Response<ResponseBody<B>>, Infallible>>,
 {
     type Response = Response<ResponseBody<B>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>>>>;
+    type Future = F;
 
-    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
-        let (service, config) = (self.service.clone(), self.config.clone());
-        Box::pin(async move { Ok(handle(&*service, &config, req).await) })
+    fn call(&self, req: Request<hyper::body::Incoming>) -> F {
+        (self.handle)(self.service.clone(), self.config.clone(), req)
     }
 }
 
 async fn handle<S, B>(
-    service: &S,
-    config: &Config,
+    service: Rc<S>,
+    config: Rc<Config>,
     req: Request<hyper::body::Incoming>,
-) -> Response<ResponseBody<B>>
+) -> Result<Response<ResponseBody<B>>, Infallible>
 where
     S: Service<Request<Body>, Response = Response<B>>,
     S::Error: Into<Error>,
@@ -455,31 +458,43 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > config.max_body) {
-        return status(
+        return Ok(status(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large\n",
             None,
-        );
+        ));
     }
-    let fault: FaultCell = Rc::new(Cell::new(None));
-    let req = req.map(|incoming| Body::incoming(incoming, config.max_body, Some(fault.clone())));
-    let permit = match service.ready().await {
+    // A permit first; most services have one at hand, so no `ready()` future is polled.
+    let permit = match service.try_ready() {
+        TryReady::Ready(permit) => Ok(permit),
+        TryReady::Busy => service.ready().await,
+        TryReady::Closed(e) => Err(e),
+    };
+    let permit = match permit {
         Ok(permit) => permit,
         Err(e) => {
             let e: Error = e.into();
             log::debug!("not ready: {e}");
-            return status(
+            return Ok(status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service unavailable\n",
                 Some(config.retry_after),
-            );
+            ));
         }
     };
-    match service.call(permit, req).await {
+    // Where the body says why it failed, for the answer; a request without a body (most
+    // GETs) cannot fail that way, and saves the allocation.
+    let fault: Option<FaultCell> = match http_body::Body::is_end_stream(req.body()) {
+        true => None,
+        false => Some(Rc::new(Cell::new(None))),
+    };
+    let max_body = config.max_body;
+    let req = req.map(|incoming| Body::incoming(incoming, max_body, fault.clone()));
+    Ok(match service.call(permit, req).await {
         Ok(response) => response.map(http_body_util::Either::Left),
         Err(e) => {
             let e: Error = e.into();
-            match fault.get() {
+            match fault.and_then(|f| f.get()) {
                 Some(Fault::TooLarge) => status(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "request body too large\n",
@@ -488,10 +503,10 @@ where
                 Some(Fault::Malformed) => {
                     status(StatusCode::BAD_REQUEST, "bad request body\n", None)
                 }
-                None => error_response(&e, config),
+                None => error_response(&e, &config),
             }
         }
-    }
+    })
 }
 
 /// The answer to a handler's error.
