@@ -486,7 +486,7 @@ fn our_client(addr: SocketAddr, secs: u32) -> Option<(Run, f64)> {
             let done = std::cell::Cell::new(0u64);
             let failed = std::cell::Cell::new(0u64);
             let one = async || -> Result<(), sheave_service::Error> {
-                let req = http::Request::get("/")
+                let req = http::Request::get(http::Uri::from_static("/"))
                     .body(Full::new(Bytes::new()))
                     .unwrap();
                 let permit = client.ready().await?;

@@ -178,6 +178,7 @@ impl<B> Builder<B> {
                 idle: RefCell::new(Vec::new()),
                 h2: RefCell::new(None),
                 resolved: Cell::new(resolved),
+                host: HeaderValue::try_from(addr.to_string()).ok(),
             }),
         }
     }
@@ -283,6 +284,8 @@ struct Inner<B> {
     h2: RefCell<Option<H2<B>>>,
     /// `Http1` or `Http2` once known (at once unless the configuration says `Auto`).
     resolved: Cell<Option<Version>>,
+    /// The `Host` of an HTTP/1.1 request whose URI names no authority: the address.
+    host: Option<HeaderValue>,
 }
 
 /// An HTTP/2 connection: its sender, and a reader of the peer's
@@ -318,18 +321,38 @@ impl<B> Drop for Slot<B> {
 }
 
 /// Held by a response [`Body`]: the slot, and the HTTP/1.1 connection to give back to the pool
-/// once the body has been read to its end.
+/// once the body has been read to its end (one allocation per response).
 pub(crate) struct Release {
-    finish: Option<Box<dyn FnOnce()>>,
-    _slot: Box<dyn std::any::Any>,
+    held: Box<dyn Held>,
+}
+
+/// What a response holds: dropped, it frees its slot (and closes an HTTP/1.1 connection whose
+/// response was not read through); completed, it also gives the connection back.
+trait Held {
+    fn complete(self: Box<Self>);
+}
+
+impl<B: 'static> Held for Slot<B> {
+    fn complete(self: Box<Self>) {} // HTTP/2: the stream is done; the slot goes on drop
+}
+
+/// An HTTP/1.1 response's slot and connection.
+struct Pooled<B> {
+    slot: Slot<B>,
+    sender: http1::SendRequest<B>,
+}
+
+impl<B: 'static> Held for Pooled<B> {
+    fn complete(self: Box<Self>) {
+        let Pooled { slot, sender } = *self;
+        slot.inner.idle.borrow_mut().push(sender);
+    }
 }
 
 impl Release {
     /// The body was read to its end: the connection may be reused.
-    pub(crate) fn complete(mut self) {
-        if let Some(finish) = self.finish.take() {
-            finish();
-        }
+    pub(crate) fn complete(self) {
+        self.held.complete();
     }
 }
 
@@ -552,13 +575,19 @@ where
 
 /// Fills in what the version needs: HTTP/1.1 an origin-form path and a `Host`; HTTP/2 an
 /// absolute URI.
-fn prepare<B>(req: &mut Request<B>, addr: SocketAddr, version: Version) -> Result<(), Error> {
+fn prepare<B>(
+    req: &mut Request<B>,
+    addr: SocketAddr,
+    host: Option<&HeaderValue>,
+    version: Version,
+) -> Result<(), Error> {
     let invalid = |e: http::Error| Error::new(ErrorKind::InvalidRequest, e);
     if version == Version::Http1 {
         if !req.headers().contains_key(header::HOST) {
-            let host = match req.uri().authority() {
-                Some(a) => HeaderValue::from_str(a.as_str()),
-                None => HeaderValue::from_str(&addr.to_string()),
+            let host = match (req.uri().authority(), host) {
+                (Some(a), _) => HeaderValue::from_str(a.as_str()),
+                (None, Some(host)) => Ok(host.clone()),
+                (None, None) => HeaderValue::from_str(&addr.to_string()),
             }
             .map_err(|e| invalid(e.into()))?;
             req.headers_mut().insert(header::HOST, host);
@@ -647,27 +676,23 @@ where
     async fn call(&self, permit: Permit<B>, mut req: Request<B>) -> Result<Response<Body>, Error> {
         let inner = &self.inner;
         let version = inner.version().await?;
-        prepare(&mut req, inner.addr, version)?;
+        prepare(&mut req, inner.addr, inner.host.as_ref(), version)?;
         let limit = inner.config.max_response_body;
         if version == Version::Http1 {
             let mut sender = inner.h1_sender().await?;
             let response = sender.send_request(req).await.map_err(hyper_error)?;
-            let pool = Rc::downgrade(inner);
             let release = Release {
-                finish: Some(Box::new(move || {
-                    if let Some(inner) = pool.upgrade() {
-                        inner.idle.borrow_mut().push(sender);
-                    }
-                })),
-                _slot: Box::new(permit.slot),
+                held: Box::new(Pooled {
+                    slot: permit.slot,
+                    sender,
+                }),
             };
             return Ok(response.map(|incoming| Body::client(incoming, limit, release)));
         }
         let mut sender = inner.h2_sender().await?;
         let response = sender.send_request(req).await.map_err(hyper_error)?;
         let release = Release {
-            finish: None,
-            _slot: Box::new(permit.slot),
+            held: Box::new(permit.slot),
         };
         Ok(response.map(|incoming| Body::client(incoming, limit, release)))
     }
