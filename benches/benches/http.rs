@@ -29,7 +29,9 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use sheave_benches::{CountingAlloc, alloc_counts, current_tid, print_table, thread_cpu_ns};
+use sheave_benches::{
+    CountingAlloc, alloc_counts, current_tid, print_table, thread_cpu_ns, thread_user_sys_ticks,
+};
 use sheave_middleware::ServiceBuilderExt;
 use sheave_middleware::stats::{Stats, StatsConfig, StatsHandle};
 use sheave_service::ServiceBuilder;
@@ -329,6 +331,7 @@ fn servers_table(servers: &[(&str, (SocketAddr, u64)); 2], secs: u32) {
                 format!("{:.0}", m.run.rate),
                 format!("{:.2} µs", m.cpu_ns / 1000.0),
                 format!("{:.1}", m.allocs),
+                format!("{:.0}%", m.user_share * 100.0),
                 m.run.p50.clone(),
                 m.run.p99.clone(),
             ]);
@@ -341,6 +344,7 @@ fn servers_table(servers: &[(&str, (SocketAddr, u64)); 2], secs: u32) {
             format!("{:.2}×", ours.allocs / peer.allocs),
             String::new(),
             String::new(),
+            String::new(),
         ]);
     }
     print_table(
@@ -350,6 +354,7 @@ fn servers_table(servers: &[(&str, (SocketAddr, u64)); 2], secs: u32) {
             "req/s",
             "server CPU/req",
             "allocs/req",
+            "user",
             "p50",
             "p99",
         ],
@@ -411,6 +416,8 @@ fn stack_table((bare_addr, bare_tid): (SocketAddr, u64), secs: u32, rounds: u32)
 /// What one run measured on a server thread, per request.
 struct Measured {
     run: Run,
+    /// The part of the CPU time spent in user space (the rest is the kernel's).
+    user_share: f64,
     cpu_ns: f64,
     allocs: f64,
 }
@@ -420,12 +427,19 @@ struct Measured {
 fn measure(tid: u64, run: impl FnOnce() -> Option<Run>, what: &str) -> (Measured, f64) {
     let (allocs_before, _) = alloc_counts();
     let before = thread_cpu_ns(tid);
+    let ticks_before = thread_user_sys_ticks(tid);
     let result = run().unwrap_or_else(|| panic!("{what} failed"));
     let cpu = (thread_cpu_ns(tid) - before) as f64;
+    let ticks_after = thread_user_sys_ticks(tid);
     let (allocs_after, _) = alloc_counts();
     let requests = result.requests;
+    let (user, sys) = (
+        (ticks_after.0 - ticks_before.0) as f64,
+        (ticks_after.1 - ticks_before.1) as f64,
+    );
     (
         Measured {
+            user_share: user / (user + sys).max(1.0),
             cpu_ns: cpu / requests,
             allocs: (allocs_after - allocs_before) as f64 / requests,
             run: result,
@@ -575,13 +589,13 @@ fn serve_child(mode: &str) {
 /// The instructions callgrind counts in a child server (`mode`) that serves `n` HTTP/1.1
 /// requests from `h2load --h1 -c 8` and then stops on SIGTERM. `None` when valgrind or h2load
 /// is missing or a request failed.
-fn callgrind_server(mode: &str, n: u64) -> Option<u64> {
+fn callgrind_server(mode: &str, n: u64, h2: bool) -> Option<u64> {
     use std::io::BufRead;
     // `HTTP_BENCH_CALLGRIND_DIR=dir` keeps the profiles (`dir/<mode>-<n>.out`), for
     // `callgrind_annotate`.
     let out_file = std::env::var("HTTP_BENCH_CALLGRIND_DIR")
         .map_or("/dev/null".to_string(), |dir| {
-            format!("{dir}/{mode}-{n}.out")
+            format!("{dir}/{mode}-{}-{n}.out", if h2 { "h2" } else { "h1" })
         });
     let mut child = Command::new("valgrind")
         .args(["--tool=callgrind", "--cache-sim=no"])
@@ -598,7 +612,12 @@ fn callgrind_server(mode: &str, n: u64) -> Option<u64> {
         .ok()?;
     let addr: SocketAddr = line.trim().parse().ok()?;
     let out = Command::new("h2load")
-        .args(["--h1", "-c", "8", "-n", &n.to_string()])
+        .args(if h2 {
+            &["-c", "4", "-m", "10"][..]
+        } else {
+            &["--h1", "-c", "8", "-m", "1"][..]
+        })
+        .args(["-n", &n.to_string()])
         .arg(format!("http://{addr}/"))
         .output()
         .ok()?;
@@ -620,9 +639,9 @@ fn callgrind_server(mode: &str, n: u64) -> Option<u64> {
 
 /// Instructions per request in a child server (`mode`): from `n` and `2n` requests, so
 /// start-up and the 8 connections' set-up cancel.
-fn callgrind_per_request(mode: &str, n: u64) -> Option<f64> {
-    let once = callgrind_server(mode, n)?;
-    let twice = callgrind_server(mode, 2 * n)?;
+fn callgrind_per_request(mode: &str, n: u64, h2: bool) -> Option<f64> {
+    let once = callgrind_server(mode, n, h2)?;
+    let twice = callgrind_server(mode, 2 * n, h2)?;
     Some((twice as f64 - once as f64) / n as f64)
 }
 
@@ -674,12 +693,14 @@ fn callgrind_table() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
-    let bare = callgrind_per_request("bare", n).expect("callgrind of the bare server");
-    let stack = callgrind_per_request("stack", n).expect("callgrind of the stacked server");
-    let hyper = callgrind_per_request("hyper", n).expect("callgrind of hyper's server");
+    let bare = callgrind_per_request("bare", n, false).expect("callgrind of the bare server");
+    let stack = callgrind_per_request("stack", n, false).expect("callgrind of the stack");
+    let hyper = callgrind_per_request("hyper", n, false).expect("callgrind of hyper's server");
+    let bare_h2 = callgrind_per_request("bare", n, true).expect("callgrind of the bare h2 server");
+    let hyper_h2 = callgrind_per_request("hyper", n, true).expect("callgrind of hyper's h2");
     println!();
     println!(
-        "Server instructions per HTTP/1.1 request (callgrind, {n} and {} requests from h2load --h1 -c 8):",
+        "Server instructions per request (callgrind, {n} and {} requests from h2load; HTTP/1.1 unless marked h2):",
         2 * n
     );
     print_table(
@@ -705,6 +726,15 @@ fn callgrind_table() {
             vec![
                 "sheave bare ÷ hyper".into(),
                 format!("{:.3}×", bare / hyper),
+            ],
+            vec![
+                "h2 (h2load -c4 -m10): sheave bare".into(),
+                format!("{bare_h2:.0}"),
+            ],
+            vec!["h2: hyper/tokio".into(), format!("{hyper_h2:.0}")],
+            vec![
+                "h2: sheave ÷ hyper".into(),
+                format!("{:.3}×", bare_h2 / hyper_h2),
             ],
         ],
     );
