@@ -55,7 +55,7 @@
 //! ```
 
 use crate::body::{Body, Fault, FaultCell};
-use crate::rt::{Io, LocalExec, Timer, write_all};
+use crate::rt::{Flushing, Io, LocalExec, Timer, write_all};
 use bytes::Bytes;
 use futures::future::{Either, select};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -340,8 +340,9 @@ where
             Err(_) => return log::debug!("{peer}: no request in time"),
         };
         let h2 = h2 && config.http2;
-        let io = Io::with_prefix(stream, prefix);
+        let mut io = Io::with_prefix(stream, prefix);
         let (stream, partial) = io.watch();
+        let outbox = io.coalesce();
         let adapter = Adapter {
             service: Rc::new(service),
             config: config.clone(),
@@ -354,11 +355,11 @@ where
                 .max_pending_accept_reset_streams(config.max_pending_accept_reset_streams)
                 .max_header_list_size(config.max_header_size as u32)
                 .serve_connection(io, adapter);
-            let mut conn = pin!(conn);
+            let mut conn = pin!(Flushing::new(conn, outbox));
             match select(conn.as_mut(), drain).await {
                 Either::Left((done, _)) => done,
                 Either::Right(((), _)) => {
-                    conn.as_mut().graceful_shutdown(); // GOAWAY, then finish the open streams
+                    conn.as_mut().conn().graceful_shutdown(); // GOAWAY, then finish the open streams
                     conn.await
                 }
             }
@@ -369,11 +370,12 @@ where
                 .max_header_size(config.max_header_size)
                 .max_buf_size(config.max_header_size.max(8192) * 2)
                 .serve_connection(io, adapter);
-            let mut conn = pin!(conn);
+            let mut conn = pin!(Flushing::new(conn, outbox));
             match select(conn.as_mut(), drain).await {
                 Either::Left((done, _)) => done,
                 Either::Right(((), _)) => {
-                    conn.as_mut().graceful_shutdown(); // `Connection: close` on the request in flight
+                    // `Connection: close` on the request in flight
+                    conn.as_mut().conn().graceful_shutdown();
                     conn.await
                 }
             }
