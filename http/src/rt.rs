@@ -285,10 +285,10 @@ impl<F: Future> Future for Flushing<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if this.done.is_none() {
-            if let Poll::Ready(out) = this.conn.poll(cx) {
-                *this.done = Some(out);
-            }
+        if this.done.is_none()
+            && let Poll::Ready(out) = this.conn.poll(cx)
+        {
+            *this.done = Some(out);
         }
         // A failed write is remembered: the connection sees it on its next write.
         if this.outbox.poll_drain(cx).is_pending() {
