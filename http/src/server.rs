@@ -454,12 +454,10 @@ where
     S: Service<Request<Body>, Response = Response<B>>,
     S::Error: Into<Error>,
 {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > config.max_body) {
+    // hyper has parsed a declared `Content-Length` into the body's size hint (its lower
+    // bound; a chunked body's is 0), so no header lookup is needed here.
+    let declared = http_body::Body::size_hint(req.body()).lower();
+    if declared > config.max_body {
         return Ok(status(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large\n",
