@@ -16,16 +16,27 @@
 //!
 //! Reported per case and server: requests per second, the server thread's CPU time per
 //! request (user + system from `/proc/self/task/<tid>/schedstat`, so on loopback the kernel's
-//! TCP work is included), heap allocations per request (a counting global allocator; only the
-//! server under load allocates while a case runs) and, for wrk, p50/p99 latency; the ratio
-//! column is sheave ÷ hyper. The load tool runs on the other core. Wall-clock figures from a
-//! shared machine are noisy: compare the ratio, and rerun.
+//! TCP work is included) and its user-space share (from `stat`), heap allocations per request
+//! (a counting global allocator; only the server under load allocates while a case runs)
+//! and, for wrk, p50/p99 latency; the ratio row is sheave ÷ hyper. Server threads are pinned
+//! to core 0 and the load tools to core 1 with `taskset`. Wall-clock figures from a shared
+//! machine are noisy: compare the ratio, and rerun.
 //!
-//! A second table puts the tour's server-side middleware — a 1 s timeout, load shedding, a
-//! concurrency limit of 1,024 and stats — in front of the same handler, and compares it with
-//! the bare handler under `wrk -t1 -c64`, the two runs interleaved (bare, stack, bare,
-//! stack, ...; `HTTP_BENCH_ROUNDS=N`, default 3) so a shared machine's drift hits both.
-//! The stack's stats must count every request wrk made, or the bench fails.
+//! Then (`HTTP_BENCH_ONLY=servers,client,stack,callgrind` picks sections, all by default):
+//!
+//! - **client**: sheave's HTTP/1.1 client (a pool of 64, 64 requests in flight from one
+//!   thread on the load core, every answer checked) against hyper's server, interleaved with
+//!   `wrk -t1 -c64` (`HTTP_BENCH_ROUNDS=N`, default 3): a client that saturates before the
+//!   server is no use for measuring one.
+//! - **stack**: the tour's server-side middleware — a 1 s timeout, load shedding, a
+//!   concurrency limit of 1,024 and stats — in front of the same handler, against the bare
+//!   handler under `wrk -t1 -c64`, interleaved. The stack's stats must count every request
+//!   wrk made, or the bench fails.
+//! - **callgrind**: instructions per request in a child server (this executable with
+//!   `SHEAVE_HTTP_BENCH_SERVE=bare|stack|hyper`) under callgrind, from `n` and `2n` requests of
+//!   `h2load` (`HTTP_BENCH_CALLGRIND_N`, default 2,000), so start-up and connection set-up
+//!   cancel: bare, stack and hyper over HTTP/1.1, bare and hyper over h2.
+//!   `HTTP_BENCH_CALLGRIND_DIR=dir` keeps the profiles for `callgrind_annotate`.
 
 use bytes::Bytes;
 use http_body_util::Full;
