@@ -5,11 +5,11 @@
 //!   [`TcpStream`]. hyper reads into uninitialised memory, which
 //!   safe code cannot fill in place (this crate forbids `unsafe`), so reads go through a small
 //!   scratch buffer owned by the connection and are copied once (`put_slice`). Bytes already
-//!   read by the server's protocol sniffing are replayed first. On the server, writes are
-//!   gathered (up to 64 KiB) while hyper runs and sent in one write when that poll of the
-//!   connection ends: hyper flushes each HTTP/1.1 response on its own, so the answers to
-//!   pipelined requests would otherwise cost one system call each. Nothing is held past the
-//!   poll that wrote it.
+//!   read by the server's protocol sniffing are replayed first. On the HTTP/1.1 server,
+//!   writes are gathered (up to 64 KiB) while hyper runs and sent in one write when that poll
+//!   of the connection ends: hyper flushes each HTTP/1.1 response on its own, so the answers
+//!   to pipelined requests would otherwise cost one system call each. Nothing is held past
+//!   the poll that wrote it. (HTTP/2 is left alone: h2 batches its own frames.)
 //! - [`LocalExec`] spawns on the current runtime thread with [`sheave_core::spawn`]: futures
 //!   need not be `Send` (hyper's HTTP/2 server and client accept such an executor, see its
 //!   `single_threaded` example). No tokio runtime is started anywhere.

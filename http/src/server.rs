@@ -342,7 +342,6 @@ where
         let h2 = h2 && config.http2;
         let mut io = Io::with_prefix(stream, prefix);
         let (stream, partial) = io.watch();
-        let outbox = io.coalesce();
         let adapter = Adapter {
             service: Rc::new(service),
             config: config.clone(),
@@ -355,15 +354,18 @@ where
                 .max_pending_accept_reset_streams(config.max_pending_accept_reset_streams)
                 .max_header_list_size(config.max_header_size as u32)
                 .serve_connection(io, adapter);
-            let mut conn = pin!(Flushing::new(conn, outbox));
+            // h2 buffers its own frames and writes them in batches: no gathering here.
+            let mut conn = pin!(conn);
             match select(conn.as_mut(), drain).await {
                 Either::Left((done, _)) => done,
                 Either::Right(((), _)) => {
-                    conn.as_mut().conn().graceful_shutdown(); // GOAWAY, then finish the open streams
+                    conn.as_mut().graceful_shutdown(); // GOAWAY, then finish the open streams
                     conn.await
                 }
             }
         } else {
+            // hyper flushes each HTTP/1.1 response: gather them per poll (see `rt`).
+            let outbox = io.coalesce();
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(Timer)
                 .header_read_timeout(config.header_read_timeout)
