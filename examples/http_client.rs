@@ -12,7 +12,8 @@
 //!
 //! It sends `--requests N` GETs (default 1000) of the first URL's path from 16 concurrent
 //! loops, spread over every URL's endpoint, then prints
-//! `N requests, F failed, R req/s` and exits 0 if none failed. `--http2` speaks h2c.
+//! `N requests, F failed, R req/s` and exits 0 if none failed. `--http2` speaks h2c; `--auto`
+//! asks each endpoint once whether it speaks h2c (`Version::Auto`) and speaks what it answers.
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -44,11 +45,12 @@ fn main() {
                     .expect("--requests N")
             }
             "--http2" => version = Version::Http2,
+            "--auto" => version = Version::Auto,
             url => urls.push(url.parse().expect("a URL like http://127.0.0.1:8080/")),
         }
     }
     if urls.is_empty() {
-        eprintln!("usage: http_client [--requests N] [--http2] URL...");
+        eprintln!("usage: http_client [--requests N] [--http2 | --auto] URL...");
         std::process::exit(2);
     }
     let addrs: Vec<SocketAddr> = urls

@@ -16,20 +16,33 @@
 //!
 //! Reported per case and server: requests per second, the server thread's CPU time per
 //! request (user + system from `/proc/self/task/<tid>/schedstat`, so on loopback the kernel's
-//! TCP work is included), heap allocations per request (a counting global allocator; only the
-//! server under load allocates while a case runs) and, for wrk, p50/p99 latency; the ratio
-//! column is sheave ÷ hyper. The load tool runs on the other core. Wall-clock figures from a
-//! shared machine are noisy: compare the ratio, and rerun.
+//! TCP work is included) and its user-space share (from `stat`), heap allocations per request
+//! (a counting global allocator; only the server under load allocates while a case runs)
+//! and, for wrk, p50/p99 latency; the ratio row is sheave ÷ hyper. Server threads are pinned
+//! to core 0 and the load tools to core 1 with `taskset`. Wall-clock figures from a shared
+//! machine are noisy: compare the ratio, and rerun.
 //!
-//! A second table puts the tour's server-side middleware — a 1 s timeout, load shedding, a
-//! concurrency limit of 1,024 and stats — in front of the same handler, and compares it with
-//! the bare handler under `wrk -t1 -c64`, the two runs interleaved (bare, stack, bare,
-//! stack, ...; `HTTP_BENCH_ROUNDS=N`, default 3) so a shared machine's drift hits both.
-//! The stack's stats must count every request wrk made, or the bench fails.
+//! Then (`HTTP_BENCH_ONLY=servers,client,stack,callgrind` picks sections, all by default):
+//!
+//! - **client**: sheave's HTTP/1.1 client (a pool of 64, 64 requests in flight from one
+//!   thread on the load core, every answer checked) against hyper's server, interleaved with
+//!   `wrk -t1 -c64` (`HTTP_BENCH_ROUNDS=N`, default 3): a client that saturates before the
+//!   server is no use for measuring one.
+//! - **stack**: the tour's server-side middleware — a 1 s timeout, load shedding, a
+//!   concurrency limit of 1,024 and stats — in front of the same handler, against the bare
+//!   handler under `wrk -t1 -c64`, interleaved. The stack's stats must count every request
+//!   wrk made, or the bench fails.
+//! - **callgrind**: instructions per request in a child server (this executable with
+//!   `SHEAVE_HTTP_BENCH_SERVE=bare|stack|hyper`) under callgrind, from `n` and `2n` requests of
+//!   `h2load` (`HTTP_BENCH_CALLGRIND_N`, default 2,000), so start-up and connection set-up
+//!   cancel: bare, stack and hyper over HTTP/1.1, bare and hyper over h2.
+//!   `HTTP_BENCH_CALLGRIND_DIR=dir` keeps the profiles for `callgrind_annotate`.
 
 use bytes::Bytes;
 use http_body_util::Full;
-use sheave_benches::{CountingAlloc, alloc_counts, current_tid, print_table, thread_cpu_ns};
+use sheave_benches::{
+    CountingAlloc, alloc_counts, current_tid, print_table, thread_cpu_ns, thread_user_sys_ticks,
+};
 use sheave_middleware::ServiceBuilderExt;
 use sheave_middleware::stats::{Stats, StatsConfig, StatsHandle};
 use sheave_service::ServiceBuilder;
@@ -73,9 +86,24 @@ struct Stacked {
     successes: Arc<AtomicU64>,
 }
 
-/// Starts sheave's server with the tour's server-side layers around the handler (a 1 s
-/// timeout, load shedding, a concurrency limit of 1,024 per connection, stats shared by the
-/// thread's connections).
+/// The tour's server-side layers around the handler: a 1 s timeout, load shedding, a
+/// concurrency limit of 1,024 per connection, and `stats` (shared by the thread's connections).
+fn stacked(
+    stats: StatsHandle,
+) -> impl sheave_service::Service<
+    http::Request<sheave_http::Body>,
+    Response = http::Response<Full<Bytes>>,
+    Error = sheave_service::Error,
+> {
+    ServiceBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .load_shed()
+        .concurrency_limit(1024)
+        .layer_fn(move |inner| Stats::with_stats(inner, stats.clone()))
+        .service(sheave_service::service_fn(hello))
+}
+
+/// Starts sheave's server with [`stacked`] around the handler.
 fn start_sheave_stacked() -> Stacked {
     let (tx, rx) = mpsc::channel();
     let successes = Arc::new(AtomicU64::new(0));
@@ -96,15 +124,7 @@ fn start_sheave_stacked() -> Stacked {
                     };
                     move |_peer: SocketAddr| {
                         let stats = report.stats.clone();
-                        async move {
-                            let svc = ServiceBuilder::new()
-                                .timeout(Duration::from_secs(1))
-                                .load_shed()
-                                .concurrency_limit(1024)
-                                .layer_fn(move |inner| Stats::with_stats(inner, stats.clone()))
-                                .service(sheave_service::service_fn(hello));
-                            Ok::<_, sheave_service::Error>(svc)
-                        }
+                        async move { Ok::<_, sheave_service::Error>(stacked(stats)) }
                     }
                 })
                 .await
@@ -193,7 +213,7 @@ fn field_after<'a>(out: &'a str, marker: &str) -> Option<&'a str> {
 
 fn wrk(addr: SocketAddr, secs: u32, pipelined: bool) -> Option<Run> {
     let url = format!("http://{addr}/");
-    let mut cmd = Command::new("wrk");
+    let mut cmd = on_load_core("wrk");
     cmd.args(["-t1", "-c64", &format!("-d{secs}s"), "--latency"]);
     if pipelined {
         let script = std::env::temp_dir().join("sheave-wrk-pipeline16.lua");
@@ -222,7 +242,7 @@ fn wrk(addr: SocketAddr, secs: u32, pipelined: bool) -> Option<Run> {
 }
 
 fn h2load(addr: SocketAddr) -> Option<Run> {
-    let out = Command::new("h2load")
+    let out = on_load_core("h2load")
         .args([
             "-c",
             "16",
@@ -253,7 +273,16 @@ fn h2load(addr: SocketAddr) -> Option<Run> {
     })
 }
 
+/// Whether section `name` runs: all do unless `HTTP_BENCH_ONLY` lists some (comma-separated:
+/// `servers`, `client`, `stack`, `callgrind`).
+fn wanted(name: &str) -> bool {
+    std::env::var("HTTP_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == name))
+}
+
 fn main() {
+    if let Ok(mode) = std::env::var(SERVE_ENV) {
+        return serve_child(&mode);
+    }
     let secs: u32 = std::env::var("HTTP_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -270,6 +299,29 @@ fn main() {
         }
     }
     let servers = [("sheave", start_sheave()), ("hyper/tokio", start_hyper())];
+    for (_, (_, tid)) in &servers {
+        pin(*tid, SERVER_CORE);
+    }
+    let rounds: u32 = std::env::var("HTTP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    if wanted("servers") {
+        servers_table(&servers, secs);
+    }
+    if wanted("client") {
+        client_table(servers[1].1.0, secs, rounds);
+    }
+    if wanted("stack") {
+        stack_table(servers[0].1, secs, rounds);
+    }
+    if wanted("callgrind") {
+        callgrind_table();
+    }
+}
+
+/// Every case against both servers.
+fn servers_table(servers: &[(&str, (SocketAddr, u64)); 2], secs: u32) {
     let cases: [(&str, &Case<'_>); 3] = [
         ("HTTP/1.1 wrk -t1 -c64", &|a| wrk(a, secs, false)),
         ("HTTP/1.1 pipelined 16", &|a| wrk(a, secs, true)),
@@ -278,7 +330,7 @@ fn main() {
     let mut rows = Vec::new();
     for (case, run) in cases {
         let mut results = Vec::new();
-        for (name, (addr, tid)) in &servers {
+        for (name, (addr, tid)) in servers {
             let (m, _) = measure(*tid, || run(*addr), &format!("{case} against {name}"));
             results.push((name, m));
         }
@@ -290,6 +342,7 @@ fn main() {
                 format!("{:.0}", m.run.rate),
                 format!("{:.2} µs", m.cpu_ns / 1000.0),
                 format!("{:.1}", m.allocs),
+                format!("{:.0}%", m.user_share * 100.0),
                 m.run.p50.clone(),
                 m.run.p99.clone(),
             ]);
@@ -302,6 +355,7 @@ fn main() {
             format!("{:.2}×", ours.allocs / peer.allocs),
             String::new(),
             String::new(),
+            String::new(),
         ]);
     }
     print_table(
@@ -311,19 +365,18 @@ fn main() {
             "req/s",
             "server CPU/req",
             "allocs/req",
+            "user",
             "p50",
             "p99",
         ],
         &rows,
     );
+}
 
-    // The middleware stack, interleaved with the bare handler.
-    let rounds: u32 = std::env::var("HTTP_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+/// The middleware stack, interleaved with the bare handler.
+fn stack_table((bare_addr, bare_tid): (SocketAddr, u64), secs: u32, rounds: u32) {
     let stacked = start_sheave_stacked();
-    let (bare_addr, bare_tid) = servers[0].1;
+    pin(stacked.tid, SERVER_CORE);
     let sides = [
         ("bare handler", bare_addr, bare_tid),
         ("+ timeout, shed, limit, stats", stacked.addr, stacked.tid),
@@ -374,6 +427,8 @@ fn main() {
 /// What one run measured on a server thread, per request.
 struct Measured {
     run: Run,
+    /// The part of the CPU time spent in user space (the rest is the kernel's).
+    user_share: f64,
     cpu_ns: f64,
     allocs: f64,
 }
@@ -383,16 +438,315 @@ struct Measured {
 fn measure(tid: u64, run: impl FnOnce() -> Option<Run>, what: &str) -> (Measured, f64) {
     let (allocs_before, _) = alloc_counts();
     let before = thread_cpu_ns(tid);
+    let ticks_before = thread_user_sys_ticks(tid);
     let result = run().unwrap_or_else(|| panic!("{what} failed"));
     let cpu = (thread_cpu_ns(tid) - before) as f64;
+    let ticks_after = thread_user_sys_ticks(tid);
     let (allocs_after, _) = alloc_counts();
     let requests = result.requests;
+    let (user, sys) = (
+        (ticks_after.0 - ticks_before.0) as f64,
+        (ticks_after.1 - ticks_before.1) as f64,
+    );
     (
         Measured {
+            user_share: user / (user + sys).max(1.0),
             cpu_ns: cpu / requests,
             allocs: (allocs_after - allocs_before) as f64 / requests,
             run: result,
         },
         requests,
     )
+}
+
+/// The core the servers run on; the load tools (wrk, h2load, our client) run on the other.
+const SERVER_CORE: &str = "0";
+const LOAD_CORE: &str = "1";
+
+/// Pins thread `tid` of this process to `core` with `taskset` (best effort: a machine without
+/// taskset, or with one core, runs unpinned, and says so).
+fn pin(tid: u64, core: &str) {
+    let pinned = Command::new("taskset")
+        .args(["-pc", core, &tid.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !pinned {
+        eprintln!("note: could not pin thread {tid} to core {core}; running unpinned");
+    }
+}
+
+/// `program args...` pinned to the load core (plain `program` when taskset is absent).
+fn on_load_core(program: &str) -> Command {
+    if Command::new("taskset").arg("-V").output().is_ok() {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", LOAD_CORE, program]);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// sheave's HTTP/1.1 client as a load generator: 64 requests in flight (a pool of 64
+/// connections, like `wrk -c64`) from one runtime thread pinned to the load core, for `secs`;
+/// every response's status and body are checked. Also gives the client thread's CPU per
+/// request.
+fn our_client(addr: SocketAddr, secs: u32) -> Option<(Run, f64)> {
+    use http_body_util::BodyExt;
+    use sheave_service::{NewService, Service};
+    const CONCURRENCY: usize = 64;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        pin(current_tid(), LOAD_CORE);
+        let tid = current_tid();
+        let rt = sheave_core::Runtime::new().unwrap();
+        let result = rt.block_on(async move {
+            let client = sheave_http::Client::<Full<Bytes>>::builder()
+                .pool_size(CONCURRENCY)
+                .new_service(addr)
+                .await
+                .ok()?;
+            let cpu_before = thread_cpu_ns(tid);
+            let start = std::time::Instant::now();
+            let deadline = start + Duration::from_secs(secs.into());
+            let done = std::cell::Cell::new(0u64);
+            let failed = std::cell::Cell::new(0u64);
+            let one = async || -> Result<(), sheave_service::Error> {
+                let req = http::Request::get(http::Uri::from_static("/"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let permit = client.ready().await?;
+                let response = client.call(permit, req).await?;
+                let ok = response.status() == 200;
+                let body = response.into_body().collect().await?.to_bytes();
+                if !ok || body != HELLO {
+                    return Err(sheave_service::Error::protocol("a wrong answer"));
+                }
+                Ok(())
+            };
+            let worker = async || {
+                while std::time::Instant::now() < deadline {
+                    match one().await {
+                        Ok(()) => done.set(done.get() + 1),
+                        Err(_) => failed.set(failed.get() + 1),
+                    }
+                }
+            };
+            futures::future::join_all((0..CONCURRENCY).map(|_| worker())).await;
+            let elapsed = start.elapsed().as_secs_f64();
+            let cpu = (thread_cpu_ns(tid) - cpu_before) as f64;
+            if failed.get() > 0 {
+                eprintln!("our client: {} failed requests", failed.get());
+                return None;
+            }
+            let n = done.get() as f64;
+            Some((
+                Run {
+                    requests: n,
+                    rate: n / elapsed,
+                    p50: "-".into(),
+                    p99: "-".into(),
+                },
+                cpu / n,
+            ))
+        });
+        let _ = tx.send(result);
+    });
+    rx.recv().ok()?
+}
+
+/// The environment variable that makes this executable a child server for callgrind:
+/// `bare` or `stack`.
+const SERVE_ENV: &str = "SHEAVE_HTTP_BENCH_SERVE";
+
+/// Runs as a child server (see [`SERVE_ENV`]): prints its address, serves until SIGTERM
+/// (`hyper`: hyper on tokio, until killed).
+fn serve_child(mode: &str) {
+    if mode == "hyper" {
+        let (addr, _) = start_hyper();
+        println!("{addr}");
+        loop {
+            std::thread::park();
+        }
+    }
+    let stack = mode == "stack";
+    let rt = sheave_core::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let server = sheave_http::Server::bind("127.0.0.1:0".parse().unwrap())
+            .shutdown_on_signals()
+            .build()
+            .unwrap();
+        println!("{}", server.local_addr());
+        let served = if stack {
+            server
+                .serve_with(move || {
+                    let stats = StatsHandle::new(StatsConfig::default());
+                    move |_peer: SocketAddr| {
+                        let stats = stats.clone();
+                        async move { Ok::<_, sheave_service::Error>(stacked(stats)) }
+                    }
+                })
+                .await
+        } else {
+            server
+                .serve(|_peer: SocketAddr| async move {
+                    Ok::<_, sheave_service::Error>(sheave_service::service_fn(hello))
+                })
+                .await
+        };
+        served.unwrap();
+    });
+}
+
+/// The instructions callgrind counts in a child server (`mode`) that serves `n` HTTP/1.1
+/// requests from `h2load --h1 -c 8` and then stops on SIGTERM. `None` when valgrind or h2load
+/// is missing or a request failed.
+fn callgrind_server(mode: &str, n: u64, h2: bool) -> Option<u64> {
+    use std::io::BufRead;
+    // `HTTP_BENCH_CALLGRIND_DIR=dir` keeps the profiles (`dir/<mode>-<n>.out`), for
+    // `callgrind_annotate`.
+    let out_file = std::env::var("HTTP_BENCH_CALLGRIND_DIR")
+        .map_or("/dev/null".to_string(), |dir| {
+            format!("{dir}/{mode}-{}-{n}.out", if h2 { "h2" } else { "h1" })
+        });
+    let mut child = Command::new("valgrind")
+        .args(["--tool=callgrind", "--cache-sim=no"])
+        .arg(format!("--callgrind-out-file={out_file}"))
+        .arg(std::env::current_exe().ok()?)
+        .env(SERVE_ENV, mode)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take()?)
+        .read_line(&mut line)
+        .ok()?;
+    let addr: SocketAddr = line.trim().parse().ok()?;
+    let out = Command::new("h2load")
+        .args(if h2 {
+            &["-c", "4", "-m", "10"][..]
+        } else {
+            &["--h1", "-c", "8", "-m", "1"][..]
+        })
+        .args(["-n", &n.to_string()])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .ok()?;
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    // "requests: N total, N started, N done, S succeeded, ...": S follows "done, ".
+    let succeeded: u64 = field_after(&out, "done, ")?.parse().ok()?;
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let done = child.wait_with_output().ok()?;
+    if succeeded != n {
+        eprintln!("callgrind {mode} {n}: {succeeded} of {n} succeeded: {out}");
+        return None;
+    }
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    stderr.lines().find_map(|l| {
+        let (_, rest) = l.split_once("Collected :")?;
+        rest.trim().parse().ok()
+    })
+}
+
+/// Instructions per request in a child server (`mode`): from `n` and `2n` requests, so
+/// start-up and the 8 connections' set-up cancel.
+fn callgrind_per_request(mode: &str, n: u64, h2: bool) -> Option<f64> {
+    let once = callgrind_server(mode, n, h2)?;
+    let twice = callgrind_server(mode, 2 * n, h2)?;
+    Some((twice as f64 - once as f64) / n as f64)
+}
+
+/// Our HTTP/1.1 client and `wrk`, both 64 requests in flight from one thread on the load
+/// core, against hyper's server, interleaved: a client that saturates before the server is
+/// of no use for measuring one.
+fn client_table(hyper: SocketAddr, secs: u32, rounds: u32) {
+    let (mut wrk_total, mut ours_total, mut ours_cpu) = ((0.0, 0.0), (0.0, 0.0), 0.0);
+    for _ in 0..rounds {
+        let w = wrk(hyper, secs, false).expect("wrk against hyper");
+        wrk_total.0 += w.requests;
+        wrk_total.1 += w.requests / w.rate;
+        let (o, cpu) = our_client(hyper, secs).expect("our client against hyper");
+        ours_total.0 += o.requests;
+        ours_total.1 += o.requests / o.rate;
+        ours_cpu += cpu * o.requests;
+    }
+    let (wrk_rate, ours_rate) = (wrk_total.0 / wrk_total.1, ours_total.0 / ours_total.1);
+    println!();
+    println!(
+        "Load generators against hyper/tokio, HTTP/1.1, 64 in flight, {rounds} interleaved rounds of {secs} s:"
+    );
+    print_table(
+        &["client", "req/s", "client CPU/req"],
+        &[
+            vec!["wrk -t1 -c64".into(), format!("{wrk_rate:.0}"), "-".into()],
+            vec![
+                "sheave_http::Client, pool 64".into(),
+                format!("{ours_rate:.0}"),
+                format!("{:.2} µs", ours_cpu / ours_total.0 / 1000.0),
+            ],
+            vec![
+                "sheave ÷ wrk".into(),
+                format!("{:.3}×", ours_rate / wrk_rate),
+                String::new(),
+            ],
+        ],
+    );
+}
+
+/// The middleware stack's cost in instructions per request (callgrind, `n` and `2n`
+/// requests; `HTTP_BENCH_CALLGRIND_N`, default 2,000).
+fn callgrind_table() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        eprintln!("skipped: valgrind is not installed (the instruction counts)");
+        return;
+    }
+    let n: u64 = std::env::var("HTTP_BENCH_CALLGRIND_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let bare = callgrind_per_request("bare", n, false).expect("callgrind of the bare server");
+    let stack = callgrind_per_request("stack", n, false).expect("callgrind of the stack");
+    let hyper = callgrind_per_request("hyper", n, false).expect("callgrind of hyper's server");
+    let bare_h2 = callgrind_per_request("bare", n, true).expect("callgrind of the bare h2 server");
+    let hyper_h2 = callgrind_per_request("hyper", n, true).expect("callgrind of hyper's h2");
+    println!();
+    println!(
+        "Server instructions per request (callgrind, {n} and {} requests from h2load; HTTP/1.1 unless marked h2):",
+        2 * n
+    );
+    print_table(
+        &["server", "instructions/req"],
+        &[
+            vec!["sheave, bare handler".into(), format!("{bare:.0}")],
+            vec![
+                "+ timeout, shed, limit, stats".into(),
+                format!("{stack:.0}"),
+            ],
+            vec![
+                "stack ÷ bare".into(),
+                format!(
+                    "{:.3}× ({:+.1}%)",
+                    stack / bare,
+                    (stack / bare - 1.0) * 100.0
+                ),
+            ],
+            vec![
+                "hyper/tokio (no header timeout)".into(),
+                format!("{hyper:.0}"),
+            ],
+            vec![
+                "sheave bare ÷ hyper".into(),
+                format!("{:.3}×", bare / hyper),
+            ],
+            vec![
+                "h2 (h2load -c4 -m10): sheave bare".into(),
+                format!("{bare_h2:.0}"),
+            ],
+            vec!["h2: hyper/tokio".into(), format!("{hyper_h2:.0}")],
+            vec![
+                "h2: sheave ÷ hyper".into(),
+                format!("{:.3}×", bare_h2 / hyper_h2),
+            ],
+        ],
+    );
 }

@@ -4,10 +4,36 @@
 //!
 //! HTTP/1.1 keeps a small pool of connections ([`Builder::pool_size`], 8 by default): one
 //! request per connection at a time. HTTP/2 (prior knowledge, h2c) multiplexes every request
-//! on one connection, up to [`Builder::max_streams`] at once. `ready()` is honest: it waits for
-//! a free pool slot (or stream), and a slot is held until the response body is read to its end
-//! or dropped — so a response body left unread never leaks a pooled connection (a dropped one
-//! closes its connection instead of returning it).
+//! on one connection. `ready()` is honest: it waits for a free pool slot (or stream), and a
+//! slot is held until the response body is read to its end or dropped — so a response body
+//! left unread never leaks a pooled connection (a dropped one closes its connection instead of
+//! returning it).
+//!
+//! ## HTTP/2 stream capacity
+//! On HTTP/2 `ready()` hands out at most `min(`[`Builder::max_streams`]`, the peer's
+//! SETTINGS_MAX_CONCURRENT_STREAMS)` permits at once. The peer's value is read from the
+//! connection (hyper's `Connection::current_max_send_streams`, which h2 updates as it applies
+//! the peer's SETTINGS) each time `ready()` looks, so a SETTINGS frame that lowers it takes
+//! effect for the next `ready()` (permits already out stay out; `ready()` waits until enough
+//! come back), and one that raises it is used by the next `ready()`, and wakes those waiting
+//! when the connection task sees it (else the next released slot does). What is not
+//! followed: before the peer's first SETTINGS frame arrives the bound is ours alone
+//! ([`Builder::max_streams`]; RFC 9113 §6.5.2 starts the peer's limit unlimited), so the
+//! first requests on a new connection may open more streams than the peer will take; a
+//! stream the peer refuses fails with an `Unavailable` error flagged retryable, because a
+//! refused stream (`REFUSED_STREAM`) was not processed (RFC 9113 §8.7). A slot is held until
+//! our response body is done, which may be after the peer has closed the stream, so the
+//! bound errs on the side of fewer streams.
+//!
+//! ## `Version::Auto`
+//! Cleartext has no ALPN, so [`Version::Auto`] asks the server once per endpoint: on first
+//! use it opens a probe connection and sends the HTTP/2 preface with an empty SETTINGS frame.
+//! An HTTP/2 server must answer with its own SETTINGS frame first (RFC 9113 §3.4): then the
+//! endpoint speaks h2c. Anything else — an HTTP/1.1 error status, a close, a reset, or silence
+//! for the connect timeout — means HTTP/1.1. The probe connection is then closed, and the
+//! answer is remembered for the client's life (a connection that cannot be made is an error,
+//! as for any connect, not an answer). Until it is known, `ready()` hands out at most
+//! `min(pool_size, max_streams)` permits.
 //!
 //! A connection that cannot be made is `Unavailable` and flagged retryable: the request was
 //! not written.
@@ -19,27 +45,30 @@
 //!
 //! // A builder is a connector: `NewService<SocketAddr>`; `build` gives one endpoint's client.
 //! let builder = Client::<Empty<Bytes>>::builder()
-//!     .version(Version::Http2)
+//!     .version(Version::Auto)
 //!     .max_streams(64)
 //!     .pool_size(4);
-//! assert!(format!("{builder:?}").contains("Http2"));
+//! assert!(format!("{builder:?}").contains("Auto"));
 //! ```
 
 use crate::body::Body;
-use crate::rt::{Io, LocalExec, Timer};
+use crate::rt::{Io, LocalExec, Timer, write_all};
 use bytes::Bytes;
+use futures::future::poll_fn;
 use http::{HeaderValue, Request, Response, Uri, header};
 use http_body_util::Full;
 use hyper::client::conn::{http1, http2};
 use sheave_core::net::TcpStream;
 use sheave_core::sync::Notify;
 use sheave_core::time;
-use sheave_service::{BoxError, Error, ErrorKind, NewService, Service};
+use sheave_service::{BoxError, Error, ErrorKind, NewService, Service, TryReady};
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 /// Which HTTP a [`Client`] speaks.
@@ -49,6 +78,9 @@ pub enum Version {
     Http1,
     /// HTTP/2 with prior knowledge (h2c), one multiplexed connection.
     Http2,
+    /// Asks each endpoint once with a probe connection, then speaks h2c if it answered as an
+    /// HTTP/2 server and HTTP/1.1 otherwise (see the [module docs](self#versionauto)).
+    Auto,
 }
 
 /// The default number of pooled HTTP/1.1 connections per endpoint: 8.
@@ -92,7 +124,7 @@ impl<B> fmt::Debug for Builder<B> {
 }
 
 impl<B> Builder<B> {
-    /// HTTP/1.1 (the default) or HTTP/2 with prior knowledge.
+    /// HTTP/1.1 (the default), HTTP/2 with prior knowledge, or [`Version::Auto`].
     pub fn version(mut self, version: Version) -> Self {
         self.version = version;
         self
@@ -105,13 +137,14 @@ impl<B> Builder<B> {
         self
     }
 
-    /// How many HTTP/2 requests are in flight at once on the connection; at least 1.
+    /// How many HTTP/2 requests are in flight at once on the connection, at most; at least 1.
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS lowers it when smaller.
     pub fn max_streams(mut self, n: usize) -> Self {
         self.max_streams = n.max(1);
         self
     }
 
-    /// How long a connection may take to open.
+    /// How long a connection may take to open (and a [`Version::Auto`] probe to be answered).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -129,20 +162,23 @@ impl<B> Builder<B> {
         self
     }
 
-    /// A client for `addr`; it connects on its first request.
+    /// A client for `addr`; it connects (and, for [`Version::Auto`], probes) on its first
+    /// request.
     pub fn build(&self, addr: SocketAddr) -> Client<B> {
-        let slots = match self.version {
-            Version::Http1 => self.pool_size,
-            Version::Http2 => self.max_streams,
+        let resolved = match self.version {
+            Version::Auto => None,
+            known => Some(known),
         };
         Client {
             inner: Rc::new(Inner {
                 addr,
                 config: self.clone(),
-                free: Cell::new(slots),
-                freed: Notify::new(),
+                in_use: Cell::new(0),
+                freed: Rc::new(Notify::new()),
                 idle: RefCell::new(Vec::new()),
                 h2: RefCell::new(None),
+                resolved: Cell::new(resolved),
+                host: HeaderValue::try_from(addr.to_string()).ok(),
             }),
         }
     }
@@ -157,15 +193,15 @@ where
     type Error = Error;
 
     /// Connects once (so an unreachable endpoint is an error here, not on its first request)
-    /// and gives the client, with that connection pooled.
+    /// and gives the client, with that connection pooled. [`Version::Auto`] probes first.
     async fn new_service(&self, addr: SocketAddr) -> Result<Client<B>, Error> {
         let client = self.build(addr);
-        match client.inner.config.version {
+        match client.inner.version().await? {
             Version::Http1 => {
                 let sender = client.inner.connect_h1().await?;
                 client.inner.idle.borrow_mut().push(sender);
             }
-            Version::Http2 => {
+            _ => {
                 client.inner.h2_sender().await?;
             }
         }
@@ -191,8 +227,10 @@ impl<B> fmt::Debug for Client<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("addr", &self.inner.addr)
-            .field("free", &self.inner.free.get())
+            .field("in_use", &self.inner.in_use.get())
+            .field("capacity", &self.inner.capacity())
             .field("idle", &self.inner.idle.borrow().len())
+            .field("version", &self.inner.resolved.get())
             .field("config", &self.inner.config)
             .finish()
     }
@@ -218,19 +256,43 @@ impl<B> Client<B> {
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
     }
+
+    /// The version this client speaks: the configured one, or for [`Version::Auto`] the
+    /// probe's answer once it came (`None` before).
+    pub fn version(&self) -> Option<Version> {
+        self.inner.resolved.get()
+    }
+
+    /// How many requests may be in flight at once right now: the pool size on HTTP/1.1; on
+    /// HTTP/2 [`Builder::max_streams`] lowered to the peer's SETTINGS_MAX_CONCURRENT_STREAMS
+    /// once the connection has read it.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
 }
 
 struct Inner<B> {
     addr: SocketAddr,
     config: Builder<B>,
-    /// Pool slots (HTTP/1.1) or streams (HTTP/2) not held by a permit or a response.
-    free: Cell<usize>,
-    /// Notified whenever a slot is freed.
-    freed: Notify,
+    /// Slots held by a permit or a response.
+    in_use: Cell<usize>,
+    /// Notified whenever a slot is freed or the capacity may have grown.
+    freed: Rc<Notify>,
     /// HTTP/1.1 connections waiting for a request.
     idle: RefCell<Vec<http1::SendRequest<B>>>,
     /// The HTTP/2 connection, once made.
-    h2: RefCell<Option<http2::SendRequest<B>>>,
+    h2: RefCell<Option<H2<B>>>,
+    /// `Http1` or `Http2` once known (at once unless the configuration says `Auto`).
+    resolved: Cell<Option<Version>>,
+    /// The `Host` of an HTTP/1.1 request whose URI names no authority: the address.
+    host: Option<HeaderValue>,
+}
+
+/// An HTTP/2 connection: its sender, and a reader of the peer's
+/// SETTINGS_MAX_CONCURRENT_STREAMS as the connection has applied it.
+struct H2<B> {
+    sender: http2::SendRequest<B>,
+    peer_max: Rc<dyn Fn() -> usize>,
 }
 
 /// A slot of a [`Client`]'s capacity, from `ready()`; it goes back when dropped (once the
@@ -253,24 +315,44 @@ struct Slot<B> {
 
 impl<B> Drop for Slot<B> {
     fn drop(&mut self) {
-        self.inner.free.set(self.inner.free.get() + 1);
+        self.inner.in_use.set(self.inner.in_use.get() - 1);
         self.inner.freed.notify_waiters();
     }
 }
 
 /// Held by a response [`Body`]: the slot, and the HTTP/1.1 connection to give back to the pool
-/// once the body has been read to its end.
+/// once the body has been read to its end (one allocation per response).
 pub(crate) struct Release {
-    finish: Option<Box<dyn FnOnce()>>,
-    _slot: Box<dyn std::any::Any>,
+    held: Box<dyn Held>,
+}
+
+/// What a response holds: dropped, it frees its slot (and closes an HTTP/1.1 connection whose
+/// response was not read through); completed, it also gives the connection back.
+trait Held {
+    fn complete(self: Box<Self>);
+}
+
+impl<B: 'static> Held for Slot<B> {
+    fn complete(self: Box<Self>) {} // HTTP/2: the stream is done; the slot goes on drop
+}
+
+/// An HTTP/1.1 response's slot and connection.
+struct Pooled<B> {
+    slot: Slot<B>,
+    sender: http1::SendRequest<B>,
+}
+
+impl<B: 'static> Held for Pooled<B> {
+    fn complete(self: Box<Self>) {
+        let Pooled { slot, sender } = *self;
+        slot.inner.idle.borrow_mut().push(sender);
+    }
 }
 
 impl Release {
     /// The body was read to its end: the connection may be reused.
-    pub(crate) fn complete(mut self) {
-        if let Some(finish) = self.finish.take() {
-            finish();
-        }
+    pub(crate) fn complete(self) {
+        self.held.complete();
     }
 }
 
@@ -280,8 +362,25 @@ fn unavailable(addr: SocketAddr, e: impl Into<BoxError>) -> Error {
         .retryable()
 }
 
+/// Whether `e`, or an error it wraps, is an HTTP/2 `REFUSED_STREAM` from the peer.
+fn refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(e);
+    while let Some(e) = at {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        at = e.source();
+    }
+    false
+}
+
 fn hyper_error(e: hyper::Error) -> Error {
-    if e.is_timeout() {
+    if refused_stream(&e) {
+        // RFC 9113 §8.7: a refused stream was not processed; it may be sent again.
+        Error::new(ErrorKind::Unavailable, e)
+            .with_context("the server refused the stream (REFUSED_STREAM): not processed")
+            .retryable()
+    } else if e.is_timeout() {
         Error::new(ErrorKind::Timeout, e)
     } else if e.is_parse() || e.is_parse_status() {
         Error::new(ErrorKind::Protocol, e)
@@ -294,23 +393,83 @@ fn hyper_error(e: hyper::Error) -> Error {
     }
 }
 
+/// The HTTP/2 client preface and an empty SETTINGS frame: [`Version::Auto`]'s question.
+const PROBE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+impl<B> Inner<B> {
+    /// How many slots may be held at once now.
+    fn capacity(&self) -> usize {
+        let (pool, streams) = (self.config.pool_size, self.config.max_streams);
+        match self.resolved.get() {
+            Some(Version::Http1) => pool,
+            Some(_) => match self.h2.borrow().as_ref() {
+                Some(conn) if !conn.sender.is_closed() => streams.min((conn.peer_max)()),
+                _ => streams, // a new connection starts at our bound
+            },
+            None => pool.min(streams),
+        }
+    }
+}
+
 impl<B> Inner<B>
 where
     B: http_body::Body<Data = Bytes> + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    async fn connect(&self) -> Result<Io, Error> {
+    async fn connect_tcp(&self) -> Result<TcpStream, Error> {
         let addr = self.addr;
         let stream = time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|e| unavailable(addr, std::io::Error::from(e)))?
             .map_err(|e| unavailable(addr, e))?;
         let _ = stream.set_nodelay(true);
-        Ok(Io::new(stream))
+        Ok(stream)
+    }
+
+    /// `Http1` or `Http2`: the configured version, or [`Version::Auto`]'s answer (asked once).
+    async fn version(&self) -> Result<Version, Error> {
+        if let Some(known) = self.resolved.get() {
+            return Ok(known);
+        }
+        let answer = self.probe().await?;
+        let version = *self.resolved.get().get_or_insert(answer); // a racing probe may have won
+        self.resolved.set(Some(version));
+        self.freed.notify_waiters(); // the capacity is now the version's
+        Ok(version)
+    }
+
+    /// Sends the HTTP/2 preface and an empty SETTINGS frame on a new connection: an HTTP/2
+    /// server's first frame back is its SETTINGS (type 4, stream 0); anything else is
+    /// HTTP/1.1.
+    async fn probe(&self) -> Result<Version, Error> {
+        let stream = self.connect_tcp().await?;
+        let answer = async {
+            write_all(&stream, PROBE).await?;
+            let mut head = [0u8; 9];
+            let mut n = 0;
+            while n < head.len() {
+                match stream.read(&mut head[n..]).await? {
+                    0 => break,
+                    got => n += got,
+                }
+            }
+            let h2 = n == head.len() && head[3] == 4 && head[5..9] == [0; 4];
+            Ok::<_, std::io::Error>(h2)
+        };
+        let h2 = matches!(
+            time::timeout(self.config.connect_timeout, answer).await,
+            Ok(Ok(true))
+        );
+        log::debug!(
+            "{}: answers {}",
+            self.addr,
+            if h2 { "h2c" } else { "HTTP/1.1" }
+        );
+        Ok(if h2 { Version::Http2 } else { Version::Http1 })
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<B>, Error> {
-        let io = self.connect().await?;
+        let io = Io::new(self.connect_tcp().await?);
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(self.config.max_header_size.max(8192) * 2)
             .handshake(io)
@@ -342,27 +501,72 @@ where
     }
 
     async fn h2_sender(&self) -> Result<http2::SendRequest<B>, Error> {
-        if let Some(sender) = self.h2.borrow().as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
+        if let Some(conn) = self.h2.borrow().as_ref().filter(|c| !c.sender.is_closed()) {
+            return Ok(conn.sender.clone());
         }
-        let io = self.connect().await?;
+        let io = Io::new(self.connect_tcp().await?);
+        let max = self.config.max_streams;
         let (sender, conn) = http2::Builder::new(LocalExec)
             .timer(Timer)
             .max_header_list_size(self.config.max_header_size as u32)
+            .initial_max_send_streams(max)
             .handshake(io)
             .await
             .map_err(|e| unavailable(self.addr, e))?;
-        let addr = self.addr;
+        // The connection task and `capacity()` share the connection: the task polls it, and
+        // `capacity()` reads the peer's SETTINGS_MAX_CONCURRENT_STREAMS from it (hyper keeps
+        // the socket in a task of its own, so the peer's SETTINGS are applied there, whether
+        // or not this one runs).
+        let conn = Rc::new(RefCell::new(Some(Box::pin(conn))));
+        let last = Rc::new(Cell::new(max));
+        let peer_max: Rc<dyn Fn() -> usize> = {
+            let (conn, last) = (Rc::downgrade(&conn), last.clone());
+            Rc::new(move || {
+                let Some(conn) = conn.upgrade() else {
+                    return last.get();
+                };
+                // Busy only while the task polls it (never the case when this runs).
+                if let Ok(Some(conn)) = conn.try_borrow().as_deref() {
+                    last.set(conn.current_max_send_streams());
+                }
+                last.get()
+            })
+        };
+        let (addr, freed) = (self.addr, self.freed.clone());
         drop(sheave_core::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut seen = max;
+            let done = poll_fn(|cx| {
+                let mut slot = conn.borrow_mut();
+                let Some(running) = slot.as_mut() else {
+                    return Poll::Ready(Ok(()));
+                };
+                let polled = running.as_mut().poll(cx);
+                // A raise seen here wakes the waiting `ready()`s (one seen by `capacity()`
+                // first is used by the next `ready()` or slot released).
+                let now = running.current_max_send_streams();
+                if now > seen {
+                    freed.notify_waiters();
+                }
+                seen = now;
+                if polled.is_ready() {
+                    *slot = None; // the connection ends here, not when the last reader goes
+                }
+                polled
+            })
+            .await;
+            if let Err(e) = done {
                 log::debug!("{addr}: h2 connection ended: {e}");
             }
+            freed.notify_waiters(); // closed: a new connection starts at our own bound
         }));
         let mut h2 = self.h2.borrow_mut();
-        match h2.as_ref().filter(|s| !s.is_closed()) {
-            Some(raced) => Ok(raced.clone()), // another request connected meanwhile
+        match h2.as_ref().filter(|c| !c.sender.is_closed()) {
+            Some(raced) => Ok(raced.sender.clone()), // another request connected meanwhile
             None => {
-                *h2 = Some(sender.clone());
+                *h2 = Some(H2 {
+                    sender: sender.clone(),
+                    peer_max,
+                });
                 Ok(sender)
             }
         }
@@ -371,7 +575,34 @@ where
 
 /// Fills in what the version needs: HTTP/1.1 an origin-form path and a `Host`; HTTP/2 an
 /// absolute URI.
-fn prepare<B>(req: &mut Request<B>, addr: SocketAddr, version: Version) -> Result<(), Error> {
+fn prepare<B>(
+    req: &mut Request<B>,
+    addr: SocketAddr,
+    host: Option<&HeaderValue>,
+    version: Version,
+) -> Result<(), Error> {
+    let invalid = |e: http::Error| Error::new(ErrorKind::InvalidRequest, e);
+    if version == Version::Http1 {
+        if !req.headers().contains_key(header::HOST) {
+            let host = match (req.uri().authority(), host) {
+                (Some(a), _) => HeaderValue::from_str(a.as_str()),
+                (None, Some(host)) => Ok(host.clone()),
+                (None, None) => HeaderValue::from_str(&addr.to_string()),
+            }
+            .map_err(|e| invalid(e.into()))?;
+            req.headers_mut().insert(header::HOST, host);
+        }
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            *req.uri_mut() = Uri::try_from(path).map_err(|e| invalid(e.into()))?;
+        }
+        *req.version_mut() = http::Version::HTTP_11;
+        return Ok(());
+    }
     let authority = req
         .uri()
         .authority()
@@ -382,28 +613,30 @@ fn prepare<B>(req: &mut Request<B>, addr: SocketAddr, version: Version) -> Resul
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".to_string());
-    let invalid = |e: http::Error| Error::new(ErrorKind::InvalidRequest, e);
-    match version {
-        Version::Http1 => {
-            if !req.headers().contains_key(header::HOST) {
-                let host = HeaderValue::from_str(&authority).map_err(|e| invalid(e.into()))?;
-                req.headers_mut().insert(header::HOST, host);
-            }
-            *req.uri_mut() = Uri::try_from(path).map_err(|e| invalid(e.into()))?;
-            *req.version_mut() = http::Version::HTTP_11;
-        }
-        Version::Http2 => {
-            let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
-            *req.uri_mut() = Uri::builder()
-                .scheme(scheme.as_str())
-                .authority(authority)
-                .path_and_query(path)
-                .build()
-                .map_err(invalid)?;
-            *req.version_mut() = http::Version::HTTP_2;
-        }
-    }
+    let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
+    *req.uri_mut() = Uri::builder()
+        .scheme(scheme.as_str())
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(invalid)?;
+    *req.version_mut() = http::Version::HTTP_2;
     Ok(())
+}
+
+impl<B> Client<B> {
+    fn take_slot(&self) -> Option<Permit<B>> {
+        let in_use = self.inner.in_use.get();
+        if in_use >= self.inner.capacity() {
+            return None;
+        }
+        self.inner.in_use.set(in_use + 1);
+        Some(Permit {
+            slot: Slot {
+                inner: self.inner.clone(),
+            },
+        })
+    }
 }
 
 impl<B> Service<Request<B>> for Client<B>
@@ -415,53 +648,78 @@ where
     type Error = Error;
     type Permit = Permit<B>;
 
-    /// Waits for a free pool slot (HTTP/1.1) or stream (HTTP/2). Cancel-safe: a dropped wait
-    /// holds nothing.
+    /// Waits for a free pool slot (HTTP/1.1) or stream (HTTP/2, within the peer's limit).
+    /// Cancel-safe: a dropped wait holds nothing.
     async fn ready(&self) -> Result<Permit<B>, Error> {
         loop {
             let freed = self.inner.freed.notified(); // before the check: nothing is missed
-            let free = self.inner.free.get();
-            if free > 0 {
-                self.inner.free.set(free - 1);
-                return Ok(Permit {
-                    slot: Slot {
-                        inner: self.inner.clone(),
-                    },
-                });
+            if let Some(permit) = self.take_slot() {
+                return Ok(permit);
             }
             freed.await;
         }
     }
 
+    /// A permit if a slot is free now, else `Busy`.
+    fn try_ready(&self) -> TryReady<Permit<B>, Error> {
+        match self.take_slot() {
+            Some(permit) => TryReady::Ready(permit),
+            None => TryReady::Busy,
+        }
+    }
+
+    /// The slots held: requests sent or waiting to be, and responses not yet read through.
+    fn in_flight(&self) -> Option<usize> {
+        Some(self.inner.in_use.get())
+    }
+
     async fn call(&self, permit: Permit<B>, mut req: Request<B>) -> Result<Response<Body>, Error> {
         let inner = &self.inner;
-        let version = inner.config.version;
-        prepare(&mut req, inner.addr, version)?;
+        let version = inner.version().await?;
+        prepare(&mut req, inner.addr, inner.host.as_ref(), version)?;
         let limit = inner.config.max_response_body;
-        match version {
-            Version::Http1 => {
-                let mut sender = inner.h1_sender().await?;
-                let response = sender.send_request(req).await.map_err(hyper_error)?;
-                let pool = Rc::downgrade(inner);
-                let release = Release {
-                    finish: Some(Box::new(move || {
-                        if let Some(inner) = pool.upgrade() {
-                            inner.idle.borrow_mut().push(sender);
-                        }
-                    })),
-                    _slot: Box::new(permit.slot),
-                };
-                Ok(response.map(|incoming| Body::client(incoming, limit, release)))
-            }
-            Version::Http2 => {
-                let mut sender = inner.h2_sender().await?;
-                let response = sender.send_request(req).await.map_err(hyper_error)?;
-                let release = Release {
-                    finish: None,
-                    _slot: Box::new(permit.slot),
-                };
-                Ok(response.map(|incoming| Body::client(incoming, limit, release)))
+        if version == Version::Http1 {
+            let mut sender = inner.h1_sender().await?;
+            let response = sender.send_request(req).await.map_err(hyper_error)?;
+            let release = Release {
+                held: Box::new(Pooled {
+                    slot: permit.slot,
+                    sender,
+                }),
+            };
+            return Ok(response.map(|incoming| Body::client(incoming, limit, release)));
+        }
+        let mut sender = inner.h2_sender().await?;
+        let response = sender.send_request(req).await.map_err(hyper_error)?;
+        let release = Release {
+            held: Box::new(permit.slot),
+        };
+        Ok(response.map(|incoming| Body::client(incoming, limit, release)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_stream_is_found_in_the_error_chain() {
+        let refused = h2::Error::from(h2::Reason::REFUSED_STREAM);
+        assert!(refused_stream(&refused));
+        #[derive(Debug)]
+        struct Wrapped(h2::Error);
+        impl fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "wrapped")
             }
         }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert!(refused_stream(&Wrapped(refused)));
+        assert!(!refused_stream(&h2::Error::from(h2::Reason::CANCEL)));
+        assert!(!refused_stream(&std::io::Error::other("no")));
     }
 }

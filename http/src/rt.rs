@@ -5,7 +5,11 @@
 //!   [`TcpStream`]. hyper reads into uninitialised memory, which
 //!   safe code cannot fill in place (this crate forbids `unsafe`), so reads go through a small
 //!   scratch buffer owned by the connection and are copied once (`put_slice`). Bytes already
-//!   read by the server's protocol sniffing are replayed first.
+//!   read by the server's protocol sniffing are replayed first. On the HTTP/1.1 server,
+//!   writes are gathered (up to 64 KiB) while hyper runs and sent in one write when that poll
+//!   of the connection ends: hyper flushes each HTTP/1.1 response on its own, so the answers
+//!   to pipelined requests would otherwise cost one system call each. Nothing is held past
+//!   the poll that wrote it. (HTTP/2 is left alone: h2 batches its own frames.)
 //! - [`LocalExec`] spawns on the current runtime thread with [`sheave_core::spawn`]: futures
 //!   need not be `Send` (hyper's HTTP/2 server and client accept such an executor, see its
 //!   `single_threaded` example). No tokio runtime is started anywhere.
@@ -36,14 +40,14 @@ use bytes::{Buf, Bytes};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use sheave_core::net::TcpStream;
 use sheave_core::time;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 /// The largest read handed to the kernel at once (hyper grows its buffer up to its maximum,
@@ -60,6 +64,8 @@ pub struct Io {
     prefix: Bytes,
     /// Where reads land before they are copied into hyper's buffer; allocated on first read.
     scratch: Vec<u8>,
+    /// With [`coalesce`](Io::coalesce): where writes wait for the end of the connection's poll.
+    outbox: Option<Rc<Outbox>>,
 }
 
 impl fmt::Debug for Io {
@@ -84,7 +90,23 @@ impl Io {
             partial: Rc::new(Cell::new(!prefix.is_empty())),
             prefix,
             scratch: Vec::new(),
+            outbox: None,
         }
+    }
+
+    /// From now on, writes are gathered (up to [`OUTBOX_LIMIT`]) and go out in one write when
+    /// the connection's poll ends ([`Flushing`] drives that): so the answers to pipelined
+    /// requests, which hyper flushes one by one, leave in one `writev`, not one each. Nothing
+    /// waits longer than the poll that wrote it.
+    pub(crate) fn coalesce(&mut self) -> Rc<Outbox> {
+        let outbox = Rc::new(Outbox {
+            stream: self.stream.clone(),
+            buf: RefCell::new(Vec::new()),
+            sent: Cell::new(0),
+            broken: Cell::new(None),
+        });
+        self.outbox = Some(outbox.clone());
+        outbox
     }
 
     /// The stream and the "request begun, not answered" flag, for the server's driver.
@@ -136,7 +158,10 @@ impl Write for Io {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.partial.set(false);
-        self.stream.poll_write_buf(cx, buf)
+        match &self.outbox {
+            Some(outbox) => outbox.poll_gather(cx, &[IoSlice::new(buf)]),
+            None => self.stream.poll_write_buf(cx, buf),
+        }
     }
 
     fn poll_write_vectored(
@@ -145,7 +170,10 @@ impl Write for Io {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.partial.set(false);
-        self.stream.poll_write_bufs(cx, bufs)
+        match &self.outbox {
+            Some(outbox) => outbox.poll_gather(cx, bufs),
+            None => self.stream.poll_write_bufs(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -153,15 +181,139 @@ impl Write for Io {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(())) // writes go straight to the socket
+        // Writes go straight to the socket, or (gathered) at the end of the poll.
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(outbox) = &self.outbox {
+            ready!(outbox.poll_drain(cx))?; // what was written goes before the FIN
+        }
         match self.stream.shutdown(Shutdown::Write) {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
             _ => Poll::Ready(Ok(())),
         }
     }
+}
+
+/// The most bytes an [`Outbox`] gathers before a write must wait for them to go out (the
+/// backpressure on a peer that does not read): 64 KiB.
+pub(crate) const OUTBOX_LIMIT: usize = 64 * 1024;
+
+/// Writes gathered by a coalescing [`Io`], sent by [`Outbox::poll_drain`].
+pub(crate) struct Outbox {
+    stream: Rc<TcpStream>,
+    buf: RefCell<Vec<u8>>,
+    /// How much of `buf` has gone out.
+    sent: Cell<usize>,
+    /// A write failed: every later one fails the same way.
+    broken: Cell<Option<io::ErrorKind>>,
+}
+
+impl Outbox {
+    /// Takes all of `bufs` (once the outbox is under its limit, which may mean waiting for the
+    /// socket), or fails as the socket did.
+    fn poll_gather(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.buf.borrow().len() + len > OUTBOX_LIMIT {
+            ready!(self.poll_drain(cx))?;
+            if len >= OUTBOX_LIMIT {
+                return self.stream.poll_write_bufs(cx, bufs); // a big write goes straight out
+            }
+        }
+        if let Some(kind) = self.broken.get() {
+            return Poll::Ready(Err(kind.into()));
+        }
+        let mut buf = self.buf.borrow_mut();
+        for b in bufs {
+            buf.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(len))
+    }
+
+    /// Sends what was gathered; `Pending` (woken when the socket takes more) until it all went.
+    pub(crate) fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(kind) = self.broken.get() {
+            return Poll::Ready(Err(kind.into()));
+        }
+        let mut buf = self.buf.borrow_mut();
+        while self.sent.get() < buf.len() {
+            match ready!(self.stream.poll_write_buf(cx, &buf[self.sent.get()..])) {
+                Ok(0) => {
+                    self.broken.set(Some(io::ErrorKind::WriteZero));
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Ok(n) => self.sent.set(self.sent.get() + n),
+                Err(e) => {
+                    self.broken.set(Some(e.kind()));
+                    buf.clear();
+                    self.sent.set(0);
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        buf.clear();
+        self.sent.set(0);
+        Poll::Ready(Ok(()))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Runs a connection future over a coalescing [`Io`]: after each of its polls, sends what
+    /// it wrote; it finishes only once that is out.
+    pub(crate) struct Flushing<F: Future> {
+        #[pin]
+        conn: F,
+        outbox: Rc<Outbox>,
+        done: Option<F::Output>,
+    }
+}
+
+impl<F: Future> Flushing<F> {
+    pub(crate) fn new(conn: F, outbox: Rc<Outbox>) -> Self {
+        Flushing {
+            conn,
+            outbox,
+            done: None,
+        }
+    }
+
+    /// The connection itself (for its graceful shutdown).
+    pub(crate) fn conn(self: Pin<&mut Self>) -> Pin<&mut F> {
+        self.project().conn
+    }
+}
+
+impl<F: Future> Future for Flushing<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if this.done.is_none()
+            && let Poll::Ready(out) = this.conn.poll(cx)
+        {
+            *this.done = Some(out);
+        }
+        // A failed write is remembered: the connection sees it on its next write.
+        if this.outbox.poll_drain(cx).is_pending() {
+            return Poll::Pending; // woken when the socket takes more
+        }
+        match this.done.take() {
+            Some(out) => Poll::Ready(out),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Writes all of `bytes` to `stream`.
+pub(crate) async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.write(bytes).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => bytes = &bytes[n..],
+        }
+    }
+    Ok(())
 }
 
 /// hyper's executor on sheave: spawns on the current runtime thread; futures need not be

@@ -55,7 +55,7 @@
 //! ```
 
 use crate::body::{Body, Fault, FaultCell};
-use crate::rt::{Io, LocalExec, Timer};
+use crate::rt::{Flushing, Io, LocalExec, Timer, write_all};
 use bytes::Bytes;
 use futures::future::{Either, select};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -64,14 +64,14 @@ use sheave_core::net::TcpStream;
 use sheave_core::time;
 use sheave_proto::server::Driver;
 use sheave_proto::{Server as TcpServer, ServerHandle};
-use sheave_service::{BoxError, Error, ErrorKind, NewService, Service};
+use sheave_service::{BoxError, Error, ErrorKind, NewService, Service, TryReady};
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -103,6 +103,7 @@ struct Config {
     max_concurrent_streams: u32,
     max_pending_accept_reset_streams: usize,
     retry_after: Duration,
+    http2: bool,
 }
 
 /// An HTTP server: [`Server::bind`], configure, [`build`](Builder::build), then
@@ -151,6 +152,7 @@ impl Server {
                 max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
                 max_pending_accept_reset_streams: DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS,
                 retry_after: DEFAULT_RETRY_AFTER,
+                http2: true,
             },
         }
     }
@@ -258,6 +260,16 @@ impl Builder {
         self
     }
 
+    /// Whether to serve HTTP/2 prior knowledge (h2c) beside HTTP/1.1; on by default. Off, a
+    /// connection that opens with the HTTP/2 preface is handed to HTTP/1.1, which refuses it
+    /// and closes: an HTTP/1.1-only server, as a client's [`Version::Auto`] probe sees one.
+    ///
+    /// [`Version::Auto`]: crate::client::Version::Auto
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.config.http2 = enabled;
+        self
+    }
+
     /// The `Retry-After` of the 503s this server answers.
     pub fn retry_after(mut self, after: Duration) -> Self {
         self.config.retry_after = after;
@@ -327,11 +339,13 @@ where
             Ok(Err(e)) => return log::debug!("{peer}: {e}"),
             Err(_) => return log::debug!("{peer}: no request in time"),
         };
-        let io = Io::with_prefix(stream, prefix);
+        let h2 = h2 && config.http2;
+        let mut io = Io::with_prefix(stream, prefix);
         let (stream, partial) = io.watch();
         let adapter = Adapter {
             service: Rc::new(service),
             config: config.clone(),
+            handle: handle::<S, B>,
         };
         let served = if h2 {
             let conn = hyper::server::conn::http2::Builder::new(LocalExec)
@@ -340,6 +354,7 @@ where
                 .max_pending_accept_reset_streams(config.max_pending_accept_reset_streams)
                 .max_header_list_size(config.max_header_size as u32)
                 .serve_connection(io, adapter);
+            // h2 buffers its own frames and writes them in batches: no gathering here.
             let mut conn = pin!(conn);
             match select(conn.as_mut(), drain).await {
                 Either::Left((done, _)) => done,
@@ -349,17 +364,20 @@ where
                 }
             }
         } else {
+            // hyper flushes each HTTP/1.1 response: gather them per poll (see `rt`).
+            let outbox = io.coalesce();
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(Timer)
                 .header_read_timeout(config.header_read_timeout)
                 .max_header_size(config.max_header_size)
                 .max_buf_size(config.max_header_size.max(8192) * 2)
                 .serve_connection(io, adapter);
-            let mut conn = pin!(conn);
+            let mut conn = pin!(Flushing::new(conn, outbox));
             match select(conn.as_mut(), drain).await {
                 Either::Left((done, _)) => done,
                 Either::Right(((), _)) => {
-                    conn.as_mut().graceful_shutdown(); // `Connection: close` on the request in flight
+                    // `Connection: close` on the request in flight
+                    conn.as_mut().conn().graceful_shutdown();
                     conn.await
                 }
             }
@@ -381,16 +399,6 @@ where
 /// The answer to a request whose header did not arrive in time.
 const TIMED_OUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
-
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match stream.write(bytes).await? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => bytes = &bytes[n..],
-        }
-    }
-    Ok(())
-}
 
 /// Reads until the bytes diverge from the HTTP/2 preface or match all of it. `None`: the
 /// peer closed first.
@@ -415,68 +423,80 @@ async fn sniff(stream: &TcpStream) -> io::Result<Option<(bool, Bytes)>> {
 /// The body of every response: the handler's, or one of ours (an error's status).
 type ResponseBody<B> = http_body_util::Either<B, Full<Bytes>>;
 
-/// A sheave service as hyper's.
-struct Adapter<S> {
+/// A sheave service as hyper's. `handle` is the function [`handle`] itself: through it the
+/// type of its future (an `async fn`'s, which cannot be written down) becomes hyper's
+/// `Service::Future`, so no request's future is boxed. (hyper's HTTP/1.1 dispatcher keeps one
+/// future slot per connection and reuses it; HTTP/2 spawns one task per stream either way.)
+struct Adapter<S, H> {
     service: Rc<S>,
     config: Rc<Config>,
+    handle: H,
 }
 
-impl<S, B> hyper::service::Service<Request<hyper::body::Incoming>> for Adapter<S>
+impl<S, H, F, B> hyper::service::Service<Request<hyper::body::Incoming>> for Adapter<S, H>
 where
-    S: Service<Request<Body>, Response = Response<B>> + 'static,
-    S::Error: Into<Error>,
-    B: http_body::Body + 'static,
+    H: Fn(Rc<S>, Rc<Config>, Request<hyper::body::Incoming>) -> F,
+    F: Future<Output = Result<Response<ResponseBody<B>>, Infallible>>,
 {
     type Response = Response<ResponseBody<B>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>>>>;
+    type Future = F;
 
-    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
-        let (service, config) = (self.service.clone(), self.config.clone());
-        Box::pin(async move { Ok(handle(&*service, &config, req).await) })
+    fn call(&self, req: Request<hyper::body::Incoming>) -> F {
+        (self.handle)(self.service.clone(), self.config.clone(), req)
     }
 }
 
 async fn handle<S, B>(
-    service: &S,
-    config: &Config,
+    service: Rc<S>,
+    config: Rc<Config>,
     req: Request<hyper::body::Incoming>,
-) -> Response<ResponseBody<B>>
+) -> Result<Response<ResponseBody<B>>, Infallible>
 where
     S: Service<Request<Body>, Response = Response<B>>,
     S::Error: Into<Error>,
 {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > config.max_body) {
-        return status(
+    // hyper has parsed a declared `Content-Length` into the body's size hint (its lower
+    // bound; a chunked body's is 0), so no header lookup is needed here.
+    let declared = http_body::Body::size_hint(req.body()).lower();
+    if declared > config.max_body {
+        return Ok(status(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large\n",
             None,
-        );
+        ));
     }
-    let fault: FaultCell = Rc::new(Cell::new(None));
-    let req = req.map(|incoming| Body::incoming(incoming, config.max_body, Some(fault.clone())));
-    let permit = match service.ready().await {
+    // A permit first; most services have one at hand, so no `ready()` future is polled.
+    let permit = match service.try_ready() {
+        TryReady::Ready(permit) => Ok(permit),
+        TryReady::Busy => service.ready().await,
+        TryReady::Closed(e) => Err(e),
+    };
+    let permit = match permit {
         Ok(permit) => permit,
         Err(e) => {
             let e: Error = e.into();
             log::debug!("not ready: {e}");
-            return status(
+            return Ok(status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service unavailable\n",
                 Some(config.retry_after),
-            );
+            ));
         }
     };
-    match service.call(permit, req).await {
+    // Where the body says why it failed, for the answer; a request without a body (most
+    // GETs) cannot fail that way, and saves the allocation.
+    let fault: Option<FaultCell> = match http_body::Body::is_end_stream(req.body()) {
+        true => None,
+        false => Some(Rc::new(Cell::new(None))),
+    };
+    let max_body = config.max_body;
+    let req = req.map(|incoming| Body::incoming(incoming, max_body, fault.clone()));
+    Ok(match service.call(permit, req).await {
         Ok(response) => response.map(http_body_util::Either::Left),
         Err(e) => {
             let e: Error = e.into();
-            match fault.get() {
+            match fault.and_then(|f| f.get()) {
                 Some(Fault::TooLarge) => status(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "request body too large\n",
@@ -485,10 +505,10 @@ where
                 Some(Fault::Malformed) => {
                     status(StatusCode::BAD_REQUEST, "bad request body\n", None)
                 }
-                None => error_response(&e, config),
+                None => error_response(&e, &config),
             }
         }
-    }
+    })
 }
 
 /// The answer to a handler's error.

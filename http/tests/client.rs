@@ -8,10 +8,10 @@ use http_body_util::{BodyExt, Full};
 use sheave_core::Runtime;
 use sheave_http::Client;
 use sheave_http::client::Version;
-use sheave_service::{NewService, Service, ServiceExt};
+use sheave_service::{NewService, Service, ServiceExt, TryReady};
 use std::net::SocketAddr;
 use std::process::{Child, Command};
-use support::{WITHIN, peer, start};
+use support::{WITHIN, peer, start, start_with};
 
 async fn get(client: &Client, path: &str) -> (u16, Bytes) {
     let req = http::Request::get(path)
@@ -173,6 +173,8 @@ struct Nginx {
     child: Child,
     addr: SocketAddr,
     h2_port: u16,
+    /// h2c with `http2_max_concurrent_streams 2`.
+    h2_narrow_port: u16,
     _dir: std::path::PathBuf,
 }
 
@@ -200,12 +202,14 @@ fn nginx() -> Option<Nginx> {
     };
     // Two free ports, held together while they are picked so they differ (nginx binds
     // them right after; a port taken in between shows as nginx exiting, reported below).
-    let (port, h2) = {
+    let (port, h2, narrow) = {
         let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         (
             a.local_addr().unwrap().port(),
             b.local_addr().unwrap().port(),
+            c.local_addr().unwrap().port(),
         )
     };
     let dir = std::env::temp_dir().join(format!("sheave-nginx-{}-{port}", std::process::id()));
@@ -216,6 +220,8 @@ fn nginx() -> Option<Nginx> {
          http {{\n access_log off;\n client_body_temp_path {dir};\n proxy_temp_path {dir};\n\
          fastcgi_temp_path {dir};\n uwsgi_temp_path {dir};\n scgi_temp_path {dir};\n\
          server {{\n  listen 127.0.0.1:{port};\n  listen 127.0.0.1:{h2} http2;\n\
+         location / {{ return 200 \"hello from nginx\"; }}\n }}\n\
+         server {{\n  listen 127.0.0.1:{narrow} http2;\n  http2_max_concurrent_streams 2;\n\
          location / {{ return 200 \"hello from nginx\"; }}\n }}\n}}\n",
         dir = dir.display(),
     );
@@ -230,8 +236,9 @@ fn nginx() -> Option<Nginx> {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // Wait (bounded) until it accepts: a connect is the event.
     let deadline = std::time::Instant::now() + WITHIN;
-    while std::net::TcpStream::connect(addr).is_err()
-        || std::net::TcpStream::connect(SocketAddr::new(addr.ip(), h2)).is_err()
+    while [port, h2, narrow]
+        .iter()
+        .any(|p| std::net::TcpStream::connect(SocketAddr::new(addr.ip(), *p)).is_err())
     {
         let log = || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
         if let Ok(Some(status)) = child.try_wait() {
@@ -248,6 +255,7 @@ fn nginx() -> Option<Nginx> {
         child,
         addr,
         h2_port: h2,
+        h2_narrow_port: narrow,
         _dir: dir,
     })
 }
@@ -297,4 +305,130 @@ fn over_h2c_a_handler_that_drops_a_large_body_unread_still_answers_and_the_conne
             assert_eq!(get(&client, "/").await, (200, Bytes::from("hello, sheave")));
         })
     });
+}
+
+/// Holds `limit` permits and checks the next `try_ready` is busy; gives one back and checks a
+/// permit is free again; then runs `3 * limit` requests at once, all answered.
+async fn ready_stops_at(client: &Client, limit: usize, hello: &str) {
+    // One request first: the server's SETTINGS frame is read before its response.
+    assert_eq!(
+        get(client, "/").await,
+        (200, Bytes::from(hello.to_string()))
+    );
+    assert_eq!(
+        client.capacity(),
+        limit,
+        "the peer's SETTINGS_MAX_CONCURRENT_STREAMS"
+    );
+    let mut held: Vec<_> = Vec::new();
+    for _ in 0..limit {
+        held.push(client.ready().await.unwrap());
+    }
+    assert!(
+        matches!(client.try_ready(), TryReady::Busy),
+        "ready past the peer's stream limit"
+    );
+    assert_eq!(client.in_flight(), Some(limit));
+    held.pop();
+    assert!(matches!(client.try_ready(), TryReady::Ready(_)));
+    drop(held);
+    let all = futures::future::join_all((0..3 * limit).map(|_| get(client, "/"))).await;
+    assert!(all.iter().all(|(s, _)| *s == 200), "{all:?}");
+}
+
+#[test]
+fn over_h2c_ready_follows_our_servers_max_concurrent_streams() {
+    let server = start_with(|b| b.max_concurrent_streams(3));
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let connector = Client::builder().version(Version::Http2).max_streams(100);
+        let client = connector.new_service(server.addr).await.unwrap();
+        sheave_core::time::timeout(WITHIN, ready_stops_at(&client, 3, "hello, sheave"))
+            .await
+            .expect("in time");
+        // Our own bound wins when it is the lower one.
+        let narrow = Client::builder()
+            .version(Version::Http2)
+            .max_streams(2)
+            .new_service(server.addr)
+            .await
+            .unwrap();
+        sheave_core::time::timeout(WITHIN, ready_stops_at(&narrow, 2, "hello, sheave"))
+            .await
+            .expect("in time");
+    });
+}
+
+#[test]
+fn over_h2c_ready_follows_nginxs_http2_max_concurrent_streams() {
+    let Some(nginx) = nginx() else {
+        return;
+    };
+    let addr = SocketAddr::new(nginx.addr.ip(), nginx.h2_narrow_port);
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = Client::builder().version(Version::Http2).build(addr);
+        sheave_core::time::timeout(WITHIN, ready_stops_at(&client, 2, "hello from nginx"))
+            .await
+            .expect("in time");
+    });
+}
+
+/// Connects with `Version::Auto` and checks the version it settled on, then that requests
+/// are answered with `hello`.
+fn auto_speaks(addr: SocketAddr, expected: Version, hello: &str) {
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = sheave_core::time::timeout(
+            WITHIN,
+            Client::builder().version(Version::Auto).new_service(addr),
+        )
+        .await
+        .expect("in time")
+        .expect("connects");
+        assert_eq!(client.version(), Some(expected), "{addr}");
+        for _ in 0..5 {
+            let got = sheave_core::time::timeout(WITHIN, get(&client, "/"))
+                .await
+                .expect("in time");
+            assert_eq!(got, (200, Bytes::from(hello.to_string())), "{expected:?}");
+        }
+    });
+}
+
+#[test]
+fn auto_speaks_h2c_to_our_server_and_http1_when_h2_is_off() {
+    let both = start();
+    auto_speaks(both.addr, Version::Http2, "hello, sheave");
+    let h1_only = start_with(|b| b.http2(false));
+    auto_speaks(h1_only.addr, Version::Http1, "hello, sheave");
+    // A client built without connecting probes on its first request, once.
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = Client::builder().version(Version::Auto).build(h1_only.addr);
+        assert_eq!(client.version(), None);
+        for _ in 0..3 {
+            assert_eq!(get(&client, "/").await.0, 200);
+        }
+        assert_eq!(client.version(), Some(Version::Http1));
+    });
+    // The probe plus the pooled connection(s), not a probe per request.
+    assert!(
+        h1_only.handle.connections() <= 4,
+        "{}",
+        h1_only.handle.connections()
+    );
+}
+
+#[test]
+fn auto_speaks_h2c_to_nginx_with_http2_and_http1_without() {
+    let Some(nginx) = nginx() else {
+        return;
+    };
+    auto_speaks(nginx.addr, Version::Http1, "hello from nginx");
+    auto_speaks(
+        SocketAddr::new(nginx.addr.ip(), nginx.h2_port),
+        Version::Http2,
+        "hello from nginx",
+    );
 }

@@ -388,3 +388,94 @@ fn connections_past_max_connections_are_closed_and_the_open_one_is_served() {
     first.read_to_string(&mut rest).unwrap();
     assert!(rest.starts_with("HTTP/1.1 200 OK"), "{rest}");
 }
+
+#[test]
+fn pipelined_requests_are_all_answered_in_order() {
+    use std::io::{Read, Write};
+    let server = start();
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    conn.set_read_timeout(Some(support::WITHIN)).unwrap();
+    // 200 requests in one write: hyper answers them one by one, the answers leave together.
+    let mut burst = Vec::new();
+    for i in 0..199 {
+        let path = if i % 2 == 0 { "/" } else { "/nothing" };
+        burst.extend_from_slice(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes());
+    }
+    burst.extend_from_slice(b"GET /last HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+    conn.write_all(&burst).unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply)
+        .expect("all answers, then the close");
+    assert_eq!(reply.matches("HTTP/1.1 200 OK").count(), 200, "{reply}");
+    assert_eq!(reply.matches("hello, sheave").count(), 200);
+    assert!(reply.ends_with("hello, sheave"));
+}
+
+#[test]
+fn a_streamed_response_chunk_goes_out_before_the_next_is_made() {
+    use bytes::Bytes;
+    use sheave_core::sync::Notify;
+    use sheave_service::{Error, service_fn};
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::Arc;
+    // The handler sends a first chunk, then waits until the client has read it: were writes
+    // held back for longer than the poll that made them, this would never finish.
+    let first_read = Arc::new(Notify::new());
+    let signal = first_read.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = sheave_core::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let server = sheave_http::Server::bind("127.0.0.1:0".parse().unwrap())
+                .build()
+                .unwrap();
+            tx.send((server.local_addr(), server.handle())).unwrap();
+            server
+                .serve(move |_peer: std::net::SocketAddr| {
+                    let signal = signal.clone();
+                    async move {
+                        Ok::<_, Error>(service_fn(move |_req: http::Request<sheave_http::Body>| {
+                            let signal = signal.clone();
+                            async move {
+                                let (mut body_tx, body) = sheave_http::body::channel(1);
+                                sheave_core::spawn(async move {
+                                    let read = signal.notified();
+                                    body_tx.send(Bytes::from_static(b"first\n")).await?;
+                                    read.await;
+                                    body_tx.send(Bytes::from_static(b"second\n")).await
+                                });
+                                Ok::<_, Error>(http::Response::new(body))
+                            }
+                        }))
+                    }
+                })
+                .await
+                .unwrap();
+        });
+    });
+    let (addr, handle) = rx.recv_timeout(support::WITHIN).unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(support::WITHIN)).unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut lines = BufReader::new(conn);
+    let mut line = String::new();
+    while line != "first\n" {
+        line.clear();
+        lines
+            .read_line(&mut line)
+            .expect("the first chunk, in time");
+        assert!(!line.is_empty(), "closed before the first chunk");
+    }
+    first_read.notify_waiters();
+    let mut rest = String::new();
+    while !rest.contains("second\n") {
+        let mut more = String::new();
+        if lines.read_line(&mut more).expect("the second chunk") == 0 {
+            break;
+        }
+        rest.push_str(&more);
+    }
+    assert!(rest.contains("second\n"), "{rest}");
+    handle.shutdown();
+}

@@ -389,6 +389,14 @@ fn http_client_as_documented_balances_over_two_http_servers_with_no_failure() {
     let report = client.wait_for_line("requests,");
     assert!(report.starts_with("300 requests, 0 failed"), "{report}");
     client.expect_exit_success();
+    // `--auto` asks each server once; they speak h2c as well.
+    let mut auto = Example::start(
+        "http_client",
+        &["--auto", "--requests", "100", &url_a, &url_b],
+    );
+    let report = auto.wait_for_line("requests,");
+    assert!(report.starts_with("100 requests, 0 failed"), "{report}");
+    auto.expect_exit_success();
     a.terminate_and_expect_success();
     b.terminate_and_expect_success();
 }
