@@ -1,0 +1,57 @@
+//! `sheave-proxy --config proxy.toml`: runs the proxy a config describes, until `SIGTERM` or
+//! `SIGINT`, then drains. `--check` validates the config and exits.
+
+use sheave_proxy::Proxy;
+use sheave_proxy::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: sheave-proxy --config FILE [--check]";
+
+fn main() -> ExitCode {
+    let mut config = None;
+    let mut check = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => config = args.next().map(PathBuf::from),
+            "--check" => check = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("sheave-proxy: unknown argument {other:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(path) = config else {
+        eprintln!("sheave-proxy: --config is required\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("sheave-proxy: {}: refused: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    };
+    if check {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    match Proxy::start_with_signals(config) {
+        Ok(proxy) => {
+            for (name, addr) in proxy.listeners() {
+                println!("sheave-proxy: {name} listening on {addr}");
+            }
+            proxy.wait();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sheave-proxy: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

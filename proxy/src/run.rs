@@ -1,0 +1,247 @@
+//! [`Proxy`]: starts every listener of a [`Config`] on its own runtime, and stops them.
+
+use crate::config::{Config, Protocol};
+use crate::metrics::{ClusterMetrics, ListenerMetrics, Snapshot};
+use crate::resp::{RespConnection, cluster_stack};
+use sheave_core::{Handle, Runtime};
+use sheave_proto::resp::RespCodec;
+use sheave_proto::{Server, ServerHandle};
+use sheave_service::Error;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+
+thread_local! {
+    /// This runtime thread's counters: each cluster's and each listener's, by name.
+    static METRICS: RefCell<ThreadMetrics> = RefCell::new(ThreadMetrics::default());
+}
+
+#[derive(Default)]
+struct ThreadMetrics {
+    clusters: HashMap<String, Rc<ClusterMetrics>>,
+    listeners: HashMap<String, Rc<ListenerMetrics>>,
+}
+
+/// The counters of cluster `name` on this thread (made on first use).
+pub(crate) fn cluster_metrics(cluster: &crate::config::Cluster) -> Rc<ClusterMetrics> {
+    METRICS.with(|m| {
+        m.borrow_mut()
+            .clusters
+            .entry(cluster.name.clone())
+            .or_insert_with(|| {
+                let labels: Vec<String> = cluster.endpoints.iter().map(|e| e.label()).collect();
+                Rc::new(ClusterMetrics::new(&cluster.name, &labels))
+            })
+            .clone()
+    })
+}
+
+/// The counters of listener `name` on this thread (made on first use).
+pub(crate) fn listener_metrics(name: &str) -> Rc<ListenerMetrics> {
+    METRICS.with(|m| {
+        m.borrow_mut()
+            .listeners
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    })
+}
+
+/// This thread's counters, copied out.
+fn local_snapshot() -> Snapshot {
+    METRICS.with(|m| {
+        let m = m.borrow();
+        let mut snap = Snapshot::default();
+        for c in m.clusters.values() {
+            snap.add_cluster(c);
+        }
+        for (name, l) in &m.listeners {
+            snap.add_listener(name, l);
+        }
+        snap
+    })
+}
+
+/// Every thread's counters, merged: each thread copies out its own (a message to each
+/// runtime thread), so the request path touches nothing shared.
+pub async fn scrape(handle: &Handle) -> Snapshot {
+    let mut total = Snapshot::default();
+    for thread in 0..handle.threads() {
+        if let Ok(snap) = handle
+            .spawn_with(thread, || async { local_snapshot() })
+            .await
+        {
+            total.merge(snap);
+        }
+    }
+    total
+}
+
+/// A running proxy: its runtime, listeners and admin endpoint. Dropping it shuts it down.
+#[derive(Debug)]
+pub struct Proxy {
+    listeners: Vec<(String, SocketAddr)>,
+    handles: Vec<ServerHandle>,
+    stopped: Option<mpsc::Receiver<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts `config` on a new runtime (its own threads): every listener is bound before
+    /// this returns, or nothing runs and the error says which listener failed.
+    pub fn start(config: Config) -> io::Result<Proxy> {
+        Proxy::start_inner(config, false)
+    }
+
+    /// Like [`start`](Proxy::start), and drains on `SIGTERM` or `SIGINT` (the binary's way).
+    pub fn start_with_signals(config: Config) -> io::Result<Proxy> {
+        Proxy::start_inner(config, true)
+    }
+
+    fn start_inner(config: Config, on_signals: bool) -> io::Result<Proxy> {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stopped_tx, stopped_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sheave-proxy".into())
+            .spawn(move || {
+                let rt = match Runtime::builder().threads(config.threads).build() {
+                    Ok(rt) => rt,
+                    Err(e) => return drop(ready_tx.send(Err(e))),
+                };
+                rt.block_on(async move {
+                    let mut serving = Vec::new();
+                    let mut bound = Vec::new();
+                    let mut handles = Vec::new();
+                    for l in &config.listeners {
+                        match start_listener(&config, l) {
+                            Ok((addr, handle, serve)) => {
+                                bound.push((l.name.clone(), addr));
+                                handles.push(handle);
+                                serving.push(serve);
+                            }
+                            Err(e) => {
+                                let e = io::Error::new(
+                                    e.kind(),
+                                    format!("listener {:?} on {}: {e}", l.name, l.address),
+                                );
+                                return drop(ready_tx.send(Err(e)));
+                            }
+                        }
+                    }
+                    if on_signals {
+                        let signals = match sheave_core::signal::Signals::new() {
+                            Ok(signals) => signals,
+                            Err(e) => return drop(ready_tx.send(Err(e))),
+                        };
+                        let handles = handles.clone();
+                        sheave_core::spawn(async move {
+                            let mut signals = signals;
+                            let signal = signals.recv().await;
+                            log::info!("{signal}: draining");
+                            handles.iter().for_each(ServerHandle::shutdown);
+                        });
+                    }
+                    let _ = ready_tx.send(Ok((bound, handles)));
+                    for serve in serving {
+                        let _ = serve.await;
+                    }
+                });
+                let _ = stopped_tx.send(());
+            })?;
+        let (listeners, handles) = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("the proxy's runtime thread died"))??;
+        Ok(Proxy {
+            listeners,
+            handles,
+            stopped: Some(stopped_rx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Where listener `name` listens (with the port picked, if the config said 0).
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Every listener and its address.
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    /// Starts a graceful drain: every listener stops accepting, answers what it took, and
+    /// closes its connections.
+    pub fn drain(&self) {
+        self.handles.iter().for_each(ServerHandle::shutdown);
+    }
+
+    /// Waits until every listener has stopped (after [`drain`](Proxy::drain), or a signal).
+    pub fn wait(mut self) {
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.recv();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.drain();
+        self.join();
+    }
+}
+
+type Serving = sheave_core::JoinHandle<io::Result<()>>;
+
+/// Binds listener `l` on this (runtime) thread, and spawns its serving on every thread.
+fn start_listener(
+    config: &Config,
+    l: &crate::config::Listener,
+) -> io::Result<(SocketAddr, ServerHandle, Serving)> {
+    let cluster = config
+        .cluster(&l.cluster)
+        .expect("validated: the cluster exists")
+        .clone();
+    match l.protocol {
+        Protocol::Resp => {
+            let server = Server::bind(l.address)
+                .codec(RespCodec::new())
+                .threads(config.threads)
+                .max_connections(l.max_connections)
+                .max_in_flight(l.max_in_flight)
+                .idle_timeout(l.idle_timeout)
+                .read_timeout(l.read_timeout)
+                .build()?;
+            let (addr, handle) = (server.local_addr(), server.handle());
+            let name = l.name.clone();
+            let serve = sheave_core::spawn(server.serve_with(move || {
+                let metrics = cluster_metrics(&cluster);
+                let listener = listener_metrics(&name);
+                let (stack, ring) = cluster_stack(&cluster, metrics.clone());
+                move |_peer: SocketAddr| {
+                    let conn = RespConnection::new(
+                        stack.clone(),
+                        ring.clone(),
+                        metrics.clone(),
+                        listener.clone(),
+                    );
+                    async move { Ok::<_, Error>(conn) }
+                }
+            }));
+            Ok((addr, handle, serve))
+        }
+        Protocol::Tcp => Err(io::Error::other("tcp listeners are not built yet")),
+    }
+}
