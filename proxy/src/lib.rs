@@ -6,6 +6,7 @@
 //! - [`config`]: the TOML configuration, validated with the field named in every refusal;
 //! - [`resp`]: the RESP proxy (twemproxy's job): ketama sharding ([`ketama`], [`md5`]),
 //!   pipelining, multi-key commands split and merged, RESP2 and RESP3 clients;
+//! - [`tcp`]: the L4 proxy: balanced, bounded buffers each way, half-close, idle timeout;
 //! - [`metrics`]: per-thread counters, merged at scrape time into the Prometheus text format;
 //! - [`Proxy`]: starts a config's listeners and stops them.
 //!
@@ -39,5 +40,6 @@ pub mod md5;
 pub mod metrics;
 pub mod resp;
 mod run;
+pub mod tcp;
 
 pub use run::{Proxy, scrape};

@@ -3,6 +3,7 @@
 use crate::config::{Config, Protocol};
 use crate::metrics::{ClusterMetrics, ListenerMetrics, Snapshot};
 use crate::resp::{RespConnection, cluster_stack};
+use crate::tcp::{TcpDriver, cluster_dialer};
 use sheave_core::{Handle, Runtime};
 use sheave_proto::resp::RespCodec;
 use sheave_proto::{Server, ServerHandle};
@@ -242,6 +243,19 @@ fn start_listener(
             }));
             Ok((addr, handle, serve))
         }
-        Protocol::Tcp => Err(io::Error::other("tcp listeners are not built yet")),
+        Protocol::Tcp => {
+            let server = Server::bind(l.address)
+                .threads(config.threads)
+                .max_connections(l.max_connections)
+                .build()?;
+            let (addr, handle) = (server.local_addr(), server.handle());
+            let listener = l.clone();
+            let serve = sheave_core::spawn(server.serve_driver(move || {
+                let metrics = cluster_metrics(&cluster);
+                let dialer = Rc::new(cluster_dialer(&cluster, metrics.clone()));
+                TcpDriver::new(dialer, &listener, listener_metrics(&listener.name), metrics)
+            }));
+            Ok((addr, handle, serve))
+        }
     }
 }
