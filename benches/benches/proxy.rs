@@ -1,0 +1,267 @@
+//! sheave-proxy against twemproxy (nutcracker) as a RESP proxy in front of two
+//! `redis-server` shards, driven by `redis-benchmark`.
+//!
+//! ```text
+//! flock /work/heavy.lock cargo bench -p sheave-benches --bench proxy   # PROXY_BENCH_ROUNDS=N (default 3)
+//! ```
+//!
+//! What is measured: `redis-benchmark -t get,set -n 200000 -c 50 -r 100000 -q --csv` at
+//! `-P 1` and `-P 16`, through each proxy, interleaved round by round. Both proxies run one
+//! thread pinned to core 0 (`taskset -c 0`), shard with ketama over `fnv1a_64` to the same
+//! two shards (so the same key goes to the same shard through either) and keep one
+//! connection per shard; the shards and the load generator share core 1.
+//!
+//! - **sheave**: `sheave-proxy` with `threads = 1` (this bench's own binary, re-run as the
+//!   proxy, so no separate build is needed);
+//! - **twemproxy**: `nutcracker` 0.5 (`distribution: ketama`, `hash: fnv1a_64`).
+//!
+//! Reported per pipeline depth and proxy: requests per second (the mean of GET's and SET's
+//! rates, median over rounds; sheave ÷ twemproxy above 1 means sheave is faster) and the
+//! proxy's CPU time per request (user + system from `/proc/<pid>/stat`, 10 ms ticks, over all
+//! its requests; below 1 means sheave spends less). The issue's targets: ≥ 1.2× the rate and
+//! ≤ 0.8× the CPU per request of twemproxy.
+
+use sheave_benches::print_table;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const REQUESTS: u32 = 200_000;
+const CLIENTS: u32 = 50;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("serve-proxy") {
+        let config = sheave_proxy::config::Config::load(Path::new(&args[2])).unwrap();
+        let proxy = sheave_proxy::Proxy::start(config).unwrap();
+        println!("listening on {}", proxy.addr("redis").unwrap());
+        proxy.wait();
+        return;
+    }
+    for (program, package) in [
+        ("redis-benchmark", "redis-tools"),
+        ("redis-server", "redis-server"),
+        ("nutcracker", "nutcracker"),
+        ("taskset", "util-linux"),
+    ] {
+        if Command::new(program).arg("--version").output().is_err() {
+            eprintln!("proxy bench skipped: needs {program} (apt-get install {package})");
+            return;
+        }
+    }
+    let rounds: usize = std::env::var("PROXY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let dir = std::env::temp_dir().join(format!("sheave-proxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shards = [redis(&dir), redis(&dir)];
+    let proxies = ["sheave", "twemproxy"];
+    let depths = [1u32, 16];
+    // results[proxy * depths + depth] = (rates per round, CPU ticks, requests)
+    let mut results: Vec<(Vec<f64>, u64, u64)> = vec![(Vec::new(), 0, 0); 4];
+    for round in 0..rounds {
+        for (d, &depth) in depths.iter().enumerate() {
+            for (p, &proxy) in proxies.iter().enumerate() {
+                let mut child = start(proxy, &dir, &shards);
+                let before = cpu_ticks(child.pid);
+                let (rate, requests) = benchmark(child.addr, depth);
+                let ticks = cpu_ticks(child.pid) - before;
+                eprintln!(
+                    "round {round} -P {depth} {proxy}: {rate:.0} req/s, {:.2} µs CPU/req",
+                    ticks as f64 * 10_000.0 / requests as f64
+                );
+                let entry = &mut results[p * depths.len() + d];
+                entry.0.push(rate);
+                entry.1 += ticks;
+                entry.2 += requests;
+                child.stop();
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (d, depth) in depths.iter().enumerate() {
+        let base = &results[d];
+        let (base_rate, base_cpu) = (median(&base.0), base.1 as f64 / base.2 as f64);
+        for (p, proxy) in proxies.iter().enumerate() {
+            let r = &results[p * depths.len() + d];
+            let (rate, cpu) = (median(&r.0), r.1 as f64 / r.2 as f64);
+            rows.push(vec![
+                format!("-P {depth}"),
+                proxy.to_string(),
+                format!("{:.0}k", rate / 1e3),
+                format!("{:.2}", base_rate / rate),
+                format!("{:.2} µs", cpu * 10_000.0),
+                format!("{:.2}", base_cpu / cpu),
+            ]);
+        }
+    }
+    println!(
+        "\nredis-benchmark -t get,set -n {REQUESTS} -c {CLIENTS} through a proxy to 2 redis shards, {rounds} rounds, proxy on one pinned core"
+    );
+    print_table(
+        &[
+            "pipeline",
+            "proxy",
+            "req/s",
+            "sheave ÷ proxy",
+            "proxy CPU / req",
+            "sheave CPU ÷ proxy",
+        ],
+        &rows,
+    );
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process, killed when stopped.
+struct Process {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+}
+
+impl Process {
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A redis shard on core 1.
+fn redis(dir: &Path) -> Process {
+    let port = free_port();
+    let mut child = Command::new("taskset")
+        .args(["-c", "1", "redis-server", "--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("Ready to accept connections")),
+        "redis-server did not start"
+    );
+    std::thread::spawn(move || lines.for_each(drop));
+    let pid = child.id();
+    Process {
+        child,
+        pid,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+/// Starts `proxy` on core 0 in front of `shards`, and waits until it accepts connections.
+fn start(proxy: &str, dir: &Path, shards: &[Process]) -> Process {
+    let port = free_port();
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]);
+    if proxy == "sheave" {
+        let endpoints: Vec<String> = shards.iter().map(|s| format!("\"{}\"", s.addr)).collect();
+        let config = dir.join("sheave.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "threads = 1\n[[listener]]\nname = \"redis\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"resp\"\ncluster = \"cache\"\n\n[[cluster]]\nname = \"cache\"\nendpoints = [{}]\nhash = \"fnv1a_64\"\n",
+                endpoints.join(", ")
+            ),
+        )
+        .unwrap();
+        cmd.arg(std::env::current_exe().unwrap())
+            .arg("serve-proxy")
+            .arg(&config);
+    } else {
+        let servers: String = shards
+            .iter()
+            .map(|s| format!("    - {}:1\n", s.addr))
+            .collect();
+        let config = dir.join("nutcracker.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "cache:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  server_connections: 1\n  servers:\n{servers}"
+            ),
+        )
+        .unwrap();
+        cmd.arg("nutcracker")
+            .arg("-c")
+            .arg(&config)
+            .args(["-s", &free_port().to_string()]);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn proxy");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // Neither proxy says when it listens on a pipe we could read: connect until one works
+    // (bounded), as a client would.
+    for _ in 0..400 {
+        if TcpStream::connect(addr).is_ok() {
+            let pid = child.id();
+            return Process { child, pid, addr };
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{proxy} did not listen on {addr}");
+}
+
+/// utime + stime of process `pid` (and its threads), in 10 ms ticks. For the sheave proxy,
+/// `taskset` execs the program, so the pid is the proxy's own.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Runs `redis-benchmark -t get,set` on core 1 through the proxy at `addr`; returns the mean
+/// of the two rates and the requests sent.
+fn benchmark(addr: SocketAddr, depth: u32) -> (f64, u64) {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "redis-benchmark", "-h", "127.0.0.1"])
+        .args(["-p", &addr.port().to_string()])
+        .args(["-t", "get,set", "-q", "--csv", "-r", "100000"])
+        .args(["-n", &REQUESTS.to_string(), "-c", &CLIENTS.to_string()])
+        .args(["-P", &depth.to_string()])
+        .output()
+        .expect("redis-benchmark");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rates: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with("\"test\""))
+        .filter_map(|l| l.split(',').nth(1)?.trim_matches('"').parse().ok())
+        .collect();
+    assert_eq!(rates.len(), 2, "unexpected output: {text}");
+    (rates.iter().sum::<f64>() / 2.0, u64::from(REQUESTS) * 2)
+}
