@@ -223,15 +223,17 @@ fn start(proxy: &str, dir: &Path, shards: &[Process]) -> Process {
         .spawn()
         .expect("spawn proxy");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let pid = child.id();
+    let mut process = Process { child, pid, addr };
     // Neither proxy says when it listens on a pipe we could read: connect until one works
     // (bounded), as a client would.
     for _ in 0..400 {
         if TcpStream::connect(addr).is_ok() {
-            let pid = child.id();
-            return Process { child, pid, addr };
+            return process;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    process.stop();
     panic!("{proxy} did not listen on {addr}");
 }
 
