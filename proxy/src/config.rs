@@ -52,6 +52,27 @@ pub struct Config {
     /// Where requests go (`[[cluster]]`).
     #[serde(rename = "cluster", default)]
     pub clusters: Vec<Cluster>,
+    /// HTTP routes (`[[route]]`), tried in order: the first whose host and path prefix match
+    /// takes the request.
+    #[serde(rename = "route", default)]
+    pub routes: Vec<Route>,
+}
+
+/// One `[[route]]` of an HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The HTTP listener it belongs to.
+    pub listener: String,
+    /// The host it matches (`Host`, or the HTTP/2 `:authority`, without a port); any host
+    /// when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The path prefix it matches (default `/`: every path).
+    #[serde(default = "root")]
+    pub path_prefix: String,
+    /// The cluster it sends to.
+    pub cluster: String,
 }
 
 /// The admin listener.
@@ -73,6 +94,19 @@ pub enum Protocol {
     Resp,
     /// Bytes (L4): each connection goes to one balanced endpoint of the cluster.
     Tcp,
+    /// HTTP/1.1 and HTTP/2 (h2c): each request goes to the cluster of its route.
+    Http,
+}
+
+/// The HTTP version a cluster is spoken to in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum HttpVersion {
+    /// HTTP/1.1, a keep-alive pool of `pool_size` connections per endpoint and thread.
+    #[serde(rename = "1.1")]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), one multiplexed connection per endpoint and thread.
+    #[serde(rename = "2")]
+    Http2,
 }
 
 /// One `[[listener]]`.
@@ -85,15 +119,18 @@ pub struct Listener {
     pub address: SocketAddr,
     /// What it speaks.
     pub protocol: Protocol,
-    /// The cluster it sends to.
-    pub cluster: String,
+    /// The cluster it sends to (for `http`: where requests no route matches go; without
+    /// it they get a 404).
+    #[serde(default)]
+    pub cluster: Option<String>,
     /// Connections open at most, across threads (default 10,000).
     #[serde(default = "max_connections")]
     pub max_connections: usize,
     /// A connection with nothing to do for this long is closed (default 300 s).
     #[serde(default = "idle_timeout", deserialize_with = "duration")]
     pub idle_timeout: Duration,
-    /// RESP: how long a client has to finish a command it started (default 30 s).
+    /// RESP: how long a client has to finish a command it started; HTTP: to send a
+    /// request's headers (default 30 s).
     #[serde(default = "read_timeout", deserialize_with = "duration")]
     pub read_timeout: Duration,
     /// RESP: pipelined commands of one connection in flight at once (default 256).
@@ -164,6 +201,12 @@ pub struct Cluster {
     /// RESP: requests pipelined on one upstream connection at most (default 1,024).
     #[serde(default = "per_connection")]
     pub max_in_flight_per_connection: usize,
+    /// HTTP: the version spoken upstream (default `"1.1"`).
+    #[serde(default = "http_version")]
+    pub http_version: HttpVersion,
+    /// HTTP/1.1: keep-alive connections per endpoint and thread, at most (default 32).
+    #[serde(default = "pool_size")]
+    pub pool_size: usize,
     /// Retries of idempotent requests.
     #[serde(default)]
     pub retry: Retry,
@@ -379,34 +422,26 @@ impl Config {
                     format!("{} is used twice", l.address),
                 ));
             }
-            let Some(cluster) = self.cluster(&l.cluster) else {
-                return Err(refuse(
-                    at("cluster"),
-                    format!("no cluster is named {:?}", l.cluster),
-                ));
+            let cluster = match (&l.cluster, l.protocol) {
+                (None, Protocol::Http) => None,
+                (None, _) => {
+                    return Err(refuse(
+                        at("cluster"),
+                        "a resp or tcp listener needs the cluster it sends to",
+                    ));
+                }
+                (Some(name), _) => match self.cluster(name) {
+                    Some(c) => Some(c),
+                    None => {
+                        return Err(refuse(
+                            at("cluster"),
+                            format!("no cluster is named {name:?}"),
+                        ));
+                    }
+                },
             };
-            match (l.protocol, cluster.policy) {
-                (Protocol::Resp, Policy::Ketama) => {}
-                (Protocol::Resp, p) => {
-                    return Err(refuse(
-                        at("cluster"),
-                        format!(
-                            "a resp listener needs a ketama cluster; {:?} has policy {p:?}",
-                            cluster.name
-                        ),
-                    ));
-                }
-                (Protocol::Tcp, Policy::Ketama) => {
-                    return Err(refuse(
-                        at("cluster"),
-                        format!(
-                            "a tcp listener needs a balanced cluster (p2c-peak-ewma or \
-                             round-robin); {:?} is ketama, which shards by key",
-                            cluster.name
-                        ),
-                    ));
-                }
-                (Protocol::Tcp, _) => {}
+            if let Some(cluster) = cluster {
+                balanced_for(l.protocol, cluster).map_err(|why| refuse(at("cluster"), why))?;
             }
             positive(&at("max_connections"), l.max_connections)?;
             positive(&at("max_in_flight"), l.max_in_flight)?;
@@ -414,6 +449,42 @@ impl Config {
             nonzero(&at("read_timeout"), l.read_timeout)?;
             if !(1024..=16 << 20).contains(&l.buffer) {
                 return Err(refuse(at("buffer"), "must be between 1024 and 16 MiB"));
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = |field: &str| format!("route[{i}].{field}");
+            match self.listeners.iter().find(|l| l.name == r.listener) {
+                None => {
+                    return Err(refuse(
+                        at("listener"),
+                        format!("no listener is named {:?}", r.listener),
+                    ));
+                }
+                Some(l) if l.protocol != Protocol::Http => {
+                    return Err(refuse(
+                        at("listener"),
+                        format!("{:?} is not an http listener: only http routes", r.listener),
+                    ));
+                }
+                Some(_) => {}
+            }
+            let Some(cluster) = self.cluster(&r.cluster) else {
+                return Err(refuse(
+                    at("cluster"),
+                    format!("no cluster is named {:?}", r.cluster),
+                ));
+            };
+            balanced_for(Protocol::Http, cluster).map_err(|why| refuse(at("cluster"), why))?;
+            if !r.path_prefix.starts_with('/') {
+                return Err(refuse(
+                    at("path_prefix"),
+                    format!("{:?} does not start with /", r.path_prefix),
+                ));
+            }
+            if let Some(host) = &r.host
+                && (host.is_empty() || host.contains(['/', ' ']))
+            {
+                return Err(refuse(at("host"), format!("{host:?} is not a host name")));
             }
         }
         let mut names = HashSet::new();
@@ -427,6 +498,28 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a listener of `protocol` can send to `cluster`.
+fn balanced_for(protocol: Protocol, cluster: &Cluster) -> Result<(), String> {
+    match (protocol, cluster.policy) {
+        (Protocol::Resp, Policy::Ketama) => Ok(()),
+        (Protocol::Resp, p) => Err(format!(
+            "a resp listener needs a ketama cluster; {:?} has policy {p:?}",
+            cluster.name
+        )),
+        (_, Policy::Ketama) => Err(format!(
+            "a {} listener needs a balanced cluster (p2c-peak-ewma or round-robin); {:?} is \
+             ketama, which shards by key",
+            if protocol == Protocol::Tcp {
+                "tcp"
+            } else {
+                "http"
+            },
+            cluster.name
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -483,6 +576,7 @@ impl Cluster {
         }
         positive(&at("concurrency_limit"), self.concurrency_limit)?;
         positive(&at("connections"), self.connections)?;
+        positive(&at("pool_size"), self.pool_size)?;
         positive(
             &at("max_in_flight_per_connection"),
             self.max_in_flight_per_connection,
@@ -622,6 +716,15 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+fn root() -> String {
+    "/".to_string()
+}
+fn http_version() -> HttpVersion {
+    HttpVersion::Http1
+}
+fn pool_size() -> usize {
+    32
+}
 fn one() -> usize {
     1
 }

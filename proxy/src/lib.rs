@@ -6,6 +6,8 @@
 //! - [`config`]: the TOML configuration, validated with the field named in every refusal;
 //! - [`resp`]: the RESP proxy (twemproxy's job): ketama sharding ([`ketama`], [`md5`]),
 //!   pipelining, multi-key commands split and merged, RESP2 and RESP3 clients;
+//! - [`http`]: the HTTP proxy: h1 and h2c both ways, routes by host and path prefix,
+//!   hop-by-hop headers removed, `X-Forwarded-For` and `Via`, 502/503/504;
 //! - [`tcp`]: the L4 proxy: balanced, bounded buffers each way, half-close, idle timeout;
 //! - [`metrics`]: per-thread counters, merged at scrape time into the Prometheus text format;
 //! - [`Proxy`]: starts a config's listeners and stops them.
@@ -35,6 +37,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod config;
+pub mod http;
 pub mod ketama;
 pub mod md5;
 pub mod metrics;

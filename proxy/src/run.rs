@@ -211,12 +211,15 @@ fn start_listener(
     config: &Config,
     l: &crate::config::Listener,
 ) -> io::Result<(SocketAddr, ServerHandle, Serving)> {
-    let cluster = config
-        .cluster(&l.cluster)
-        .expect("validated: the cluster exists")
-        .clone();
+    let cluster = l.cluster.as_ref().map(|name| {
+        config
+            .cluster(name)
+            .expect("validated: the cluster exists")
+            .clone()
+    });
     match l.protocol {
         Protocol::Resp => {
+            let cluster = cluster.expect("validated: a resp listener has a cluster");
             let server = Server::bind(l.address)
                 .codec(RespCodec::new())
                 .threads(config.threads)
@@ -244,6 +247,7 @@ fn start_listener(
             Ok((addr, handle, serve))
         }
         Protocol::Tcp => {
+            let cluster = cluster.expect("validated: a tcp listener has a cluster");
             let server = Server::bind(l.address)
                 .threads(config.threads)
                 .max_connections(l.max_connections)
@@ -254,6 +258,34 @@ fn start_listener(
                 let metrics = cluster_metrics(&cluster);
                 let dialer = Rc::new(cluster_dialer(&cluster, metrics.clone()));
                 TcpDriver::new(dialer, &listener, listener_metrics(&listener.name), metrics)
+            }));
+            Ok((addr, handle, serve))
+        }
+        Protocol::Http => {
+            let server = sheave_http::Server::bind(l.address)
+                .threads(config.threads)
+                .max_connections(l.max_connections)
+                .header_read_timeout(l.read_timeout)
+                .build()?;
+            let (addr, handle) = (server.local_addr(), server.handle());
+            let (config, listener) = (config.clone(), l.clone());
+            let serve = sheave_core::spawn(server.serve_with(move || {
+                let router = Rc::new(crate::http::Router::new(
+                    &config,
+                    &listener,
+                    listener_metrics(&listener.name),
+                    |cluster| {
+                        let metrics = cluster_metrics(cluster);
+                        (
+                            crate::http::cluster_stack(cluster, metrics.clone()),
+                            metrics,
+                        )
+                    },
+                ));
+                move |peer: SocketAddr| {
+                    let conn = crate::http::HttpConnection::new(router.clone(), peer);
+                    async move { Ok::<_, Error>(conn) }
+                }
             }));
             Ok((addr, handle, serve))
         }
