@@ -410,9 +410,7 @@ impl Config {
         let mut addresses = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             let at = |field: &str| format!("listener[{i}].{field}");
-            if l.name.is_empty() {
-                return Err(refuse(at("name"), "must not be empty"));
-            }
+            plain_name(&at("name"), &l.name)?;
             if !names.insert(&l.name) {
                 return Err(refuse(at("name"), format!("{:?} is used twice", l.name)));
             }
@@ -526,9 +524,7 @@ fn balanced_for(protocol: Protocol, cluster: &Cluster) -> Result<(), String> {
 impl Cluster {
     fn validate(&self, at: &str) -> Result<(), ConfigError> {
         let at = |field: &str| format!("{at}.{field}");
-        if self.name.is_empty() {
-            return Err(refuse(at("name"), "must not be empty"));
-        }
+        plain_name(&at("name"), &self.name)?;
         if self.endpoints.is_empty() {
             return Err(refuse(at("endpoints"), "at least one endpoint is needed"));
         }
@@ -545,6 +541,12 @@ impl Cluster {
                     at(&format!("endpoints[{j}].weight")),
                     "must be at least 1",
                 ));
+            }
+            if let Endpoint::Full {
+                name: Some(name), ..
+            } = e
+            {
+                plain_name(&at(&format!("endpoints[{j}].name")), name)?;
             }
             if !labels.insert(e.label()) {
                 return Err(refuse(
@@ -674,6 +676,23 @@ fn field_at(text: &str, offset: usize, reason: &str) -> String {
         (false, Some(leaf)) => format!("{table}.{leaf}"),
         (_, None) if table.is_empty() => "toml".to_string(),
         (_, None) => table,
+    }
+}
+
+/// Names end up in metrics labels, JSON and logs as they are: letters, digits and `_ . : -`.
+fn plain_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(refuse(field, "must not be empty"));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c)))
+    {
+        Some(c) => Err(refuse(
+            field,
+            format!("{name:?} has {c:?}: use letters, digits and _ . : - only"),
+        )),
+        None => Ok(()),
     }
 }
 

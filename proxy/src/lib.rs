@@ -9,6 +9,7 @@
 //! - [`http`]: the HTTP proxy: h1 and h2c both ways, routes by host and path prefix,
 //!   hop-by-hop headers removed, `X-Forwarded-For` and `Via`, 502/503/504;
 //! - [`tcp`]: the L4 proxy: balanced, bounded buffers each way, half-close, idle timeout;
+//! - [`admin`]: `/metrics`, `/endpoints`, `/healthz`, `/drain`;
 //! - [`metrics`]: per-thread counters, merged at scrape time into the Prometheus text format;
 //! - [`Proxy`]: starts a config's listeners and stops them.
 //!
@@ -36,6 +37,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod admin;
 pub mod config;
 pub mod http;
 pub mod ketama;

@@ -85,6 +85,7 @@ pub async fn scrape(handle: &Handle) -> Snapshot {
 #[derive(Debug)]
 pub struct Proxy {
     listeners: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
     handles: Vec<ServerHandle>,
     stopped: Option<mpsc::Receiver<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -116,6 +117,7 @@ impl Proxy {
                     let mut serving = Vec::new();
                     let mut bound = Vec::new();
                     let mut handles = Vec::new();
+                    let mut handles_for_admin = Vec::new();
                     for l in &config.listeners {
                         match start_listener(&config, l) {
                             Ok((addr, handle, serve)) => {
@@ -132,6 +134,31 @@ impl Proxy {
                             }
                         }
                     }
+                    let mut admin_addr = None;
+                    if let Some(admin) = &config.admin {
+                        let server = match sheave_http::Server::bind(admin.address).build() {
+                            Ok(server) => server,
+                            Err(e) => {
+                                let e = io::Error::new(
+                                    e.kind(),
+                                    format!("admin listener on {}: {e}", admin.address),
+                                );
+                                return drop(ready_tx.send(Err(e)));
+                            }
+                        };
+                        admin_addr = Some(server.local_addr());
+                        let service = crate::admin::Admin::new(handles.clone());
+                        let admin_handle = server.handle();
+                        sheave_core::spawn(server.serve_with(move || {
+                            let service = service.clone();
+                            move |_peer: SocketAddr| {
+                                let service = service.clone();
+                                async move { Ok::<_, Error>(service) }
+                            }
+                        }));
+                        // The admin stops with the listeners.
+                        handles_for_admin.push(admin_handle);
+                    }
                     if on_signals {
                         let signals = match sheave_core::signal::Signals::new() {
                             Ok(signals) => signals,
@@ -145,18 +172,20 @@ impl Proxy {
                             handles.iter().for_each(ServerHandle::shutdown);
                         });
                     }
-                    let _ = ready_tx.send(Ok((bound, handles)));
+                    let _ = ready_tx.send(Ok((bound, admin_addr, handles)));
                     for serve in serving {
                         let _ = serve.await;
                     }
+                    handles_for_admin.iter().for_each(ServerHandle::shutdown);
                 });
                 let _ = stopped_tx.send(());
             })?;
-        let (listeners, handles) = ready_rx
+        let (listeners, admin, handles) = ready_rx
             .recv()
             .map_err(|_| io::Error::other("the proxy's runtime thread died"))??;
         Ok(Proxy {
             listeners,
+            admin,
             handles,
             stopped: Some(stopped_rx),
             thread: Some(thread),
@@ -169,6 +198,11 @@ impl Proxy {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, a)| *a)
+    }
+
+    /// Where the admin listener listens, if the config has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// Every listener and its address.

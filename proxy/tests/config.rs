@@ -134,6 +134,12 @@ fn a_bad_config_is_refused_with_the_field_and_why() {
         "not in (0, 1]",
     );
     refused(
+        r#"name = "redis""#,
+        r#"name = "red is""#,
+        "listener[0].name",
+        "use letters, digits",
+    );
+    refused(
         "[[listener]]",
         "[admin]\naddress = \"0.0.0.0:9901\"\n[[listener]]",
         "admin.address",
