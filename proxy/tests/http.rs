@@ -13,6 +13,8 @@ use sheave_service::{Error, service_fn};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A sheave-http backend on its own thread; shut down when dropped.
@@ -36,6 +38,11 @@ impl Drop for Backend {
 /// response names the backend (`x-backend`) and carries a hop-by-hop header it names in
 /// `Connection`, which the proxy must drop.
 fn backend(name: &'static str) -> Backend {
+    backend_counting(name, Arc::new(AtomicUsize::new(0)))
+}
+
+/// [`backend`], counting the connections it accepts in `accepted`.
+fn backend_counting(name: &'static str, accepted: Arc<AtomicUsize>) -> Backend {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         Runtime::new().unwrap().block_on(async move {
@@ -45,34 +52,37 @@ fn backend(name: &'static str) -> Backend {
                 .unwrap();
             tx.send((server.local_addr(), server.handle())).unwrap();
             server
-                .serve(move |_peer: SocketAddr| async move {
-                    Ok::<_, Error>(service_fn(move |req: http::Request<Body>| async move {
-                        let seen = format!(
-                            "{name} {} {} {:?}\n{}",
-                            req.method(),
-                            req.uri().path(),
-                            req.version(),
-                            req.headers()
-                                .iter()
-                                .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
-                                .collect::<String>()
-                        );
-                        let body = match req.uri().path() {
-                            "/echo" => req.into_body().collect().await?.to_bytes(),
-                            "/slow" => {
-                                sheave_core::time::sleep(Duration::from_secs(2)).await;
-                                Bytes::from_static(b"slow")
-                            }
-                            _ => Bytes::from(seen),
-                        };
-                        let response = http::Response::builder()
-                            .header("x-backend", name)
-                            .header("connection", "x-hop")
-                            .header("x-hop", "must not pass")
-                            .body(Full::new(body))
-                            .unwrap();
-                        Ok::<_, Error>(response)
-                    }))
+                .serve(move |_peer: SocketAddr| {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        Ok::<_, Error>(service_fn(move |req: http::Request<Body>| async move {
+                            let seen = format!(
+                                "{name} {} {} {:?}\n{}",
+                                req.method(),
+                                req.uri().path(),
+                                req.version(),
+                                req.headers()
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
+                                    .collect::<String>()
+                            );
+                            let body = match req.uri().path() {
+                                "/echo" => req.into_body().collect().await?.to_bytes(),
+                                "/slow" => {
+                                    sheave_core::time::sleep(Duration::from_secs(2)).await;
+                                    Bytes::from_static(b"slow")
+                                }
+                                _ => Bytes::from(seen),
+                            };
+                            let response = http::Response::builder()
+                                .header("x-backend", name)
+                                .header("connection", "x-hop")
+                                .header("x-hop", "must not pass")
+                                .body(Full::new(body))
+                                .unwrap();
+                            Ok::<_, Error>(response)
+                        }))
+                    }
                 })
                 .await
                 .unwrap();
@@ -391,4 +401,29 @@ fn read_response(reader: &mut impl std::io::BufRead) -> (u16, String) {
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body).unwrap();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn upstream_connections_are_kept_alive_and_reused() {
+    // The regression: hyper's server stops reading a body once it has its Content-Length,
+    // and the client's pooled connection used to go back only on a final empty poll — so
+    // every proxied request opened a new upstream connection.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let b = backend_counting("a", accepted.clone());
+    let proxy = support::proxy(&config(&[("a", &[b.addr], "")], ""));
+    let conn = TcpStream::connect(proxy.addr("web").unwrap()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    for i in 0..200 {
+        conn.write_all(b"GET /n HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut reader).0, 200, "request {i}");
+    }
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        n <= 2,
+        "{n} upstream connections for 200 sequential requests"
+    );
 }
