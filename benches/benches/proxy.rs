@@ -1,11 +1,14 @@
 //! sheave-proxy against twemproxy (nutcracker) as a RESP proxy in front of two
-//! `redis-server` shards, driven by `redis-benchmark`.
+//! `redis-server` shards, driven by `redis-benchmark`, and against nginx as an HTTP/1.1
+//! reverse proxy in front of two hello backends, driven by `wrk`.
 //!
 //! ```text
-//! flock /work/heavy.lock cargo bench -p sheave-benches --bench proxy   # PROXY_BENCH_ROUNDS=N (default 3)
+//! flock /work/heavy.lock cargo bench -p sheave-benches --bench proxy            # both parts
+//! flock /work/heavy.lock cargo bench -p sheave-benches --bench proxy -- resp    # or http
+//! # PROXY_BENCH_ROUNDS=N (default 3), PROXY_BENCH_SECS=S (wrk's -d, default 5)
 //! ```
 //!
-//! What is measured: `redis-benchmark -t get,set -n 200000 -c 50 -r 100000 -q --csv` at
+//! **RESP.** What is measured: `redis-benchmark -t get,set -n 200000 -c 50 -r 100000 -q --csv` at
 //! `-P 1` and `-P 16`, through each proxy, interleaved round by round. Both proxies run one
 //! thread pinned to core 0 (`taskset -c 0`), shard with ketama over `fnv1a_64` to the same
 //! two shards (so the same key goes to the same shard through either) and keep one
@@ -20,6 +23,14 @@
 //! proxy's CPU time per request (user + system from `/proc/<pid>/stat`, 10 ms ticks, over all
 //! its requests; below 1 means sheave spends less). The issue's targets: ≥ 1.2× the rate and
 //! ≤ 0.8× the CPU per request of twemproxy.
+//!
+//! **HTTP.** `wrk -t1 -c64 -d5s --latency` (on core 1) through each proxy (on core 0) to two
+//! sheave-http hello backends (one thread each, on core 1), interleaved round by round:
+//! sheave-proxy (`threads = 1`, p2c over peak-EWMA, keep-alive pools) against nginx
+//! (`worker_processes 1`, `master_process off`, an `upstream` with `keepalive 64`,
+//! `proxy_http_version 1.1`). Reported: req/s (median over rounds), proxy CPU per request and
+//! wrk's p99 (median over rounds). Targets: ≥ 1.2× nginx's rate, ≤ 0.8× its CPU per request,
+//! p99 ≤ nginx's.
 
 use sheave_benches::print_table;
 use std::io::{BufRead, BufReader};
@@ -33,13 +44,35 @@ const CLIENTS: u32 = 50;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("serve-proxy") {
-        let config = sheave_proxy::config::Config::load(Path::new(&args[2])).unwrap();
-        let proxy = sheave_proxy::Proxy::start(config).unwrap();
-        println!("listening on {}", proxy.addr("redis").unwrap());
-        proxy.wait();
-        return;
+    match args.get(1).map(String::as_str) {
+        Some("serve-proxy") => {
+            let config = sheave_proxy::config::Config::load(Path::new(&args[2])).unwrap();
+            sheave_proxy::Proxy::start(config).unwrap().wait();
+            return;
+        }
+        Some("serve-hello") => return serve_hello(args[2].parse().unwrap()),
+        _ => {}
     }
+    // `cargo bench` passes `--bench`; a part's name picks it.
+    let wants = |part: &str| {
+        !args.iter().any(|a| a == "resp" || a == "http") || args.iter().any(|a| a == part)
+    };
+    if wants("resp") {
+        resp();
+    }
+    if wants("http") {
+        http();
+    }
+}
+
+fn rounds() -> usize {
+    std::env::var("PROXY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+}
+
+fn resp() {
     for (program, package) in [
         ("redis-benchmark", "redis-tools"),
         ("redis-server", "redis-server"),
@@ -51,10 +84,7 @@ fn main() {
             return;
         }
     }
-    let rounds: usize = std::env::var("PROXY_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+    let rounds = rounds();
     let dir = std::env::temp_dir().join(format!("sheave-proxy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let shards = [redis(&dir), redis(&dir)];
@@ -266,4 +296,222 @@ fn benchmark(addr: SocketAddr, depth: u32) -> (f64, u64) {
         .collect();
     assert_eq!(rates.len(), 2, "unexpected output: {text}");
     (rates.iter().sum::<f64>() / 2.0, u64::from(REQUESTS) * 2)
+}
+
+/// A hello backend: sheave-http on one thread, answering `Hello, World!`.
+fn serve_hello(port: u16) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let rt = sheave_core::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let server = sheave_http::Server::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .build()
+            .unwrap();
+        server
+            .serve(|_peer: SocketAddr| async move {
+                Ok::<_, sheave_service::Error>(sheave_service::service_fn(
+                    |_req: http::Request<sheave_http::Body>| async move {
+                        Ok::<_, sheave_service::Error>(http::Response::new(Full::new(
+                            Bytes::from_static(b"Hello, World!"),
+                        )))
+                    },
+                ))
+            })
+            .await
+            .unwrap();
+    });
+}
+
+/// Spawns `program` with `args` pinned to `core`, and waits until `port` accepts.
+fn spawn_listening(core: &str, program: &Path, args: &[&str], port: u16) -> Process {
+    let child = Command::new("taskset")
+        .args(["-c", core])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let pid = child.id();
+    let mut process = Process { child, pid, addr };
+    for _ in 0..400 {
+        if TcpStream::connect(addr).is_ok() {
+            return process;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    process.stop();
+    panic!("{} did not listen on {addr}", program.display());
+}
+
+fn start_http_proxy(proxy: &str, dir: &Path, backends: &[Process]) -> Process {
+    let port = free_port();
+    if proxy == "sheave" {
+        let endpoints: Vec<String> = backends.iter().map(|s| format!("\"{}\"", s.addr)).collect();
+        let config = dir.join("sheave-http.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "threads = 1\n[[listener]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"http\"\ncluster = \"hello\"\n\n[[cluster]]\nname = \"hello\"\npolicy = \"p2c-peak-ewma\"\npool_size = 64\nendpoints = [{}]\n",
+                endpoints.join(", ")
+            ),
+        )
+        .unwrap();
+        let exe = std::env::current_exe().unwrap();
+        spawn_listening("0", &exe, &["serve-proxy", config.to_str().unwrap()], port)
+    } else {
+        let servers: String = backends
+            .iter()
+            .map(|s| format!("    server {};\n", s.addr))
+            .collect();
+        let d = dir.display();
+        let config = dir.join("nginx.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/nginx-error.log;\npid {d}/nginx.pid;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream hello {{\n{servers}    keepalive 64;\n  }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://hello;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let conf = config.to_str().unwrap().to_string();
+        spawn_listening(
+            "0",
+            Path::new("/usr/sbin/nginx"),
+            &["-c", &conf, "-p", dir.to_str().unwrap()],
+            port,
+        )
+    }
+}
+
+/// `wrk -t1 -c64` on core 1: (requests, req/s, p99 in µs).
+fn wrk(addr: SocketAddr, secs: u32) -> (f64, f64, f64) {
+    let out = Command::new("taskset")
+        .args([
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            "-c64",
+            &format!("-d{secs}s"),
+            "--latency",
+        ])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .expect("wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let after = |key: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key:?} in {text}"));
+        line.trim_start()[key.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in {text}"));
+    assert!(
+        !text.contains("Non-2xx"),
+        "errors through the proxy: {text}"
+    );
+    let rate: f64 = after("Requests/sec:").parse().unwrap();
+    let p99 = after("99%");
+    let micros = if let Some(v) = p99.strip_suffix("us") {
+        v.parse::<f64>().unwrap()
+    } else if let Some(v) = p99.strip_suffix("ms") {
+        v.parse::<f64>().unwrap() * 1e3
+    } else {
+        p99.trim_end_matches('s').parse::<f64>().unwrap() * 1e6
+    };
+    (requests, rate, micros)
+}
+
+fn http() {
+    for (program, package) in [("wrk", "wrk"), ("taskset", "util-linux")] {
+        if Command::new(program).arg("--version").output().is_err() {
+            eprintln!("proxy bench (http) skipped: needs {program} (apt-get install {package})");
+            return;
+        }
+    }
+    if !Path::new("/usr/sbin/nginx").exists() {
+        eprintln!("proxy bench (http) skipped: needs nginx (apt-get install nginx-light)");
+        return;
+    }
+    let rounds = rounds();
+    let secs: u32 = std::env::var("PROXY_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let dir = std::env::temp_dir().join(format!("sheave-proxy-bench-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let backends: Vec<Process> = (0..2)
+        .map(|_| {
+            let port = free_port();
+            spawn_listening("1", &exe, &["serve-hello", &port.to_string()], port)
+        })
+        .collect();
+    let proxies = ["sheave", "nginx"];
+    // (rates, p99s, CPU ticks, requests) per proxy
+    let mut results: Vec<(Vec<f64>, Vec<f64>, u64, f64)> =
+        vec![(Vec::new(), Vec::new(), 0, 0.0); 2];
+    for round in 0..rounds {
+        for (p, proxy) in proxies.iter().enumerate() {
+            let mut child = start_http_proxy(proxy, &dir, &backends);
+            let before = cpu_ticks(child.pid);
+            let (requests, rate, p99) = wrk(child.addr, secs);
+            let ticks = cpu_ticks(child.pid) - before;
+            eprintln!(
+                "round {round} http {proxy}: {rate:.0} req/s, p99 {p99:.0} µs, {:.2} µs CPU/req",
+                ticks as f64 * 10_000.0 / requests
+            );
+            let r = &mut results[p];
+            r.0.push(rate);
+            r.1.push(p99);
+            r.2 += ticks;
+            r.3 += requests;
+            child.stop();
+        }
+    }
+    let base = &results[0];
+    let (base_rate, base_p99, base_cpu) =
+        (median(&base.0), median(&base.1), base.2 as f64 / base.3);
+    let rows: Vec<Vec<String>> = proxies
+        .iter()
+        .zip(&results)
+        .map(|(proxy, r)| {
+            let (rate, p99, cpu) = (median(&r.0), median(&r.1), r.2 as f64 / r.3);
+            vec![
+                proxy.to_string(),
+                format!("{:.0}k", rate / 1e3),
+                format!("{:.2}", base_rate / rate),
+                format!("{p99:.0} µs"),
+                format!("{:.2}", base_p99 / p99),
+                format!("{:.2} µs", cpu * 10_000.0),
+                format!("{:.2}", base_cpu / cpu),
+            ]
+        })
+        .collect();
+    println!(
+        "\nwrk -t1 -c64 -d{secs}s through a proxy to 2 hello backends, {rounds} rounds, proxy on one pinned core"
+    );
+    print_table(
+        &[
+            "proxy",
+            "req/s",
+            "sheave ÷ proxy",
+            "p99",
+            "sheave p99 ÷ proxy",
+            "proxy CPU / req",
+            "sheave CPU ÷ proxy",
+        ],
+        &rows,
+    );
 }
