@@ -4,6 +4,31 @@
 //!
 //! Scraping sends a message to each runtime thread, which copies out its own counters; the
 //! copies are merged here. The request path only ever touches its thread's `Cell`s.
+//!
+//! ```
+//! use sheave_proxy::{Proxy, config::Config};
+//! use std::io::{Read, Write};
+//!
+//! let proxy = Proxy::start(Config::parse(r#"
+//!     [admin]
+//!     address = "127.0.0.1:0"
+//!     [[listener]]
+//!     name = "redis"
+//!     address = "127.0.0.1:0"
+//!     protocol = "resp"
+//!     cluster = "cache"
+//!     [[cluster]]
+//!     name = "cache"
+//!     endpoints = ["127.0.0.1:6379"]
+//! "#).unwrap()).unwrap();
+//! let mut conn = std::net::TcpStream::connect(proxy.admin_addr().unwrap()).unwrap();
+//! conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").unwrap();
+//! let mut text = String::new();
+//! conn.read_to_string(&mut text).unwrap();
+//! assert!(text.starts_with("HTTP/1.1 200"));
+//! assert!(text.contains("# TYPE sheave_proxy_requests_total counter\n"));
+//! assert!(text.contains("sheave_proxy_connections_accepted_total{listener=\"redis\"} 0\n"));
+//! ```
 
 use crate::run::scrape;
 use bytes::Bytes;

@@ -23,6 +23,19 @@
 //! **Status codes.** An upstream that fails (connection closed, broken response) is 502; no
 //! endpoint available (none connected, all ejected, or the limit reached) is 503; the
 //! deadline passing is 504; a request no route matches is 404.
+//!
+//! ```
+//! use http::header::{HeaderMap, HeaderValue};
+//! use sheave_proxy::http::strip_hop_by_hop;
+//!
+//! let mut headers = HeaderMap::new();
+//! headers.insert("connection", HeaderValue::from_static("close, x-trace"));
+//! headers.insert("x-trace", HeaderValue::from_static("abc"));
+//! headers.insert("accept", HeaderValue::from_static("*/*"));
+//! strip_hop_by_hop(&mut headers);
+//! assert_eq!(headers.len(), 1);
+//! assert!(headers.contains_key("accept"));
+//! ```
 
 use crate::config::{self, HttpVersion};
 use crate::metrics::{ClusterMetrics, ListenerMetrics};

@@ -15,6 +15,38 @@
 //! FIN (a read of 0), the proxy shuts down the write side towards the other and keeps the
 //! other direction going: a client that half-closes still gets its whole answer. A
 //! connection with no byte in either direction for `idle_timeout` is closed.
+//!
+//! ```
+//! use sheave_proxy::{Proxy, config::Config};
+//! use std::io::{Read, Write};
+//!
+//! // An echo backend on a thread, and the proxy in front of it.
+//! let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//! let addr = backend.local_addr().unwrap();
+//! std::thread::spawn(move || {
+//!     let (mut conn, _) = backend.accept().unwrap();
+//!     let mut all = Vec::new();
+//!     conn.read_to_end(&mut all).unwrap(); // until the client's FIN, passed through
+//!     conn.write_all(&all).unwrap();
+//! });
+//! let proxy = Proxy::start(Config::parse(&format!(r#"
+//!     [[listener]]
+//!     name = "l4"
+//!     address = "127.0.0.1:0"
+//!     protocol = "tcp"
+//!     cluster = "echo"
+//!     [[cluster]]
+//!     name = "echo"
+//!     policy = "round-robin"
+//!     endpoints = ["{addr}"]
+//! "#)).unwrap()).unwrap();
+//! let mut conn = std::net::TcpStream::connect(proxy.addr("l4").unwrap()).unwrap();
+//! conn.write_all(b"half-closed").unwrap();
+//! conn.shutdown(std::net::Shutdown::Write).unwrap();
+//! let mut back = String::new();
+//! conn.read_to_string(&mut back).unwrap();
+//! assert_eq!(back, "half-closed");
+//! ```
 
 use crate::config;
 use crate::metrics::{ClusterMetrics, ListenerMetrics};

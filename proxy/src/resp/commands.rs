@@ -1,5 +1,20 @@
 //! What the RESP proxy does with each command: answer it itself, send it to the shard of its
 //! key, split it across shards, or refuse it with the reason.
+//!
+//! ```
+//! use sheave_proto::resp::Frame;
+//! use sheave_proxy::resp::commands::{Action, Merge, classify};
+//!
+//! assert_eq!(classify(&Frame::command(["GET", "user:1"])), Action::Key(1));
+//! assert_eq!(
+//!     classify(&Frame::command(["MGET", "a", "b"])),
+//!     Action::Split { step: 1, merge: Merge::Values }
+//! );
+//! let Action::Refuse(Frame::Error(why)) = classify(&Frame::command(["KEYS", "*"])) else {
+//!     panic!("KEYS is refused")
+//! };
+//! assert_eq!(&why[..], &b"ERR sheave-proxy: 'KEYS' cannot be proxied: it would need every shard"[..]);
+//! ```
 
 use bytes::Bytes;
 use sheave_proto::resp::Frame;

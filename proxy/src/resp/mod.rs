@@ -8,11 +8,11 @@
 //!
 //! 1. `timeout` (`request_timeout`): one deadline per request, retries included;
 //! 2. `retry` (`[cluster.retry]`, idempotent commands only — see
-//!    [`is_idempotent`](commands::is_idempotent)), within a budget: above the ring, so a
+//!    [`is_idempotent`]), within a budget: above the ring, so a
 //!    retry after an ejection goes to the key's new shard;
 //! 3. `concurrency_limit` (`concurrency_limit`, nobody waits): bounds what the proxy puts on
 //!    the shards and sheds past it;
-//! 4. [`Shards`](shards::Shards): the ring, the per-attempt deadline (`try_timeout`) and
+//! 4. [`Shards`]: the ring, the per-attempt deadline (`try_timeout`) and
 //!    ejection (`[cluster.ejection]`), over one balanced connection set per shard
 //!    (`connections`, reconnecting with backoff), each a pipelined RESP3 client.
 //!
@@ -23,6 +23,32 @@
 //! **RESP2 and RESP3.** The proxy answers `HELLO` itself; each client connection's codec
 //! then speaks the version asked for, and the shards are spoken to in RESP3 (`HELLO 3`), so
 //! a RESP3 client gets maps and doubles, and a RESP2 client gets redis's own downgrade.
+//!
+//! ```
+//! use sheave_proxy::{Proxy, config::Config};
+//! use std::io::{Read, Write};
+//!
+//! // PING and HELLO are answered by the proxy itself: no shard needs to be up for them.
+//! let config = Config::parse(r#"
+//!     [[listener]]
+//!     name = "redis"
+//!     address = "127.0.0.1:0"
+//!     protocol = "resp"
+//!     cluster = "cache"
+//!     [[cluster]]
+//!     name = "cache"
+//!     endpoints = ["127.0.0.1:6379", "127.0.0.1:6380"]
+//! "#).unwrap();
+//! let proxy = Proxy::start(config).unwrap();
+//! let mut conn = std::net::TcpStream::connect(proxy.addr("redis").unwrap()).unwrap();
+//! conn.write_all(b"PING\r\nMULTI\r\n").unwrap();
+//! let mut reply = vec![0u8; 86];
+//! conn.read_exact(&mut reply).unwrap();
+//! assert_eq!(
+//!     String::from_utf8(reply).unwrap(),
+//!     "+PONG\r\n-ERR sheave-proxy: 'MULTI' cannot be proxied: transactions cannot span shards\r\n"
+//! );
+//! ```
 
 pub mod commands;
 pub mod shards;

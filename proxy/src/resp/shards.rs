@@ -2,6 +2,41 @@
 //! the ketama ring, under the per-attempt deadline, and takes a shard that keeps failing off
 //! the ring for a while (twemproxy's `auto_eject_hosts`), so retries above it land on the
 //! shards that answer.
+//!
+//! ```
+//! use sheave_proto::resp::Frame;
+//! use sheave_proxy::config::Config;
+//! use sheave_proxy::ketama::{KeyHash, Ring};
+//! use sheave_proxy::metrics::ClusterMetrics;
+//! use sheave_proxy::resp::shards::{Routed, Shards};
+//! use sheave_service::{Error, ServiceExt, service_fn};
+//! use std::rc::Rc;
+//!
+//! let config = Config::parse(r#"
+//!     [[listener]]
+//!     name = "redis"
+//!     address = "127.0.0.1:0"
+//!     protocol = "resp"
+//!     cluster = "cache"
+//!     [[cluster]]
+//!     name = "cache"
+//!     endpoints = ["10.0.0.1:6379", "10.0.0.2:6379"]
+//! "#).unwrap();
+//! let cluster = &config.clusters[0];
+//! // Two stand-in shards that answer with their own number.
+//! let shard = |n: i64| service_fn(move |_cmd: Frame| async move { Ok::<_, Error>(Frame::Integer(n)) });
+//! let labels = ["10.0.0.1:6379".to_string(), "10.0.0.2:6379".to_string()];
+//! let metrics = Rc::new(ClusterMetrics::new("cache", &labels));
+//! let ring = Ring::new(&[("10.0.0.1:6379", 1), ("10.0.0.2:6379", 1)], KeyHash::Fnv1a64, None);
+//! sheave_core::Runtime::new().unwrap().block_on(async {
+//!     let shards = Shards::new(cluster, vec![shard(0), shard(1)], metrics);
+//!     for key in ["a", "b", "user:1", "user:2"] {
+//!         let routed = Routed { frame: Frame::command(["GET", key]), key: 1 };
+//!         let reply = (&shards).oneshot(routed).await.unwrap();
+//!         assert_eq!(reply, Frame::Integer(ring.shard(key.as_bytes()) as i64));
+//!     }
+//! });
+//! ```
 
 use crate::config;
 use crate::ketama::{KeyHash, Ring};
