@@ -171,7 +171,15 @@ pub struct Cluster {
     /// Its name, which listeners refer to.
     pub name: String,
     /// Its endpoints (a static list): `"host:port"`, or `{ address, weight, name }`.
+    #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// TCP and HTTP: a file of more endpoints, one `host:port` a line, re-read every
+    /// `discovery_interval`; changes apply live (see [`discovery`](crate::discovery)).
+    #[serde(default)]
+    pub endpoints_file: Option<std::path::PathBuf>,
+    /// How often `endpoints_file` is read (default 1 s).
+    #[serde(default = "discovery_interval", deserialize_with = "duration")]
+    pub discovery_interval: Duration,
     /// How requests are spread (default `ketama`).
     #[serde(default = "policy")]
     pub policy: Policy,
@@ -525,9 +533,23 @@ impl Cluster {
     fn validate(&self, at: &str) -> Result<(), ConfigError> {
         let at = |field: &str| format!("{at}.{field}");
         plain_name(&at("name"), &self.name)?;
-        if self.endpoints.is_empty() {
-            return Err(refuse(at("endpoints"), "at least one endpoint is needed"));
+        match (&self.endpoints_file, self.policy) {
+            (None, _) if self.endpoints.is_empty() => {
+                return Err(refuse(
+                    at("endpoints"),
+                    "at least one endpoint is needed (or an endpoints_file)",
+                ));
+            }
+            (Some(_), Policy::Ketama) => {
+                return Err(refuse(
+                    at("endpoints_file"),
+                    "a ketama cluster's shards are a static list (a shard that comes and goes \
+                     moves keys); file discovery is for p2c-peak-ewma and round-robin clusters",
+                ));
+            }
+            _ => {}
         }
+        nonzero(&at("discovery_interval"), self.discovery_interval)?;
         let mut labels = HashSet::new();
         for (j, e) in self.endpoints.iter().enumerate() {
             if e.address().port() == 0 {
@@ -735,6 +757,9 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+fn discovery_interval() -> Duration {
+    Duration::from_secs(1)
+}
 fn root() -> String {
     "/".to_string()
 }

@@ -49,7 +49,6 @@ use sheave_http::body::Replay;
 use sheave_http::classify::{HttpClassifier, HttpRetry};
 use sheave_http::client::{Client, Version};
 use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma};
-use sheave_middleware::discover;
 use sheave_middleware::retry::{BudgetConfig, RetryConfig, RetryLayer};
 use sheave_middleware::{ConcurrencyLimitLayer, ServiceBuilderExt, TimeoutLayer};
 use sheave_service::{Error, ErrorKind, Service, ServiceBuilder};
@@ -80,15 +79,10 @@ pub fn cluster_stack(
         .pool_size(cluster.pool_size)
         .max_streams(cluster.max_in_flight_per_connection)
         .connect_timeout(cluster.connect_timeout);
-    let endpoints = discover::fixed(
-        cluster
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (i, (i, e.address()))),
-    );
-    let connect = move |(index, addr): (usize, SocketAddr)| {
+    let endpoints = crate::discovery::changes(cluster);
+    let connect = move |(label, addr): crate::discovery::Target| {
         let (connector, metrics) = (connector.clone(), metrics.clone());
+        let index = metrics.endpoint_named(&label);
         async move {
             let client = sheave_service::NewService::new_service(&connector, addr).await?;
             let m = metrics.endpoint(index);

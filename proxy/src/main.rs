@@ -46,6 +46,9 @@ fn main() -> ExitCode {
             for (name, addr) in proxy.listeners() {
                 println!("sheave-proxy: {name} listening on {addr}");
             }
+            if let Some(addr) = proxy.admin_addr() {
+                println!("sheave-proxy: admin listening on {addr}");
+            }
             proxy.wait();
             ExitCode::SUCCESS
         }

@@ -15,9 +15,10 @@
 //! ```
 
 use sheave_service::ErrorKind;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// The upper bounds of the latency histogram's buckets, in seconds (`+Inf` follows).
@@ -75,8 +76,8 @@ impl EndpointMetrics {
 #[derive(Debug)]
 pub struct ClusterMetrics {
     name: String,
-    /// Per endpoint, by label, in config order.
-    pub endpoints: Vec<(String, EndpointMetrics)>,
+    /// Per endpoint, by label: the config's in order, then those discovery added.
+    endpoints: RefCell<Vec<(String, Rc<EndpointMetrics>)>>,
     requests: Cell<u64>,
     failures: [Cell<u64>; 9],
     buckets: [Cell<u64>; BUCKETS.len()],
@@ -89,10 +90,12 @@ impl ClusterMetrics {
     pub fn new(name: &str, endpoints: &[String]) -> Self {
         ClusterMetrics {
             name: name.to_string(),
-            endpoints: endpoints
-                .iter()
-                .map(|e| (e.clone(), EndpointMetrics::default()))
-                .collect(),
+            endpoints: RefCell::new(
+                endpoints
+                    .iter()
+                    .map(|e| (e.clone(), Rc::default()))
+                    .collect(),
+            ),
             requests: Cell::new(0),
             failures: Default::default(),
             buckets: Default::default(),
@@ -114,9 +117,22 @@ impl ClusterMetrics {
             .set(self.latency_ns.get() + latency.as_nanos() as u64);
     }
 
-    /// The endpoint at `index`.
-    pub fn endpoint(&self, index: usize) -> &EndpointMetrics {
-        &self.endpoints[index].1
+    /// The endpoint at `index` (in the order of [`new`](ClusterMetrics::new), then of
+    /// [`endpoint_named`](ClusterMetrics::endpoint_named)).
+    pub fn endpoint(&self, index: usize) -> Rc<EndpointMetrics> {
+        self.endpoints.borrow()[index].1.clone()
+    }
+
+    /// The index of the endpoint labelled `label`, added if it is new (a discovered one).
+    pub fn endpoint_named(&self, label: &str) -> usize {
+        let mut endpoints = self.endpoints.borrow_mut();
+        match endpoints.iter().position(|(l, _)| l == label) {
+            Some(i) => i,
+            None => {
+                endpoints.push((label.to_string(), Rc::default()));
+                endpoints.len() - 1
+            }
+        }
     }
 }
 
@@ -145,6 +161,22 @@ struct ClusterTotals {
     endpoints: Vec<(String, EndpointTotals)>,
 }
 
+impl ClusterTotals {
+    /// The totals of endpoint `label` (merged by label: threads may have discovered
+    /// endpoints in different orders).
+    fn endpoint(&mut self, label: &str) -> &mut EndpointTotals {
+        let i = match self.endpoints.iter().position(|(l, _)| l == label) {
+            Some(i) => i,
+            None => {
+                self.endpoints
+                    .push((label.to_string(), EndpointTotals::default()));
+                self.endpoints.len() - 1
+            }
+        };
+        &mut self.endpoints[i].1
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct EndpointTotals {
     attempts: u64,
@@ -166,14 +198,8 @@ impl Snapshot {
             *a += b.get();
         }
         t.latency_ns += m.latency_ns.get();
-        if t.endpoints.is_empty() {
-            t.endpoints = m
-                .endpoints
-                .iter()
-                .map(|(n, _)| (n.clone(), EndpointTotals::default()))
-                .collect();
-        }
-        for ((_, a), (_, b)) in t.endpoints.iter_mut().zip(&m.endpoints) {
+        for (label, b) in m.endpoints.borrow().iter() {
+            let a = t.endpoint(label);
             a.attempts += b.attempts.get();
             for (x, y) in a.failures.iter_mut().zip(&b.failures) {
                 *x += y.get();
@@ -205,11 +231,8 @@ impl Snapshot {
                 .zip(o.buckets)
                 .for_each(|(a, b)| *a += b);
             t.latency_ns += o.latency_ns;
-            if t.endpoints.is_empty() {
-                t.endpoints = o.endpoints;
-                continue;
-            }
-            for ((_, a), (_, b)) in t.endpoints.iter_mut().zip(o.endpoints) {
+            for (label, b) in o.endpoints {
+                let a = t.endpoint(&label);
                 a.attempts += b.attempts;
                 a.failures
                     .iter_mut()

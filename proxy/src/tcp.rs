@@ -54,7 +54,6 @@ use sheave_core::net::TcpStream;
 use sheave_core::time;
 use sheave_middleware::ServiceBuilderExt;
 use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma};
-use sheave_middleware::discover;
 use sheave_middleware::retry::{BudgetConfig, RetryConfig, RetryLayer};
 use sheave_proto::Driver;
 use sheave_service::{Error, ErrorKind, Service, ServiceBuilder};
@@ -140,21 +139,17 @@ pub fn cluster_dialer(
     cluster: &config::Cluster,
     metrics: Rc<ClusterMetrics>,
 ) -> impl Service<(), Response = Upstream, Error = Error> + use<> {
-    let dialers: Vec<(usize, Dialer)> = cluster
-        .endpoints
-        .iter()
-        .enumerate()
-        .map(|(index, e)| {
-            let dialer = Dialer {
-                addr: e.address(),
-                index,
-                connect_timeout: cluster.connect_timeout,
-                open: Rc::new(Cell::new(0)),
-                metrics: metrics.clone(),
-            };
-            (index, dialer)
-        })
-        .collect();
+    let connect_timeout = cluster.connect_timeout;
+    let connect = move |(label, addr): crate::discovery::Target| {
+        let dialer = Dialer {
+            addr,
+            index: metrics.endpoint_named(&label),
+            connect_timeout,
+            open: Rc::new(Cell::new(0)),
+            metrics: metrics.clone(),
+        };
+        async move { Ok::<_, Error>(dialer) }
+    };
     let e = &cluster.ejection;
     let builder = Balance::builder()
         .reconnect(Backoff::exponential(
@@ -177,9 +172,7 @@ pub fn cluster_dialer(
             ..PeakEwma::default()
         }),
     };
-    let balance = builder.build(discover::fixed(dialers), |dialer: Dialer| async move {
-        Ok::<_, Error>(dialer)
-    });
+    let balance = builder.build(crate::discovery::changes(cluster), connect);
     let r = &cluster.retry;
     let retry = RetryConfig::new()
         .max_attempts(r.max_attempts)

@@ -25,9 +25,12 @@ fn example() -> std::path::PathBuf {
 #[test]
 fn the_example_config_is_accepted() {
     let config = Config::load(&example()).unwrap();
-    assert_eq!(config.listeners.len(), 2);
+    assert_eq!(config.listeners.len(), 3);
     assert_eq!(config.listeners[0].protocol, Protocol::Resp);
     assert_eq!(config.listeners[1].protocol, Protocol::Tcp);
+    assert_eq!(config.listeners[2].protocol, Protocol::Http);
+    assert_eq!(config.routes[0].path_prefix, "/v1/");
+    assert!(config.admin.is_some());
     assert_eq!(config.cluster("echo").unwrap().policy, Policy::P2cPeakEwma);
     assert_eq!(config.clusters[0].retry.max_attempts, 3);
 }
@@ -138,6 +141,12 @@ fn a_bad_config_is_refused_with_the_field_and_why() {
         r#"name = "red is""#,
         "listener[0].name",
         "use letters, digits",
+    );
+    refused(
+        r#""127.0.0.1:6380"]"#,
+        "\"127.0.0.1:6380\"]\nendpoints_file = \"/etc/shards\"",
+        "cluster[0].endpoints_file",
+        "a ketama cluster's shards are a static list",
     );
     refused(
         "[[listener]]",
