@@ -36,7 +36,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// A whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Runtime threads, each serving every listener with its own connections and its own
@@ -59,7 +59,7 @@ pub struct Config {
 }
 
 /// One `[[route]]` of an HTTP listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// The HTTP listener it belongs to.
@@ -76,7 +76,7 @@ pub struct Route {
 }
 
 /// The admin listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// Where it listens; loopback unless `public` is set.
@@ -110,7 +110,7 @@ pub enum HttpVersion {
 }
 
 /// One `[[listener]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// Its name, in logs and metrics.
@@ -165,7 +165,7 @@ pub enum Hash {
 }
 
 /// One `[[cluster]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     /// Its name, which listeners refer to.
@@ -224,7 +224,7 @@ pub struct Cluster {
 }
 
 /// `[cluster.retry]`: idempotent requests are retried within a budget.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retry {
     /// Attempts at most, the first included (default 3; 1 turns retries off).
@@ -259,7 +259,7 @@ impl Default for Retry {
 /// `[cluster.ejection]`: an endpoint that fails `consecutive_failures` times in a row is
 /// left out for `base`, doubling on each ejection up to `max`. For ketama, a shard left out
 /// is taken off the ring (its keys go to the others, as twemproxy's `auto_eject_hosts`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ejection {
     /// Failures in a row that eject (default 3; 0 never ejects).
@@ -288,7 +288,7 @@ impl Default for Ejection {
 }
 
 /// One endpoint of a cluster.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Endpoint {
     /// `"127.0.0.1:6379"`.

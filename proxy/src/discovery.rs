@@ -1,5 +1,6 @@
 //! Where a balanced (TCP or HTTP) cluster's endpoints come from: the static list of the
-//! config, and an endpoints file re-read every `discovery_interval`.
+//! config (which a reload may change: [`reload_endpoints`]), and an endpoints file re-read
+//! every `discovery_interval`.
 //!
 //! The file holds one `host:port` a line (`#` starts a comment; blank lines are skipped).
 //! Each re-read that differs from the last is diffed against the endpoints it gave before,
@@ -21,10 +22,12 @@ use futures::Stream;
 use futures::StreamExt;
 use sheave_core::time;
 use sheave_middleware::discover::{self, Change};
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// An endpoint as the balancer sees it: keyed by its label, reached at its address.
@@ -58,26 +61,81 @@ pub fn parse_endpoints(text: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
-/// The endpoints of `cluster`: its static list, then (with `endpoints_file`) the file's,
-/// re-read every `discovery_interval` by a task on this runtime thread.
+/// One balancer's config endpoints on this thread: where to send a reload's changes, and
+/// what it was given so far.
+struct Reloadable {
+    cluster: String,
+    publisher: discover::Publisher<String, Target>,
+    current: Rc<RefCell<BTreeMap<String, SocketAddr>>>,
+}
+
+thread_local! {
+    /// Every balancer of this thread whose config endpoints a reload may change.
+    static RELOADABLE: RefCell<Vec<Reloadable>> = const { RefCell::new(Vec::new()) };
+}
+
+fn labelled(endpoints: &[config::Endpoint]) -> BTreeMap<String, SocketAddr> {
+    endpoints.iter().map(|e| (e.label(), e.address())).collect()
+}
+
+/// The endpoints of `cluster`: its static list (changed by [`reload_endpoints`]), then (with
+/// `endpoints_file`) the file's, re-read every `discovery_interval` by a task on this
+/// runtime thread.
 ///
 /// # Panics
-/// Outside a runtime thread, when the cluster has an endpoints file.
+/// Outside a runtime thread.
 pub fn changes(cluster: &config::Cluster) -> Changes {
+    let initial = labelled(&cluster.endpoints);
     let fixed = discover::fixed(
-        cluster
-            .endpoints
+        initial
             .iter()
-            .map(|e| (e.label(), (e.label(), e.address())))
+            .map(|(label, addr)| (label.clone(), (label.clone(), *addr)))
             .collect::<Vec<_>>(),
     );
+    let (publisher, reloads) = discover::channel(64);
+    RELOADABLE.with(|r| {
+        r.borrow_mut().push(Reloadable {
+            cluster: cluster.name.clone(),
+            publisher,
+            current: Rc::new(RefCell::new(initial)),
+        });
+    });
     let Some(path) = cluster.endpoints_file.clone() else {
-        return Box::pin(fixed);
+        return Box::pin(fixed.chain(reloads));
     };
-    let (publisher, subscription) = discover::channel(64);
+    let (publisher, file) = discover::channel(64);
     let (name, interval) = (cluster.name.clone(), cluster.discovery_interval);
     drop(sheave_core::spawn(watch(path, name, interval, publisher)));
-    Box::pin(fixed.chain(subscription))
+    Box::pin(fixed.chain(futures::stream::select(reloads, file)))
+}
+
+/// Gives every balancer of cluster `name` on this runtime thread the config endpoints
+/// `endpoints` instead of the ones it had: one remove or insert per difference. Returns
+/// once the changes are queued to every balancer (each applies them on its next poll).
+pub async fn reload_endpoints(name: &str, endpoints: &[config::Endpoint]) {
+    let next = labelled(endpoints);
+    let targets: Vec<_> = RELOADABLE.with(|r| {
+        r.borrow()
+            .iter()
+            .filter(|e| e.cluster == name)
+            .map(|e| (e.publisher.clone(), e.current.clone()))
+            .collect()
+    });
+    for (publisher, current) in targets {
+        let before = current.borrow().clone();
+        // A send fails only when its balancer is gone (the proxy is stopping): nothing to do.
+        for label in before.keys().filter(|l| !next.contains_key(*l)) {
+            let _ = publisher.remove(label.clone()).await;
+        }
+        for (label, addr) in &next {
+            if before.get(label) != Some(addr) {
+                let _ = publisher
+                    .insert(label.clone(), (label.clone(), *addr))
+                    .await;
+            }
+        }
+        *current.borrow_mut() = next.clone();
+    }
 }
 
 async fn watch(

@@ -1,10 +1,30 @@
 //! `sheave-proxy --config proxy.toml`: runs the proxy a config describes, until `SIGTERM` or
-//! `SIGINT`, then drains. `--check` validates the config and exits.
+//! `SIGINT`, then drains; `SIGHUP` reloads the file (see `Proxy::reload`). `--check`
+//! validates the config and exits. Warnings and errors go to stderr.
 
 use sheave_proxy::Proxy;
 use sheave_proxy::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Warnings and errors, one line each on stderr.
+struct Stderr;
+
+static STDERR: Stderr = Stderr;
+
+impl log::Log for Stderr {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            eprintln!("sheave-proxy: {}: {}", record.level(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
 
 const USAGE: &str = "usage: sheave-proxy --config FILE [--check]";
 
@@ -41,7 +61,9 @@ fn main() -> ExitCode {
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    match Proxy::start_with_signals(config) {
+    log::set_logger(&STDERR).expect("the only logger");
+    log::set_max_level(log::LevelFilter::Warn);
+    match Proxy::start_with_signals(config, Some(path.clone())) {
         Ok(proxy) => {
             for (name, addr) in proxy.listeners() {
                 println!("sheave-proxy: {name} listening on {addr}");

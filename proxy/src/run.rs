@@ -1,6 +1,6 @@
 //! [`Proxy`]: starts every listener of a [`Config`] on its own runtime, and stops them.
 
-use crate::config::{Config, Protocol};
+use crate::config::{Config, ConfigError, Endpoint, Policy, Protocol};
 use crate::metrics::{ClusterMetrics, ListenerMetrics, Snapshot};
 use crate::resp::{RespConnection, cluster_stack};
 use crate::tcp::{TcpDriver, cluster_dialer};
@@ -12,8 +12,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 thread_local! {
     /// This runtime thread's counters: each cluster's and each listener's, by name.
@@ -84,6 +85,9 @@ pub async fn scrape(handle: &Handle) -> Snapshot {
 /// A running proxy: its runtime, listeners and admin endpoint. Dropping it shuts it down.
 #[derive(Debug)]
 pub struct Proxy {
+    /// The running config, as the last reload left it.
+    running: Arc<Mutex<Config>>,
+    runtime: Handle,
     listeners: Vec<(String, SocketAddr)>,
     admin: Option<SocketAddr>,
     handles: Vec<ServerHandle>,
@@ -95,15 +99,34 @@ impl Proxy {
     /// Starts `config` on a new runtime (its own threads): every listener is bound before
     /// this returns, or nothing runs and the error says which listener failed.
     pub fn start(config: Config) -> io::Result<Proxy> {
-        Proxy::start_inner(config, false)
+        Proxy::start_inner(config, false, None)
     }
 
-    /// Like [`start`](Proxy::start), and drains on `SIGTERM` or `SIGINT` (the binary's way).
-    pub fn start_with_signals(config: Config) -> io::Result<Proxy> {
-        Proxy::start_inner(config, true)
+    /// Like [`start`](Proxy::start), and drains on `SIGTERM` or `SIGINT` (the binary's way);
+    /// with `reload_from`, `SIGHUP` re-reads that file and [reloads](Proxy::reload) it — a
+    /// file that is refused (it does not parse, or changes what a reload cannot) keeps the
+    /// running config, and the reason is logged.
+    pub fn start_with_signals(config: Config, reload_from: Option<PathBuf>) -> io::Result<Proxy> {
+        Proxy::start_inner(config, true, reload_from)
     }
 
-    fn start_inner(config: Config, on_signals: bool) -> io::Result<Proxy> {
+    /// Applies `new` without dropping a connection: what a reload can change is the
+    /// endpoints of balanced (TCP and HTTP) clusters — each balancer on each thread gets the
+    /// inserts and removes, requests in flight finish where they are. A config that changes
+    /// anything else (a listener, a route, a cluster's policy or timeouts, a ketama
+    /// cluster's shards) is refused with the field, and nothing changes: that needs a
+    /// restart. Returns how many clusters changed.
+    pub fn reload(&self, new: Config) -> Result<usize, ConfigError> {
+        futures::executor::block_on(reload(&self.running, &self.runtime, new))
+    }
+
+    fn start_inner(
+        config: Config,
+        on_signals: bool,
+        reload_from: Option<PathBuf>,
+    ) -> io::Result<Proxy> {
+        let running = Arc::new(Mutex::new(config.clone()));
+        let shared = running.clone();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stopped_tx, stopped_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -159,6 +182,13 @@ impl Proxy {
                         // The admin stops with the listeners.
                         handles_for_admin.push(admin_handle);
                     }
+                    if let Some(path) = reload_from {
+                        let hangups = match sheave_core::signal::Signals::hangup() {
+                            Ok(signals) => signals,
+                            Err(e) => return drop(ready_tx.send(Err(e))),
+                        };
+                        sheave_core::spawn(reload_on_hangup(hangups, path, shared));
+                    }
                     if on_signals {
                         let signals = match sheave_core::signal::Signals::new() {
                             Ok(signals) => signals,
@@ -172,7 +202,7 @@ impl Proxy {
                             handles.iter().for_each(ServerHandle::shutdown);
                         });
                     }
-                    let _ = ready_tx.send(Ok((bound, admin_addr, handles)));
+                    let _ = ready_tx.send(Ok((bound, admin_addr, handles, Handle::current())));
                     for serve in serving {
                         let _ = serve.await;
                     }
@@ -180,10 +210,12 @@ impl Proxy {
                 });
                 let _ = stopped_tx.send(());
             })?;
-        let (listeners, admin, handles) = ready_rx
+        let (listeners, admin, handles, runtime) = ready_rx
             .recv()
             .map_err(|_| io::Error::other("the proxy's runtime thread died"))??;
         Ok(Proxy {
+            running,
+            runtime,
             listeners,
             admin,
             handles,
@@ -236,6 +268,102 @@ impl Drop for Proxy {
         self.drain();
         self.join();
     }
+}
+
+/// On each `SIGHUP`: re-reads `path` and reloads it, logging what happened.
+async fn reload_on_hangup(
+    mut hangups: sheave_core::signal::Signals,
+    path: PathBuf,
+    running: Arc<Mutex<Config>>,
+) {
+    loop {
+        hangups.recv().await;
+        let outcome = match Config::load(&path) {
+            Ok(new) => reload(&running, &Handle::current(), new).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(n) => log::warn!(
+                "reloaded {}: the endpoints of {n} clusters changed",
+                path.display()
+            ),
+            Err(e) => log::error!(
+                "reload of {} refused, the running config is kept: {e}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// What a reload from `old` to `new` changes: the clusters whose endpoints differ, with
+/// their new endpoints; or why it cannot be applied live.
+fn plan(old: &Config, new: &Config) -> Result<Vec<(String, Vec<Endpoint>)>, ConfigError> {
+    let restart = |field: String| ConfigError {
+        field,
+        reason: "changed, and a reload applies only the endpoints of tcp and http clusters \
+                 (restart for the rest)"
+            .to_string(),
+    };
+    if old.threads != new.threads {
+        return Err(restart("threads".into()));
+    }
+    if old.admin != new.admin {
+        return Err(restart("admin".into()));
+    }
+    if old.listeners.len() != new.listeners.len() {
+        return Err(restart("listener".into()));
+    }
+    if let Some(i) = (0..old.listeners.len()).find(|i| old.listeners[*i] != new.listeners[*i]) {
+        return Err(restart(format!("listener[{i}]")));
+    }
+    if old.routes != new.routes {
+        return Err(restart("route".into()));
+    }
+    if old.clusters.len() != new.clusters.len() {
+        return Err(restart("cluster".into()));
+    }
+    let mut changed = Vec::new();
+    for (i, (o, n)) in old.clusters.iter().zip(&new.clusters).enumerate() {
+        let mut same_endpoints = n.clone();
+        same_endpoints.endpoints = o.endpoints.clone();
+        if same_endpoints != *o {
+            return Err(restart(format!("cluster[{i}]")));
+        }
+        if o.endpoints != n.endpoints {
+            if o.policy == Policy::Ketama {
+                return Err(ConfigError {
+                    field: format!("cluster[{i}].endpoints"),
+                    reason: "a ketama cluster's shards change only with a restart (it moves keys)"
+                        .to_string(),
+                });
+            }
+            changed.push((n.name.clone(), n.endpoints.clone()));
+        }
+    }
+    Ok(changed)
+}
+
+async fn reload(
+    running: &Mutex<Config>,
+    runtime: &Handle,
+    new: Config,
+) -> Result<usize, ConfigError> {
+    let changed = {
+        let old = sheave_core::sync::lock(running);
+        plan(&old, &new)?
+    };
+    for thread in 0..runtime.threads() {
+        let changed = changed.clone();
+        let _ = runtime
+            .spawn_with(thread, move || async move {
+                for (name, endpoints) in &changed {
+                    crate::discovery::reload_endpoints(name, endpoints).await;
+                }
+            })
+            .await;
+    }
+    *sheave_core::sync::lock(running) = new;
+    Ok(changed.len())
 }
 
 type Serving = sheave_core::JoinHandle<io::Result<()>>;

@@ -14,7 +14,9 @@
 //! on the sender) and memory stays at two buffers per connection. When one side sends its
 //! FIN (a read of 0), the proxy shuts down the write side towards the other and keeps the
 //! other direction going: a client that half-closes still gets its whole answer. A
-//! connection with no byte in either direction for `idle_timeout` is closed.
+//! connection with no byte in either direction for `idle_timeout` is closed. On a drain,
+//! spliced connections are left to finish for the server's drain timeout (10 s), then
+//! dropped.
 //!
 //! ```
 //! use sheave_proxy::{Proxy, config::Config};
