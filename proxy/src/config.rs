@@ -177,7 +177,11 @@ pub struct Cluster {
     /// `discovery_interval`; changes apply live (see [`discovery`](crate::discovery)).
     #[serde(default)]
     pub endpoints_file: Option<std::path::PathBuf>,
-    /// How often `endpoints_file` is read (default 1 s).
+    /// TCP and HTTP: a `host:port` whose addresses (every one the resolver gives) are
+    /// endpoints too, resolved again every `discovery_interval` on a resolver thread.
+    #[serde(default)]
+    pub dns: Option<String>,
+    /// How often `endpoints_file` is read and `dns` resolved (default 1 s).
     #[serde(default = "discovery_interval", deserialize_with = "duration")]
     pub discovery_interval: Duration,
     /// How requests are spread (default `ketama`).
@@ -533,11 +537,29 @@ impl Cluster {
     fn validate(&self, at: &str) -> Result<(), ConfigError> {
         let at = |field: &str| format!("{at}.{field}");
         plain_name(&at("name"), &self.name)?;
+        if let Some(dns) = &self.dns {
+            if self.policy == Policy::Ketama {
+                return Err(refuse(
+                    at("dns"),
+                    "a ketama cluster's shards are a static list; dns discovery is for \
+                     p2c-peak-ewma and round-robin clusters",
+                ));
+            }
+            match dns.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+                Some((host, Ok(port))) if !host.is_empty() && port != 0 => {}
+                _ => {
+                    return Err(refuse(
+                        at("dns"),
+                        format!("{dns:?} is not host:port (a name and a port to connect to)"),
+                    ));
+                }
+            }
+        }
         match (&self.endpoints_file, self.policy) {
-            (None, _) if self.endpoints.is_empty() => {
+            (None, _) if self.endpoints.is_empty() && self.dns.is_none() => {
                 return Err(refuse(
                     at("endpoints"),
-                    "at least one endpoint is needed (or an endpoints_file)",
+                    "at least one endpoint is needed (or an endpoints_file, or dns)",
                 ));
             }
             (Some(_), Policy::Ketama) => {

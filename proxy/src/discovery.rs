@@ -1,6 +1,7 @@
 //! Where a balanced (TCP or HTTP) cluster's endpoints come from: the static list of the
-//! config (which a reload may change: [`reload_endpoints`]), and an endpoints file re-read
-//! every `discovery_interval`.
+//! config (which a reload may change: [`reload_endpoints`]), an endpoints file re-read
+//! every `discovery_interval`, and a DNS name resolved as often (every address it has is an
+//! endpoint; the kit's [`discover::dns`], on a resolver thread).
 //!
 //! The file holds one `host:port` a line (`#` starts a comment; blank lines are skipped).
 //! Each re-read that differs from the last is diffed against the endpoints it gave before,
@@ -100,13 +101,26 @@ pub fn changes(cluster: &config::Cluster) -> Changes {
             current: Rc::new(RefCell::new(initial)),
         });
     });
-    let Some(path) = cluster.endpoints_file.clone() else {
-        return Box::pin(fixed.chain(reloads));
-    };
-    let (publisher, file) = discover::channel(64);
-    let (name, interval) = (cluster.name.clone(), cluster.discovery_interval);
-    drop(sheave_core::spawn(watch(path, name, interval, publisher)));
-    Box::pin(fixed.chain(futures::stream::select(reloads, file)))
+    let mut live: Changes = Box::pin(reloads);
+    if let Some(path) = cluster.endpoints_file.clone() {
+        let (publisher, file) = discover::channel(64);
+        let (name, interval) = (cluster.name.clone(), cluster.discovery_interval);
+        drop(sheave_core::spawn(watch(path, name, interval, publisher)));
+        live = Box::pin(futures::stream::select(live, file));
+    }
+    if let Some((host, port)) = cluster
+        .dns
+        .as_deref()
+        .and_then(|d| d.rsplit_once(':'))
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+    {
+        let resolved = discover::dns(host, port, cluster.discovery_interval).map(|c| match c {
+            Change::Insert(addr, _) => Change::Insert(addr.to_string(), (addr.to_string(), addr)),
+            Change::Remove(addr) => Change::Remove(addr.to_string()),
+        });
+        live = Box::pin(futures::stream::select(live, resolved));
+    }
+    Box::pin(fixed.chain(live))
 }
 
 /// Gives every balancer of cluster `name` on this runtime thread the config endpoints

@@ -364,7 +364,7 @@ impl Snapshot {
             &mut out,
             "sheave_proxy_endpoint_ejections_total",
             "counter",
-            "Times an endpoint was ejected.",
+            "Times a ketama shard was taken off the ring (the balancer's own ejections of tcp and http endpoints are not exported yet).",
         );
         for (c, t) in &self.clusters {
             for (e, m) in &t.endpoints {
@@ -379,7 +379,7 @@ impl Snapshot {
             &mut out,
             "sheave_proxy_endpoint_ejected",
             "gauge",
-            "Runtime threads on which the endpoint is ejected now.",
+            "Runtime threads on which the ketama shard is off the ring now.",
         );
         for (c, t) in &self.clusters {
             for (e, m) in &t.endpoints {

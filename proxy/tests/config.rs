@@ -149,6 +149,12 @@ fn a_bad_config_is_refused_with_the_field_and_why() {
         "a ketama cluster's shards are a static list",
     );
     refused(
+        r#""127.0.0.1:6380"]"#,
+        "\"127.0.0.1:6380\"]\ndns = \"backends:80\"",
+        "cluster[0].dns",
+        "a ketama cluster",
+    );
+    refused(
         "[[listener]]",
         "[admin]\naddress = \"0.0.0.0:9901\"\n[[listener]]",
         "admin.address",

@@ -90,3 +90,30 @@ fn endpoints_follow_the_file_and_a_removed_one_gets_nothing_more() {
         "{names:?}"
     );
 }
+
+#[test]
+fn a_dns_name_gives_its_addresses_as_endpoints() {
+    let a = named("a");
+    let proxy = support::proxy(&format!(
+        r#"
+        [[listener]]
+        name = "l4"
+        address = "127.0.0.1:0"
+        protocol = "tcp"
+        cluster = "tier"
+
+        [[cluster]]
+        name = "tier"
+        policy = "round-robin"
+        dns = "localhost:{}"
+        discovery_interval = "100ms"
+        "#,
+        a.port()
+    ));
+    let addr = proxy.addr("l4").unwrap();
+    // localhost may also resolve to ::1, where nothing listens: those connects are refused
+    // and retried on the other address, so every connection still reaches the backend.
+    for _ in 0..20 {
+        assert_eq!(who(addr), "a");
+    }
+}
