@@ -26,11 +26,15 @@
 //!
 //! **HTTP.** `wrk -t1 -c64 -d5s --latency` (on core 1) through each proxy (on core 0) to two
 //! sheave-http hello backends (one thread each, on core 1), interleaved round by round:
-//! sheave-proxy (`threads = 1`, p2c over peak-EWMA, keep-alive pools) against nginx
+//! sheave-proxy (`threads = 1`, p2c over peak-EWMA, keep-alive pools of up to 1,024
+//! connections per backend, as nginx opens what it needs) against nginx
 //! (`worker_processes 1`, `master_process off`, an `upstream` with `keepalive 64`,
 //! `proxy_http_version 1.1`). Reported: req/s (median over rounds), proxy CPU per request and
 //! wrk's p99 (median over rounds). Targets: ≥ 1.2× nginx's rate, ≤ 0.8× its CPU per request,
-//! p99 ≤ nginx's.
+//! p99 ≤ nginx's. Then HTTP/2 downstream: `h2load -c16 -m100 -n100000` (prior knowledge; nginx
+//! 1.22 takes it on a second `listen ... http2` port, with `keepalive_requests` raised so it
+//! does not close each connection after 1,000 requests), HTTP/1.1 upstream. Every request
+//! must succeed, or the bench fails. Target ≥ 1.2×.
 
 use sheave_benches::print_table;
 use std::io::{BufRead, BufReader};
@@ -346,21 +350,26 @@ fn spawn_listening(core: &str, program: &Path, args: &[&str], port: u16) -> Proc
     panic!("{} did not listen on {addr}", program.display());
 }
 
-fn start_http_proxy(proxy: &str, dir: &Path, backends: &[Process]) -> Process {
+/// Starts `proxy` in front of `backends`; returns it and where it takes HTTP/2 with prior
+/// knowledge (sheave: the same port; nginx 1.22: a second `listen ... http2` port).
+fn start_http_proxy(proxy: &str, dir: &Path, backends: &[Process]) -> (Process, SocketAddr) {
     let port = free_port();
+    let h2_port = free_port();
     if proxy == "sheave" {
         let endpoints: Vec<String> = backends.iter().map(|s| format!("\"{}\"", s.addr)).collect();
         let config = dir.join("sheave-http.toml");
         std::fs::write(
             &config,
             format!(
-                "threads = 1\n[[listener]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"http\"\ncluster = \"hello\"\n\n[[cluster]]\nname = \"hello\"\npolicy = \"p2c-peak-ewma\"\npool_size = 64\nendpoints = [{}]\n",
+                "threads = 1\n[[listener]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\nprotocol = \"http\"\ncluster = \"hello\"\n\n[[cluster]]\nname = \"hello\"\npolicy = \"p2c-peak-ewma\"\npool_size = 1024\nendpoints = [{}]\n",
                 endpoints.join(", ")
             ),
         )
         .unwrap();
         let exe = std::env::current_exe().unwrap();
-        spawn_listening("0", &exe, &["serve-proxy", config.to_str().unwrap()], port)
+        let process = spawn_listening("0", &exe, &["serve-proxy", config.to_str().unwrap()], port);
+        let h2 = process.addr;
+        (process, h2)
     } else {
         let servers: String = backends
             .iter()
@@ -371,18 +380,52 @@ fn start_http_proxy(proxy: &str, dir: &Path, backends: &[Process]) -> Process {
         std::fs::write(
             &config,
             format!(
-                "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/nginx-error.log;\npid {d}/nginx.pid;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream hello {{\n{servers}    keepalive 64;\n  }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://hello;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+                "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/nginx-error.log;\npid {d}/nginx.pid;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream hello {{\n{servers}    keepalive 64;\n  }}\n  server {{\n    listen 127.0.0.1:{port};\n    listen 127.0.0.1:{h2_port} http2;\n    keepalive_requests 10000000;\n    location / {{\n      proxy_pass http://hello;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
             ),
         )
         .unwrap();
         let conf = config.to_str().unwrap().to_string();
-        spawn_listening(
+        let process = spawn_listening(
             "0",
             Path::new("/usr/sbin/nginx"),
             &["-c", &conf, "-p", dir.to_str().unwrap()],
             port,
-        )
+        );
+        (process, SocketAddr::from(([127, 0, 0, 1], h2_port)))
     }
+}
+
+/// `h2load -c16 -m100 -n 100000` (HTTP/2 prior knowledge) on core 1: (requests, req/s).
+fn h2load(addr: SocketAddr) -> Option<(f64, f64)> {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "h2load", "-c", "16", "-m", "100", "-n", "100000"])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(" 0 failed, 0 errored"),
+        "h2load saw failures through {addr}: {text}"
+    );
+    let succeeded: f64 = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))?
+        .split(", ")
+        .find(|f| f.ends_with("succeeded"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let rate: f64 = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))?
+        .split(", ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((succeeded, rate))
 }
 
 /// `wrk -t1 -c64` on core 1: (requests, req/s, p99 in µs).
@@ -462,9 +505,28 @@ fn http() {
     // (rates, p99s, CPU ticks, requests) per proxy
     let mut results: Vec<(Vec<f64>, Vec<f64>, u64, f64)> =
         vec![(Vec::new(), Vec::new(), 0, 0.0); 2];
+    // HTTP/2 downstream: (rates, CPU ticks, requests) per proxy
+    let mut h2: Vec<(Vec<f64>, u64, f64)> = vec![(Vec::new(), 0, 0.0); 2];
+    let have_h2load = Command::new("h2load").arg("--version").output().is_ok();
+    if !have_h2load {
+        eprintln!("proxy bench (http/2) skipped: needs h2load (apt-get install nghttp2-client)");
+    }
     for round in 0..rounds {
         for (p, proxy) in proxies.iter().enumerate() {
-            let mut child = start_http_proxy(proxy, &dir, &backends);
+            let (mut child, h2_addr) = start_http_proxy(proxy, &dir, &backends);
+            if have_h2load {
+                let before = cpu_ticks(child.pid);
+                let (requests, rate) =
+                    h2load(h2_addr).unwrap_or_else(|| panic!("h2load through {proxy} failed"));
+                let ticks = cpu_ticks(child.pid) - before;
+                eprintln!(
+                    "round {round} h2 {proxy}: {rate:.0} req/s, {:.2} µs CPU/req",
+                    ticks as f64 * 10_000.0 / requests
+                );
+                h2[p].0.push(rate);
+                h2[p].1 += ticks;
+                h2[p].2 += requests;
+            }
             let before = cpu_ticks(child.pid);
             let (requests, rate, p99) = wrk(child.addr, secs);
             let ticks = cpu_ticks(child.pid) - before;
@@ -514,4 +576,34 @@ fn http() {
         ],
         &rows,
     );
+    if have_h2load {
+        let (base_rate, base_cpu) = (median(&h2[0].0), h2[0].1 as f64 / h2[0].2);
+        let rows: Vec<Vec<String>> = proxies
+            .iter()
+            .zip(&h2)
+            .map(|(proxy, r)| {
+                let (rate, cpu) = (median(&r.0), r.1 as f64 / r.2);
+                vec![
+                    proxy.to_string(),
+                    format!("{:.0}k", rate / 1e3),
+                    format!("{:.2}", base_rate / rate),
+                    format!("{:.2} µs", cpu * 10_000.0),
+                    format!("{:.2}", base_cpu / cpu),
+                ]
+            })
+            .collect();
+        println!(
+            "\nh2load -c16 -m100 -n100000 (HTTP/2 downstream, HTTP/1.1 upstream) through a proxy, {rounds} rounds"
+        );
+        print_table(
+            &[
+                "proxy",
+                "req/s",
+                "sheave ÷ proxy",
+                "proxy CPU / req",
+                "sheave CPU ÷ proxy",
+            ],
+            &rows,
+        );
+    }
 }

@@ -216,7 +216,9 @@ pub struct Cluster {
     /// HTTP: the version spoken upstream (default `"1.1"`).
     #[serde(default = "http_version")]
     pub http_version: HttpVersion,
-    /// HTTP/1.1: keep-alive connections per endpoint and thread, at most (default 32).
+    /// HTTP/1.1: connections per endpoint and thread, at most (default 256): requests in
+    /// flight to one endpoint beyond it wait for a connection (and past 1,024 waiting, are
+    /// shed with a 503).
     #[serde(default = "pool_size")]
     pub pool_size: usize,
     /// Retries of idempotent requests.
@@ -789,7 +791,7 @@ fn http_version() -> HttpVersion {
     HttpVersion::Http1
 }
 fn pool_size() -> usize {
-    32
+    256
 }
 fn one() -> usize {
     1
