@@ -392,3 +392,116 @@ fn a_shard_killed_mid_run_costs_no_idempotent_read() {
     assert_eq!(conn.cmd(&["SET", &key, "again"]), Frame::ok());
     assert_eq!(conn.cmd(&["GET", &key]), bulk("again"));
 }
+
+/// A chaos proxy (the kit's Toxiproxy) in front of `upstream`, on its own runtime thread.
+fn chaos_in_front_of(
+    upstream: std::net::SocketAddr,
+) -> (std::net::SocketAddr, sheave_proto::chaos::ChaosHandle) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        sheave_core::Runtime::new().unwrap().block_on(async move {
+            let proxy =
+                sheave_proto::chaos::ChaosProxy::bind("127.0.0.1:0".parse().unwrap(), upstream)
+                    .unwrap();
+            tx.send((proxy.local_addr(), proxy.handle())).unwrap();
+            proxy.run().await;
+        })
+    });
+    rx.recv().unwrap()
+}
+
+#[test]
+fn a_shard_that_hangs_mid_run_costs_no_idempotent_read() {
+    if !have("redis-server", "redis-server") {
+        return;
+    }
+    let shards = shards(3);
+    // The third shard is reached through a chaos proxy, which will blackhole it: its
+    // connections stay open and nothing comes back (a hung host, not a dead one).
+    let (hung_addr, chaos) = chaos_in_front_of(shards[2].addr);
+    let endpoints = format!(
+        "[\"{}\", \"{}\", \"{hung_addr}\"]",
+        shards[0].addr, shards[1].addr
+    );
+    let proxy = proxy(&format!(
+        r#"
+        [[listener]]
+        name = "redis"
+        address = "127.0.0.1:0"
+        protocol = "resp"
+        cluster = "cache"
+
+        [[cluster]]
+        name = "cache"
+        endpoints = {endpoints}
+        hash = "md5"
+        try_timeout = "100ms"
+        request_timeout = "3s"
+        [cluster.retry]
+        max_attempts = 5
+        [cluster.ejection]
+        consecutive_failures = 2
+        base = "30s"
+        "#
+    ));
+    let addr = proxy.addr("redis").unwrap();
+    let mut conn = Conn::open(addr);
+    for i in 0..100 {
+        assert_eq!(conn.cmd(&["SET", &format!("h{i}"), "v"]), Frame::ok());
+    }
+    let names = [
+        shards[0].addr.to_string(),
+        shards[1].addr.to_string(),
+        hung_addr.to_string(),
+    ];
+    let servers: Vec<(&str, u32)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+    let ring = Ring::new(&servers, KeyHash::Md5, None);
+    let on_hung: Vec<String> = (0..100)
+        .map(|i| format!("h{i}"))
+        .filter(|k| ring.shard(k.as_bytes()) == 2)
+        .collect();
+    assert!(!on_hung.is_empty(), "no key on the shard to hang");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|r| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                let (mut reads, mut failures, mut after) = (0u64, Vec::new(), 0);
+                let mut round = 0;
+                // Runs until 20 rounds after the hang was switched on.
+                while after < 20 && round < 100_000 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        after += 1;
+                    }
+                    let cmds: Vec<Frame> = (0..10)
+                        .map(|j| {
+                            Frame::command(["GET", &format!("h{}", (r * 25 + j + round) % 100)])
+                        })
+                        .collect();
+                    conn.send(&cmds);
+                    for _ in 0..10 {
+                        match conn.reply() {
+                            Frame::Bulk(_) | Frame::Null => reads += 1,
+                            other => failures.push(other),
+                        }
+                    }
+                    round += 1;
+                }
+                (reads, failures)
+            })
+        })
+        .collect();
+    let mut probe = Conn::open(addr);
+    assert_eq!(probe.cmd(&["GET", "h1"]), bulk("v"));
+    chaos.set(sheave_proto::chaos::Toxics::none().blackhole());
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for reader in readers {
+        let (reads, failures) = reader.join().unwrap();
+        assert!(failures.is_empty(), "failed reads: {failures:?}");
+        assert!(reads >= 200, "{reads} reads");
+    }
+    // The hung shard is off the ring: its keys are misses on their new shard, at once.
+    assert_eq!(conn.cmd(&["GET", &on_hung[0]]), Frame::Null);
+    chaos.stop();
+}
