@@ -427,3 +427,52 @@ fn upstream_connections_are_kept_alive_and_reused() {
         "{n} upstream connections for 200 sequential requests"
     );
 }
+
+#[test]
+fn a_backend_hung_mid_run_fails_no_idempotent_request() {
+    let a = backend("a");
+    let b = backend("b");
+    // b is reached through the kit's chaos proxy, which will blackhole it (a hung host).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let upstream = b.addr;
+    std::thread::spawn(move || {
+        Runtime::new().unwrap().block_on(async move {
+            let chaos =
+                sheave_proto::chaos::ChaosProxy::bind("127.0.0.1:0".parse().unwrap(), upstream)
+                    .unwrap();
+            tx.send((chaos.local_addr(), chaos.handle())).unwrap();
+            chaos.run().await;
+        })
+    });
+    let (hung, chaos) = rx.recv().unwrap();
+    let proxy = support::proxy(&config(
+        &[(
+            "pair",
+            &[a.addr, hung],
+            "try_timeout = \"200ms\"\nrequest_timeout = \"3s\"\n[cluster.ejection]\nconsecutive_failures = 2\nbase = \"30s\"",
+        )],
+        "",
+    ));
+    let conn = TcpStream::connect(proxy.addr("web").unwrap()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    let mut served = std::collections::BTreeMap::new();
+    for i in 0..300 {
+        if i == 50 {
+            chaos.set(sheave_proto::chaos::Toxics::none().blackhole());
+        }
+        conn.write_all(b"GET /n HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let (status, body) = read_response(&mut reader);
+        assert_eq!(status, 200, "request {i}: {body}");
+        *served
+            .entry(body.split(' ').next().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    // Before the hang both served; after it, a alone.
+    assert!(served.get("b").copied().unwrap_or(0) >= 10, "{served:?}");
+    assert!(served["a"] >= 250, "{served:?}");
+    chaos.stop();
+}
