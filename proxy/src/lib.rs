@@ -39,6 +39,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod discovery;
 pub mod http;
 pub mod ketama;
 pub mod md5;
