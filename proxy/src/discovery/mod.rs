@@ -1,9 +1,9 @@
-//! Discovery sources for the proxy's clusters, beyond the static list: a [`file`] of
+//! Discovery sources for the proxy's clusters, beyond the static list: a [`file`](mod@file) of
 //! endpoints re-read when it changes, and [`etcd`] through its v3 JSON gateway.
 //!
 //! Both are `futures::Stream`s of
 //! [`sheave_middleware::discover::Change`]`<String, Endpoint>` — exactly what
-//! [`Balance::builder().build(..)`](sheave_middleware::balance::Builder::build) takes — and
+//! [`Balance::builder().build(..)`](sheave_middleware::balance::BalanceBuilder::build) takes — and
 //! yield **diffs only**: an `Insert` for an endpoint that is new or whose [`Endpoint`] changed,
 //! a `Remove` for one that is gone. The key is the endpoint's name (its `host:port` unless the
 //! source names it), so the balancer tracks endpoints by name and a removal never hits the
