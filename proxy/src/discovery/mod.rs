@@ -35,12 +35,67 @@
 pub mod etcd;
 pub mod file;
 
-pub use etcd::{Etcd, EtcdDiscovery};
+pub use etcd::{Etcd, EtcdDiscovery, EtcdError};
 pub use file::{FileDiscovery, FileError};
 
-use sheave_middleware::discover::Change;
+use futures::Stream;
+use sheave_middleware::discover::{self, Change, Dns, Fixed};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Any of a cluster's discovery sources as one type, so a cluster stack built over it does not
+/// depend on which source the config names.
+///
+/// ```
+/// use futures::StreamExt;
+/// use sheave_middleware::discover::Change;
+/// use sheave_proxy::discovery::{Discovery, Endpoint};
+///
+/// let at = Endpoint { address: "127.0.0.1:6379".parse().unwrap(), weight: 1 };
+/// let changes = Discovery::fixed([("a".to_string(), at)]);
+/// let all: Vec<_> = futures::executor::block_on(changes.collect());
+/// assert_eq!(all, vec![Change::Insert("a".to_string(), at)]);
+/// ```
+#[derive(Debug)]
+pub enum Discovery {
+    /// A static list (the config's `endpoints`), inserted once.
+    Fixed(Fixed<String, Endpoint>),
+    /// A file re-read when it changes.
+    File(FileDiscovery),
+    /// A host name resolved every interval: each address is an endpoint named
+    /// `ip:port`, of weight 1.
+    Dns(Dns),
+    /// The keys under a prefix in etcd.
+    Etcd(EtcdDiscovery),
+}
+
+impl Discovery {
+    /// A static list of named endpoints.
+    pub fn fixed(endpoints: impl IntoIterator<Item = (String, Endpoint)>) -> Discovery {
+        Discovery::Fixed(discover::fixed(endpoints))
+    }
+}
+
+impl Stream for Discovery {
+    type Item = Change<String, Endpoint>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            Discovery::Fixed(s) => Pin::new(s).poll_next(cx),
+            Discovery::File(s) => Pin::new(s).poll_next(cx),
+            Discovery::Etcd(s) => Pin::new(s).poll_next(cx),
+            Discovery::Dns(s) => Pin::new(s).poll_next(cx).map(|change| {
+                change.map(|change| match change {
+                    Change::Insert(address, _) => {
+                        Change::Insert(default_name(address), Endpoint { address, weight: 1 })
+                    }
+                    Change::Remove(address) => Change::Remove(default_name(address)),
+                })
+            }),
+        }
+    }
+}
 
 /// Where an endpoint is and how much of the load it takes: the target of a discovery
 /// [`Change`].
