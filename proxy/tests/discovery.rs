@@ -254,6 +254,42 @@ fn etcd_changes_arrive_one_watch_event_each_and_a_restart_resyncs() {
     });
 }
 
+#[test]
+fn a_watch_message_over_the_bound_ends_the_watch_and_the_source_re_ranges() {
+    if !have_etcd() {
+        return;
+    }
+    let server = EtcdServer::start();
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let registry = server.client;
+        etcd::put(registry, "/services/web/a", "127.0.0.1:7001")
+            .await
+            .unwrap();
+        let mut changes = Etcd::new(vec![registry], "/services/web/")
+            .backoff(Backoff::exponential(
+                Duration::from_millis(20),
+                Duration::from_millis(200),
+            ))
+            .max_message(1024)
+            .build()
+            .unwrap();
+        assert_eq!(next(&mut changes).await, insert("a", 7001, 1));
+        // Some 5 KiB of base64 in one event: the watch refuses to buffer it and ends.
+        let big = "x".repeat(4000);
+        etcd::put(registry, "/services/web/big", &big)
+            .await
+            .unwrap();
+        etcd::put(registry, "/services/web/b", "127.0.0.1:7002")
+            .await
+            .unwrap();
+        // Whether b comes from the re-range or from the new watch, it comes, and alone.
+        assert_eq!(next(&mut changes).await, insert("b", 7002, 1));
+        assert_eq!(started(registry, "Range").await, 2, "one re-range");
+        assert_eq!(started(registry, "Watch").await, 2);
+    });
+}
+
 /// A loopback HTTP server counting the requests it answers.
 fn counting_server(count: Arc<AtomicUsize>) -> (SocketAddr, ServerHandle) {
     let server = Server::bind("127.0.0.1:0".parse().unwrap())

@@ -475,7 +475,7 @@ impl Watch {
             };
             self.buf.extend_from_slice(&data);
             if data.contains(&b'}') {
-                split(&mut self.buf, &mut self.results)?;
+                split(&mut self.buf, &mut self.results, max_message)?;
             }
             if self.buf.len() > max_message {
                 return Err(EtcdError::new(format!(
@@ -486,14 +486,23 @@ impl Watch {
     }
 }
 
-/// Takes every complete JSON message off the front of `buf`.
-fn split(buf: &mut Vec<u8>, results: &mut VecDeque<WatchResult>) -> Result<(), EtcdError> {
+/// Takes every complete JSON message off the front of `buf`; one over `max` bytes is an
+/// error (the rest of `buf`, not complete yet, is bounded by the caller).
+fn split(
+    buf: &mut Vec<u8>,
+    results: &mut VecDeque<WatchResult>,
+    max: usize,
+) -> Result<(), EtcdError> {
     let mut messages = serde_json::Deserializer::from_slice(buf).into_iter::<WatchMessage>();
     let mut used = 0;
     loop {
         match messages.next() {
             Some(Ok(message)) => {
-                used = messages.byte_offset();
+                let end = messages.byte_offset();
+                if end - used > max {
+                    return Err(EtcdError::new(format!("a watch message over {max} bytes")));
+                }
+                used = end;
                 if let Some(error) = message.error {
                     return Err(EtcdError::new(format!(
                         "etcd says: {} (grpc code {})",
@@ -732,9 +741,9 @@ mod tests {
         for cut in 0..stream.len() {
             let (mut buf, mut results) = (Vec::new(), VecDeque::new());
             buf.extend_from_slice(&stream[..cut]);
-            split(&mut buf, &mut results).unwrap();
+            split(&mut buf, &mut results, 1024).unwrap();
             buf.extend_from_slice(&stream[cut..]);
-            split(&mut buf, &mut results).unwrap();
+            split(&mut buf, &mut results, 1024).unwrap();
             assert!(buf.iter().all(u8::is_ascii_whitespace), "cut at {cut}");
             assert_eq!(results.len(), 2, "cut at {cut}");
             assert!(results[0].created);
@@ -748,10 +757,16 @@ mod tests {
     fn a_gateway_error_or_garbage_ends_the_watch() {
         let mut results = VecDeque::new();
         let mut buf = br#"{"error":{"grpc_code":9,"message":"etcdserver: mvcc: required revision has been compacted"}}"#.to_vec();
-        let e = split(&mut buf, &mut results).unwrap_err();
+        let e = split(&mut buf, &mut results, 1024).unwrap_err();
         assert!(e.to_string().contains("compacted"), "{e}");
         let mut buf = b"<html>".to_vec();
-        assert!(split(&mut buf, &mut results).is_err());
+        assert!(split(&mut buf, &mut results, 1024).is_err());
+        let mut buf = br#"{"result":{"events":[]}} {"result":{"events":[]}}"#.to_vec();
+        split(&mut buf, &mut results, 26).unwrap();
+        assert_eq!(results.len(), 2, "each message is under its bound");
+        let mut buf = br#"{"result":{"events":[]}}"#.to_vec();
+        let e = split(&mut buf, &mut results, 23).unwrap_err();
+        assert_eq!(e.to_string(), "a watch message over 23 bytes");
     }
 
     #[test]
