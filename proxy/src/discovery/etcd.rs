@@ -346,7 +346,7 @@ impl Worker {
             .map_err(|e| EtcdError::new(format!("a range answer that is not etcd's: {e}")))?;
         let mut next = Endpoints::new();
         for kv in &answer.kvs {
-            if let Some((name, Some(endpoint))) = self.entry(kv) {
+            if let Some((name, Some(endpoint))) = self.entry(kv, false) {
                 next.insert(name, endpoint);
             }
         }
@@ -382,12 +382,10 @@ impl Worker {
 
     /// Applies one watch event to the known set, queueing the change it makes.
     fn apply(&mut self, event: &Event) {
-        let Some((name, endpoint)) = self.entry(&event.kv) else {
+        // PUT is the default type, so the gateway leaves it out.
+        let deleted = event.kind == "DELETE";
+        let Some((name, endpoint)) = self.entry(&event.kv, deleted) else {
             return;
-        };
-        let endpoint = match event.kind.as_str() {
-            "DELETE" => None,
-            _ => endpoint, // PUT: the default, so the gateway leaves it out
         };
         match endpoint {
             Some(endpoint) => {
@@ -404,9 +402,9 @@ impl Worker {
         }
     }
 
-    /// A key-value's endpoint name, and its endpoint (`None` for a value that is not one,
-    /// logged). `None` altogether for a key that names no endpoint.
-    fn entry(&self, kv: &Kv) -> Option<(String, Option<Endpoint>)> {
+    /// A key-value's endpoint name, and its endpoint (`None` when `deleted`, or for a value
+    /// that is not one, logged). `None` altogether for a key that names no endpoint.
+    fn entry(&self, kv: &Kv, deleted: bool) -> Option<(String, Option<Endpoint>)> {
         let prefix = &self.config.prefix;
         let key = match decode(&kv.key).map(String::from_utf8) {
             Some(Ok(key)) => key,
@@ -422,7 +420,7 @@ impl Worker {
         }
         let value = decode(&kv.value).and_then(|v| String::from_utf8(v).ok());
         let endpoint = match value.as_deref().map(parse_endpoint) {
-            _ if kv.value.is_empty() => None, // a DELETE's kv has no value
+            _ if deleted => None,
             Some(Ok(Some((given, endpoint)))) if given == default_name(endpoint.address) => {
                 Some(endpoint)
             }
