@@ -41,6 +41,7 @@
 pub mod admin;
 pub mod config;
 pub mod discovery;
+pub mod sources;
 pub mod http;
 pub mod ketama;
 pub mod md5;
