@@ -173,14 +173,20 @@ pub struct Cluster {
     /// Its endpoints (a static list): `"host:port"`, or `{ address, weight, name }`.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
-    /// TCP and HTTP: a file of more endpoints, one `host:port` a line, re-read every
-    /// `discovery_interval`; changes apply live (see [`discovery`](crate::discovery)).
+    /// TCP and HTTP: a file of more endpoints, one `ADDRESS [weight=N] [name=NAME]` a line,
+    /// re-read every `discovery_interval`; changes apply live (see
+    /// [`discovery::file`](crate::discovery::file)). It must be readable at start.
     #[serde(default)]
     pub endpoints_file: Option<std::path::PathBuf>,
     /// TCP and HTTP: a `host:port` whose addresses (every one the resolver gives) are
     /// endpoints too, resolved again every `discovery_interval` on a resolver thread.
     #[serde(default)]
     pub dns: Option<String>,
+    /// TCP and HTTP: endpoints registered in etcd under a prefix, watched live
+    /// (`etcd = { members = ["127.0.0.1:2379"], prefix = "/services/web/" }`; see
+    /// [`discovery::etcd`](crate::discovery::etcd)).
+    #[serde(default)]
+    pub etcd: Option<EtcdSource>,
     /// How often `endpoints_file` is read and `dns` resolved (default 1 s).
     #[serde(default = "discovery_interval", deserialize_with = "duration")]
     pub discovery_interval: Duration,
@@ -227,6 +233,20 @@ pub struct Cluster {
     /// Outlier ejection.
     #[serde(default)]
     pub ejection: Ejection,
+}
+
+/// A cluster's `etcd` table: each key `PREFIX NAME` holding `ADDRESS [weight=N]` is endpoint
+/// `NAME`; puts and deletes apply as their watch event arrives.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSource {
+    /// The etcd members' client addresses (their v3 JSON gateway), tried in turn.
+    pub members: Vec<SocketAddr>,
+    /// The key prefix, like `/services/web/`.
+    pub prefix: String,
+    /// How long a range request may take (default 5 s).
+    #[serde(default = "etcd_timeout", deserialize_with = "duration")]
+    pub request_timeout: Duration,
 }
 
 /// `[cluster.retry]`: idempotent requests are retried within a budget.
@@ -557,11 +577,40 @@ impl Cluster {
                 }
             }
         }
+        if let Some(etcd) = &self.etcd {
+            if self.policy == Policy::Ketama {
+                return Err(refuse(
+                    at("etcd"),
+                    "a ketama cluster's shards are a static list (a shard that comes and goes \
+                     moves keys); etcd discovery is for p2c-peak-ewma and round-robin clusters",
+                ));
+            }
+            if etcd.members.is_empty() {
+                return Err(refuse(
+                    at("etcd.members"),
+                    "at least one etcd member is needed",
+                ));
+            }
+            if let Some(j) = etcd.members.iter().position(|m| m.port() == 0) {
+                return Err(refuse(
+                    at(&format!("etcd.members[{j}]")),
+                    "port 0 is not a port one can connect to",
+                ));
+            }
+            if etcd.prefix.is_empty() {
+                return Err(refuse(
+                    at("etcd.prefix"),
+                    "must not be empty (an empty prefix would take every key in etcd)",
+                ));
+            }
+            nonzero(&at("etcd.request_timeout"), etcd.request_timeout)?;
+            crate::discovery::etcd_source(etcd).map_err(|e| refuse(at("etcd"), e.to_string()))?;
+        }
         match (&self.endpoints_file, self.policy) {
-            (None, _) if self.endpoints.is_empty() && self.dns.is_none() => {
+            (None, _) if self.endpoints.is_empty() && self.dns.is_none() && self.etcd.is_none() => {
                 return Err(refuse(
                     at("endpoints"),
-                    "at least one endpoint is needed (or an endpoints_file, or dns)",
+                    "at least one endpoint is needed (or an endpoints_file, dns or etcd)",
                 ));
             }
             (Some(_), Policy::Ketama) => {
@@ -574,6 +623,11 @@ impl Cluster {
             _ => {}
         }
         nonzero(&at("discovery_interval"), self.discovery_interval)?;
+        if let Some(path) = &self.endpoints_file {
+            // Read now, so a missing or bad file stops the start with its line named.
+            crate::discovery::FileDiscovery::open(path, self.discovery_interval)
+                .map_err(|e| refuse(at("endpoints_file"), e.to_string()))?;
+        }
         let mut labels = HashSet::new();
         for (j, e) in self.endpoints.iter().enumerate() {
             if e.address().port() == 0 {
@@ -781,6 +835,9 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+fn etcd_timeout() -> Duration {
+    Duration::from_secs(5)
+}
 fn discovery_interval() -> Duration {
     Duration::from_secs(1)
 }

@@ -9,7 +9,7 @@
 //! - [`http`]: the HTTP proxy: h1 and h2c both ways, routes by host and path prefix,
 //!   hop-by-hop headers removed, `X-Forwarded-For` and `Via`, 502/503/504;
 //! - [`tcp`]: the L4 proxy: balanced, bounded buffers each way, half-close, idle timeout;
-//! - [`discovery`]: endpoints from the config and from a file re-read as it changes;
+//! - [`discovery`]: endpoints from the config, a file re-read as it changes, DNS, and etcd;
 //! - [`admin`]: `/metrics`, `/endpoints`, `/healthz`, `/drain`;
 //! - [`metrics`]: per-thread counters, merged at scrape time into the Prometheus text format;
 //! - [`Proxy`]: starts a config's listeners and stops them.
@@ -41,7 +41,6 @@
 pub mod admin;
 pub mod config;
 pub mod discovery;
-pub mod sources;
 pub mod http;
 pub mod ketama;
 pub mod md5;

@@ -155,11 +155,86 @@ fn a_bad_config_is_refused_with_the_field_and_why() {
         "a ketama cluster",
     );
     refused(
+        r#""127.0.0.1:6380"]"#,
+        "\"127.0.0.1:6380\"]\netcd = { members = [\"127.0.0.1:2379\"], prefix = \"/s/\" }",
+        "cluster[0].etcd",
+        "a ketama cluster's shards are a static list",
+    );
+    refused(
         "[[listener]]",
         "[admin]\naddress = \"0.0.0.0:9901\"\n[[listener]]",
         "admin.address",
         "not a loopback address",
     );
+}
+
+/// A TCP cluster with `discovery` as its only endpoints source, which must be refused at
+/// `field` for a reason that contains `why`.
+#[track_caller]
+fn discovery_refused(discovery: &str, field: &str, why: &str) {
+    let text = format!(
+        "[[listener]]\nname = \"l4\"\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\n\
+         cluster = \"tier\"\n[[cluster]]\nname = \"tier\"\npolicy = \"round-robin\"\n{discovery}\n"
+    );
+    let err = Config::parse(&text).expect_err(&format!("accepted: {discovery}"));
+    assert_eq!(err.field, field, "{discovery}: {err}");
+    assert!(err.reason.contains(why), "{discovery}: {err}");
+}
+
+#[test]
+fn a_bad_discovery_source_is_refused_at_start_with_the_field() {
+    discovery_refused(
+        "etcd = { members = [], prefix = \"/s/\" }",
+        "cluster[0].etcd.members",
+        "at least one etcd member",
+    );
+    discovery_refused(
+        "etcd = { members = [\"127.0.0.1:2379\", \"127.0.0.1:0\"], prefix = \"/s/\" }",
+        "cluster[0].etcd.members[1]",
+        "port 0",
+    );
+    discovery_refused(
+        "etcd = { members = [\"127.0.0.1:2379\"], prefix = \"\" }",
+        "cluster[0].etcd.prefix",
+        "must not be empty",
+    );
+    discovery_refused(
+        "etcd = { members = [\"127.0.0.1:2379\"], prefix = \"/s/\", request_timeout = \"0s\" }",
+        "cluster[0].etcd.request_timeout",
+        "longer than zero",
+    );
+    discovery_refused(
+        "etcd = { members = [\"127.0.0.1:2379\"], prefixx = \"/s/\" }",
+        "cluster[0].etcd",
+        "unknown field `prefixx`",
+    );
+    discovery_refused(
+        "endpoints_file = \"/nonexistent/sheave-endpoints\"",
+        "cluster[0].endpoints_file",
+        "/nonexistent/sheave-endpoints",
+    );
+    let dir = std::env::temp_dir().join(format!("sheave-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("endpoints");
+    std::fs::write(&file, "127.0.0.1:7001\n127.0.0.1:7001\n").unwrap();
+    discovery_refused(
+        &format!("endpoints_file = \"{}\"", file.display()),
+        "cluster[0].endpoints_file",
+        "line 2",
+    );
+    // The good ones start.
+    std::fs::write(&file, "127.0.0.1:7001\n").unwrap();
+    for good in [
+        format!("endpoints_file = \"{}\"", file.display()),
+        "etcd = { members = [\"127.0.0.1:2379\"], prefix = \"/s/\" }".to_string(),
+    ] {
+        let text = format!(
+            "[[listener]]\nname = \"l4\"\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\n\
+             cluster = \"tier\"\n[[cluster]]\nname = \"tier\"\npolicy = \"round-robin\"\n{good}\n"
+        );
+        Config::parse(&text).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

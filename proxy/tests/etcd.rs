@@ -13,7 +13,7 @@ use sheave_http::{Body, Client, Server};
 use sheave_middleware::balance::{Backoff, Balance};
 use sheave_middleware::discover::Change;
 use sheave_proto::ServerHandle;
-use sheave_proxy::sources::{Endpoint, Etcd, EtcdDiscovery, etcd};
+use sheave_proxy::discovery::{Endpoint, Etcd, EtcdDiscovery, etcd};
 use sheave_service::{Error, NewService, ServiceExt, service_fn};
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader};
@@ -382,5 +382,131 @@ fn a_balancer_fed_by_etcd_sends_nothing_to_an_endpoint_once_its_removal_is_seen(
         assert_eq!(count(&a_count), a_before + 200);
         a_handle.shutdown();
         b_handle.shutdown();
+    });
+}
+
+/// The proxy itself, one thread, an HTTP cluster discovered in etcd: endpoints added,
+/// removed and changed in etcd during a run. Traffic reaches an added endpoint, and nothing
+/// more reaches a removed (or moved) one once a later change is seen to apply — the watch
+/// delivers in revision order and the balancer applies in order, so an endpoint put after a
+/// delete serving a request means the delete was applied. etcd's own metrics show the
+/// proxy's one range and one watch carried every change.
+#[test]
+fn the_proxy_follows_endpoints_added_removed_and_changed_in_etcd() {
+    if !have_etcd() {
+        return;
+    }
+    let server = EtcdServer::start();
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let registry = server.client;
+        let counts: Vec<Arc<AtomicUsize>> = (0..5).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let backends: Vec<(SocketAddr, ServerHandle)> =
+            counts.iter().map(|c| counting_server(c.clone())).collect();
+        let count = |i: usize| counts[i].load(Ordering::Relaxed);
+        let key = |name: &str| format!("/services/web/{name}");
+        etcd::put(registry, &key("a"), &backends[0].0.to_string())
+            .await
+            .unwrap();
+        etcd::put(registry, &key("b"), &backends[1].0.to_string())
+            .await
+            .unwrap();
+        let (ranges, watches) = (
+            started(registry, "Range").await,
+            started(registry, "Watch").await,
+        );
+        let proxy = support::proxy(&format!(
+            r#"
+            [[listener]]
+            name = "web"
+            address = "127.0.0.1:0"
+            protocol = "http"
+            cluster = "web"
+
+            [[cluster]]
+            name = "web"
+            policy = "round-robin"
+            etcd = {{ members = ["{registry}"], prefix = "/services/web/" }}
+            "#
+        ));
+        let client = Client::<Full<Bytes>>::builder().build(proxy.addr("web").unwrap());
+        let get = || {
+            let client = &client;
+            async move {
+                let request = http::Request::get("/")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = client.oneshot(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                response.into_body().collect().await.unwrap();
+            }
+        };
+        // Sends requests until `$until` holds, bounded in time.
+        macro_rules! send_until {
+            ($until:expr, $what:expr) => {{
+                let deadline = time::now() + WITHIN;
+                while !$until {
+                    assert!(time::now() < deadline, "{}: not within {WITHIN:?}", $what);
+                    get().await;
+                }
+            }};
+        }
+        send_until!(
+            count(0) > 0 && count(1) > 0,
+            "both registered endpoints serve"
+        );
+
+        // Added: c serves.
+        etcd::put(registry, &key("c"), &backends[2].0.to_string())
+            .await
+            .unwrap();
+        send_until!(count(2) > 0, "the added endpoint serves");
+
+        // Removed: b is deleted, then d put; once d serves, b's removal has been applied.
+        etcd::delete(registry, &key("b")).await.unwrap();
+        etcd::put(registry, &key("d"), &backends[3].0.to_string())
+            .await
+            .unwrap();
+        send_until!(count(3) > 0, "the endpoint put after the delete serves");
+        let b_after = count(1);
+
+        // Changed: a moves to the fifth backend; once it serves there, a's old address is done.
+        etcd::put(registry, &key("a"), &backends[4].0.to_string())
+            .await
+            .unwrap();
+        send_until!(count(4) > 0, "the moved endpoint serves at its new address");
+        let a_after = count(0);
+        let before: usize = (0..5).map(count).sum();
+        for _ in 0..300 {
+            get().await;
+        }
+        assert_eq!(
+            count(1),
+            b_after,
+            "the removed endpoint got requests after its removal"
+        );
+        assert_eq!(
+            count(0),
+            a_after,
+            "the moved endpoint's old address got requests"
+        );
+        // Round robin over c, d and the moved a: each took its third.
+        for i in [2, 3, 4] {
+            assert!(count(i) >= 90, "backend {i}: {}", count(i));
+        }
+        assert_eq!((0..5).map(count).sum::<usize>(), before + 300);
+        assert_eq!(
+            (
+                started(registry, "Range").await - ranges,
+                started(registry, "Watch").await - watches
+            ),
+            (1, 1),
+            "every change came on the proxy's one watch, none by re-reading"
+        );
+        proxy.drain();
+        proxy.wait();
+        for (_, handle) in backends {
+            handle.shutdown();
+        }
     });
 }

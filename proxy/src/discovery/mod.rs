@@ -1,7 +1,13 @@
-//! Discovery sources for the proxy's clusters, beyond the static list: a [`file`](mod@file) of
-//! endpoints re-read when it changes, and [`etcd`] through its v3 JSON gateway.
+//! Where a balanced (TCP or HTTP) cluster's endpoints come from: the static list of the
+//! config (which a reload may change: [`reload_endpoints`]), a [`file`](mod@file) of
+//! endpoints re-read when it changes, a DNS name resolved every `discovery_interval` (each
+//! address it has is an endpoint; the kit's [`discover::dns`], on a resolver thread), and
+//! [`etcd`] through its v3 JSON gateway (range, then a watch). [`changes`] merges a cluster's
+//! sources into the one stream its balancer takes. Ketama (RESP) clusters take the static
+//! list only: the config refuses a discovery source on one (a shard that comes and goes
+//! moves keys).
 //!
-//! Both are `futures::Stream`s of
+//! The file and etcd sources are `futures::Stream`s of
 //! [`sheave_middleware::discover::Change`]`<String, Endpoint>` — exactly what
 //! [`Balance::builder().build(..)`](sheave_middleware::balance::BalanceBuilder::build) takes — and
 //! yield **diffs only**: an `Insert` for an endpoint that is new or whose [`Endpoint`] changed,
@@ -17,7 +23,7 @@
 //! `ADDRESS [weight=N] [name=NAME]`, as a config's `{ address, weight, name }`:
 //!
 //! ```
-//! use sheave_proxy::sources::{parse_endpoint, Endpoint};
+//! use sheave_proxy::discovery::{parse_endpoint, Endpoint};
 //!
 //! let (name, endpoint) = parse_endpoint("127.0.0.1:6380 weight=2 name=b").unwrap().unwrap();
 //! assert_eq!(name, "b");
@@ -38,12 +44,142 @@ pub mod file;
 pub use etcd::{Etcd, EtcdDiscovery, EtcdError};
 pub use file::{FileDiscovery, FileError};
 
-use futures::Stream;
+use crate::config;
+use futures::{Stream, StreamExt};
 use sheave_middleware::discover::{self, Change, Dns, Fixed};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
+
+/// An endpoint as a balanced cluster's balancer sees it: keyed by its name, reached at its
+/// address (the name rides along for the per-endpoint metrics).
+pub type Target = (String, SocketAddr);
+
+/// A cluster's stream of endpoint changes.
+pub type Changes = Pin<Box<dyn Stream<Item = Change<String, Target>>>>;
+
+/// One balancer's config endpoints on this thread: where to send a reload's changes, and
+/// what it was given so far.
+struct Reloadable {
+    cluster: String,
+    publisher: discover::Publisher<String, Target>,
+    current: Rc<RefCell<BTreeMap<String, SocketAddr>>>,
+}
+
+thread_local! {
+    /// Every balancer of this thread whose config endpoints a reload may change.
+    static RELOADABLE: RefCell<Vec<Reloadable>> = const { RefCell::new(Vec::new()) };
+}
+
+fn labelled(endpoints: &[config::Endpoint]) -> BTreeMap<String, SocketAddr> {
+    endpoints.iter().map(|e| (e.label(), e.address())).collect()
+}
+
+fn target(change: Change<String, Endpoint>) -> Change<String, Target> {
+    match change {
+        Change::Insert(name, e) => Change::Insert(name.clone(), (name, e.address)),
+        Change::Remove(name) => Change::Remove(name),
+    }
+}
+
+/// The etcd source a cluster's `etcd` table describes (not yet polled). Also how the config
+/// checks the table at start.
+pub fn etcd_source(source: &config::EtcdSource) -> Result<EtcdDiscovery, EtcdError> {
+    Etcd::new(source.members.clone(), source.prefix.clone())
+        .request_timeout(source.request_timeout)
+        .build()
+}
+
+/// The endpoints of `cluster` on this runtime thread, as one stream for its balancer: its
+/// static list (changed by [`reload_endpoints`]), then whatever its `endpoints_file`, `dns`
+/// and `etcd` sources yield, as they yield it. All share one name space: a source that names
+/// an endpoint of another replaces it. Weights are not used by the balanced policies.
+///
+/// The sources were checked when the config was (a file that could not be read or an etcd
+/// table that was refused then stopped the start); if the file has gone since, that is
+/// logged and the cluster runs on its other sources.
+///
+/// # Panics
+/// Outside a runtime thread.
+pub fn changes(cluster: &config::Cluster) -> Changes {
+    let initial = labelled(&cluster.endpoints);
+    let fixed = discover::fixed(
+        initial
+            .iter()
+            .map(|(label, addr)| (label.clone(), (label.clone(), *addr)))
+            .collect::<Vec<_>>(),
+    );
+    let (publisher, reloads) = discover::channel(64);
+    RELOADABLE.with(|r| {
+        r.borrow_mut().push(Reloadable {
+            cluster: cluster.name.clone(),
+            publisher,
+            current: Rc::new(RefCell::new(initial)),
+        });
+    });
+    let mut live: Changes = Box::pin(reloads);
+    let mut add = |source: Discovery| {
+        let before = std::mem::replace(&mut live, Box::pin(futures::stream::empty()));
+        live = Box::pin(futures::stream::select(before, source.map(target)));
+    };
+    if let Some(path) = &cluster.endpoints_file {
+        match FileDiscovery::open(path, cluster.discovery_interval) {
+            Ok(file) => add(Discovery::File(file)),
+            Err(e) => log::warn!("cluster {}: {e}; running without the file", cluster.name),
+        }
+    }
+    if let Some((host, port)) = cluster
+        .dns
+        .as_deref()
+        .and_then(|d| d.rsplit_once(':'))
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+    {
+        add(Discovery::Dns(discover::dns(
+            host,
+            port,
+            cluster.discovery_interval,
+        )));
+    }
+    if let Some(source) = &cluster.etcd {
+        match etcd_source(source) {
+            Ok(etcd) => add(Discovery::Etcd(etcd)),
+            Err(e) => log::warn!("cluster {}: {e}; running without etcd", cluster.name),
+        }
+    }
+    Box::pin(fixed.chain(live))
+}
+
+/// Gives every balancer of cluster `name` on this runtime thread the config endpoints
+/// `endpoints` instead of the ones it had: one remove or insert per difference. Returns
+/// once the changes are queued to every balancer (each applies them on its next poll).
+pub async fn reload_endpoints(name: &str, endpoints: &[config::Endpoint]) {
+    let next = labelled(endpoints);
+    let targets: Vec<_> = RELOADABLE.with(|r| {
+        r.borrow()
+            .iter()
+            .filter(|e| e.cluster == name)
+            .map(|e| (e.publisher.clone(), e.current.clone()))
+            .collect()
+    });
+    for (publisher, current) in targets {
+        let before = current.borrow().clone();
+        // A send fails only when its balancer is gone (the proxy is stopping): nothing to do.
+        for label in before.keys().filter(|l| !next.contains_key(*l)) {
+            let _ = publisher.remove(label.clone()).await;
+        }
+        for (label, addr) in &next {
+            if before.get(label) != Some(addr) {
+                let _ = publisher
+                    .insert(label.clone(), (label.clone(), *addr))
+                    .await;
+            }
+        }
+        *current.borrow_mut() = next.clone();
+    }
+}
 
 /// Any of a cluster's discovery sources as one type, so a cluster stack built over it does not
 /// depend on which source the config names.
@@ -51,7 +187,7 @@ use std::task::{Context, Poll};
 /// ```
 /// use futures::StreamExt;
 /// use sheave_middleware::discover::Change;
-/// use sheave_proxy::sources::{Discovery, Endpoint};
+/// use sheave_proxy::discovery::{Discovery, Endpoint};
 ///
 /// let at = Endpoint { address: "127.0.0.1:6379".parse().unwrap(), weight: 1 };
 /// let changes = Discovery::fixed([("a".to_string(), at)]);

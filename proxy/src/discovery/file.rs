@@ -16,7 +16,7 @@
 //! ```
 //! use futures::StreamExt;
 //! use sheave_middleware::discover::Change;
-//! use sheave_proxy::sources::{Endpoint, FileDiscovery};
+//! use sheave_proxy::discovery::{Endpoint, FileDiscovery};
 //! use std::time::Duration;
 //!
 //! let path = std::env::temp_dir().join(format!("sheave-doc-endpoints-{}", std::process::id()));

@@ -27,7 +27,7 @@
 //! ```no_run
 //! use futures::StreamExt;
 //! use sheave_middleware::discover::Change;
-//! use sheave_proxy::sources::{etcd, Etcd};
+//! use sheave_proxy::discovery::{etcd, Etcd};
 //! use std::time::Duration;
 //!
 //! let rt = sheave_core::Runtime::new().unwrap();
