@@ -262,3 +262,96 @@ impl Drop for Nutcracker {
         self.kill();
     }
 }
+
+/// nginx serving `hello from NAME` on a free loopback port (`worker_processes 1`), every
+/// request logged to its access log, so a test can count what it served; stopped on drop.
+pub struct Nginx {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    /// Starts it, or says why not (skip or, under `SHEAVE_REQUIRE_PEERS=1`, panic).
+    pub fn start(name: &str) -> Option<Nginx> {
+        let binary = ["/usr/sbin/nginx", "nginx"].into_iter().find(|b| {
+            Command::new(b)
+                .arg("-v")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })?;
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("sheave-proxy-nginx-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n access_log {dir}/access.log;\n client_body_temp_path {dir};\n\
+             proxy_temp_path {dir};\n fastcgi_temp_path {dir};\n uwsgi_temp_path {dir};\n\
+             scgi_temp_path {dir};\n keepalive_requests 1000000;\n\
+             server {{\n  listen 127.0.0.1:{port};\n\
+             location / {{ return 200 \"hello from {name}\"; }}\n }}\n}}\n",
+            dir = dir.display(),
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let mut child = Command::new(binary)
+            .args(["-c", dir.join("nginx.conf").to_str().unwrap(), "-p"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Bounded wait until it accepts: a connect is the event.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("nginx exited ({status}): {log}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not start: {log}"
+            );
+            std::thread::yield_now();
+        }
+        Some(Nginx { child, addr, dir })
+    }
+
+    /// Requests it has answered (lines in its access log; nginx writes each as it ends).
+    pub fn served(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its worker (a killed master leaves it running).
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether nginx is installed (see [`have`]).
+pub fn have_nginx() -> bool {
+    let found = ["/usr/sbin/nginx", "nginx"].into_iter().any(|b| {
+        Command::new(b)
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !found {
+        if std::env::var("SHEAVE_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("nginx not installed but SHEAVE_REQUIRE_PEERS=1");
+        }
+        eprintln!("skipped: nginx not installed (apt-get install nginx-light)");
+    }
+    found
+}
