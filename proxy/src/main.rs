@@ -1,5 +1,6 @@
 //! `sheave-proxy --config proxy.toml`: runs the proxy a config describes, until `SIGTERM` or
-//! `SIGINT`, then drains; `SIGHUP` reloads the file (see `Proxy::reload`). `--check`
+//! `SIGINT`, then drains; `SIGHUP` reloads the file (see `Proxy::reload`), and with `--watch`
+//! so does a change of the file (read every second; the same reload path). `--check`
 //! validates the config and exits. Warnings and errors go to stderr.
 
 use sheave_proxy::Proxy;
@@ -26,16 +27,18 @@ impl log::Log for Stderr {
     fn flush(&self) {}
 }
 
-const USAGE: &str = "usage: sheave-proxy --config FILE [--check]";
+const USAGE: &str = "usage: sheave-proxy --config FILE [--watch] [--check]";
 
 fn main() -> ExitCode {
     let mut config = None;
     let mut check = false;
+    let mut watch = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" | "-c" => config = args.next().map(PathBuf::from),
             "--check" => check = true,
+            "--watch" => watch = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -63,7 +66,11 @@ fn main() -> ExitCode {
     }
     log::set_logger(&STDERR).expect("the only logger");
     log::set_max_level(log::LevelFilter::Warn);
-    match Proxy::start_with_signals(config, Some(path.clone())) {
+    let started = match watch {
+        true => Proxy::start_watching(config, path.clone(), std::time::Duration::from_secs(1)),
+        false => Proxy::start_with_signals(config, Some(path.clone())),
+    };
+    match started {
         Ok(proxy) => {
             for (name, addr) in proxy.listeners() {
                 println!("sheave-proxy: {name} listening on {addr}");

@@ -12,9 +12,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 thread_local! {
     /// This runtime thread's counters: each cluster's and each listener's, by name.
@@ -107,7 +108,16 @@ impl Proxy {
     /// file that is refused (it does not parse, or changes what a reload cannot) keeps the
     /// running config, and the reason is logged.
     pub fn start_with_signals(config: Config, reload_from: Option<PathBuf>) -> io::Result<Proxy> {
-        Proxy::start_inner(config, true, reload_from)
+        Proxy::start_inner(config, true, reload_from.map(|path| (path, None)))
+    }
+
+    /// Like [`start_with_signals`](Proxy::start_with_signals) reloading from `path`, and
+    /// also reloads it when it changes (the binary's `--watch`): its bytes are read every
+    /// `every` on the runtime's timer, and bytes that differ from the last read are reloaded
+    /// exactly as a `SIGHUP` would (a refused file is logged and the running config kept;
+    /// the same bytes are not tried again).
+    pub fn start_watching(config: Config, path: PathBuf, every: Duration) -> io::Result<Proxy> {
+        Proxy::start_inner(config, true, Some((path, Some(every))))
     }
 
     /// Applies `new` without dropping a connection: what a reload can change is the
@@ -123,7 +133,7 @@ impl Proxy {
     fn start_inner(
         config: Config,
         on_signals: bool,
-        reload_from: Option<PathBuf>,
+        reload_from: Option<(PathBuf, Option<Duration>)>,
     ) -> io::Result<Proxy> {
         let running = Arc::new(Mutex::new(config.clone()));
         let shared = running.clone();
@@ -182,11 +192,15 @@ impl Proxy {
                         // The admin stops with the listeners.
                         handles_for_admin.push(admin_handle);
                     }
-                    if let Some(path) = reload_from {
+                    if let Some((path, watch)) = reload_from {
                         let hangups = match sheave_core::signal::Signals::hangup() {
                             Ok(signals) => signals,
                             Err(e) => return drop(ready_tx.send(Err(e))),
                         };
+                        if let Some(every) = watch {
+                            let (path, shared) = (path.clone(), shared.clone());
+                            sheave_core::spawn(reload_on_change(path, every, shared));
+                        }
                         sheave_core::spawn(reload_on_hangup(hangups, path, shared));
                     }
                     if on_signals {
@@ -278,20 +292,61 @@ async fn reload_on_hangup(
 ) {
     loop {
         hangups.recv().await;
-        let outcome = match Config::load(&path) {
-            Ok(new) => reload(&running, &Handle::current(), new).await,
-            Err(e) => Err(e),
+        reload_file(&path, &running, Config::load(&path)).await;
+    }
+}
+
+/// Every `every`: re-reads `path`, and reloads it (as `SIGHUP` does) when its bytes differ
+/// from the last read. The first read is the baseline: the file the proxy started from.
+async fn reload_on_change(path: PathBuf, every: Duration, running: Arc<Mutex<Config>>) {
+    let mut last = std::fs::read(&path).ok();
+    let mut ticks = sheave_core::time::interval(every);
+    loop {
+        ticks.tick().await;
+        // A config file is small: read on the runtime thread, a few microseconds a tick.
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if last.take().is_some() {
+                    log::error!(
+                        "watching {}: {e}; the running config is kept",
+                        path.display()
+                    );
+                }
+                continue;
+            }
         };
-        match outcome {
-            Ok(n) => log::warn!(
-                "reloaded {}: the endpoints of {n} clusters changed",
-                path.display()
-            ),
-            Err(e) => log::error!(
-                "reload of {} refused, the running config is kept: {e}",
-                path.display()
-            ),
+        if last.as_deref() == Some(&bytes[..]) {
+            continue;
         }
+        let parsed = match std::str::from_utf8(&bytes) {
+            Ok(text) => Config::parse(text),
+            Err(e) => Err(ConfigError {
+                field: "toml".into(),
+                reason: format!("not UTF-8: {e}"),
+            }),
+        };
+        last = Some(bytes);
+        reload_file(&path, &running, parsed).await;
+    }
+}
+
+/// Applies a re-read of `path` (how `SIGHUP` and `--watch` both reload), logging what
+/// happened.
+async fn reload_file(path: &Path, running: &Mutex<Config>, parsed: Result<Config, ConfigError>) {
+    let outcome = match parsed {
+        Ok(new) => reload(running, &Handle::current(), new).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(n) => log::warn!(
+            "reloaded {}: the endpoints of {n} clusters changed",
+            path.display()
+        ),
+        Err(e) => log::error!(
+            "reload of {} refused, the running config is kept: {e}",
+            path.display()
+        ),
     }
 }
 

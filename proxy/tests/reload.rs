@@ -180,3 +180,68 @@ fn sighup_reloads_the_file_and_a_bad_file_keeps_the_running_config() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Replaces `file` whole (written beside it, then renamed over it), so the watcher never
+/// reads it half-written.
+fn publish(file: &std::path::Path, text: &str) {
+    let next = file.with_extension("next");
+    std::fs::write(&next, text).unwrap();
+    std::fs::rename(&next, file).unwrap();
+}
+
+#[test]
+fn watch_reloads_the_file_when_it_changes_and_a_bad_change_keeps_the_running_config() {
+    let (a, b) = (named("a"), named("b"));
+    let dir = std::env::temp_dir().join(format!("sheave-proxy-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("proxy.toml");
+    let port = support::free_port();
+    std::fs::write(&file, config(&[a], port)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sheave-proxy"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--watch")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("l4 listening on"), "{line}");
+    // Each reload (or refusal) logs one line: the event the test waits on.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (mut kept, name) = open(addr);
+    assert_eq!(name, "a");
+
+    publish(&file, "[[listener]]\nname = 3\n");
+    let refused = stderr.next().unwrap().unwrap();
+    assert!(
+        refused.contains("refused, the running config is kept: listener[0].name: invalid type"),
+        "{refused}"
+    );
+    assert_eq!(open(addr).1, "a");
+
+    publish(&file, &config(&[b], port));
+    let reloaded = stderr.next().unwrap().unwrap();
+    assert!(
+        reloaded.contains("the endpoints of 1 clusters changed"),
+        "{reloaded}"
+    );
+    assert!(
+        (0..1000).any(|_| open(addr).1 == "b"),
+        "the reload never took effect"
+    );
+    assert_eq!(open(addr).1, "b");
+    still_echoes(&mut kept);
+    drop(kept);
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
