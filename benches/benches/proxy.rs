@@ -1,6 +1,8 @@
 //! sheave-proxy against twemproxy (nutcracker) as a RESP proxy in front of two
 //! `redis-server` shards, driven by `redis-benchmark`, and against nginx as an HTTP/1.1
-//! reverse proxy in front of two hello backends, driven by `wrk`.
+//! reverse proxy in front of two hello backends, driven by `wrk` — and haproxy beside nginx
+//! when it is installed (`apt-get install haproxy`; the bench says so and leaves it out when
+//! not).
 //!
 //! ```text
 //! flock /work/heavy.lock cargo bench -p sheave-benches --bench proxy            # both parts
@@ -29,9 +31,13 @@
 //! sheave-proxy (`threads = 1`, p2c over peak-EWMA, keep-alive pools of up to 1,024
 //! connections per backend, as nginx opens what it needs) against nginx
 //! (`worker_processes 1`, `master_process off`, an `upstream` with `keepalive 64`,
-//! `proxy_http_version 1.1`). Reported: req/s (median over rounds), proxy CPU per request and
+//! `proxy_http_version 1.1`) and haproxy 2.6 (`nbthread 1`, `balance roundrobin`,
+//! `http-reuse always`, keep-alive both ways). Reported: req/s (median over rounds), proxy CPU per request and
 //! wrk's p99 (median over rounds). Targets: ≥ 1.2× nginx's rate, ≤ 0.8× its CPU per request,
-//! p99 ≤ nginx's. Then HTTP/2 downstream: `h2load -c16 -m100 -n100000` (prior knowledge; nginx
+//! p99 ≤ nginx's. **Added latency:** before each proxy's load, `wrk -t1 -c1 --latency` (one
+//! connection, closed loop: no queueing) through it, and once per round direct to a
+//! backend; reported are p50 and p99 (medians over rounds) and each minus direct's. Then
+//! HTTP/2 downstream (sheave and nginx): `h2load -c16 -m100 -n100000` (prior knowledge; nginx
 //! 1.22 takes it on a second `listen ... http2` port, with `keepalive_requests` raised so it
 //! does not close each connection after 1,000 requests), HTTP/1.1 upstream. Every request
 //! must succeed, or the bench fails. Target ≥ 1.2×.
@@ -370,6 +376,28 @@ fn start_http_proxy(proxy: &str, dir: &Path, backends: &[Process]) -> (Process, 
         let process = spawn_listening("0", &exe, &["serve-proxy", config.to_str().unwrap()], port);
         let h2 = process.addr;
         (process, h2)
+    } else if proxy == "haproxy" {
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("  server b{i} {}\n", s.addr))
+            .collect();
+        let config = dir.join("haproxy.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n  http-reuse always\nfrontend web\n  bind 127.0.0.1:{port}\n  default_backend hello\nbackend hello\n  balance roundrobin\n{servers}"
+            ),
+        )
+        .unwrap();
+        let process = spawn_listening(
+            "0",
+            Path::new("haproxy"),
+            &["-db", "-f", config.to_str().unwrap()],
+            port,
+        );
+        let h2 = process.addr;
+        (process, h2)
     } else {
         let servers: String = backends
             .iter()
@@ -430,13 +458,19 @@ fn h2load(addr: SocketAddr) -> Option<(f64, f64)> {
 
 /// `wrk -t1 -c64` on core 1: (requests, req/s, p99 in µs).
 fn wrk(addr: SocketAddr, secs: u32) -> (f64, f64, f64) {
+    let (requests, rate, _, p99) = wrk_with(addr, secs, 64);
+    (requests, rate, p99)
+}
+
+/// `wrk -t1 -cN --latency` on core 1: (requests, req/s, p50 and p99 in µs).
+fn wrk_with(addr: SocketAddr, secs: u32, connections: u32) -> (f64, f64, f64, f64) {
     let out = Command::new("taskset")
         .args([
             "-c",
             "1",
             "wrk",
             "-t1",
-            "-c64",
+            &format!("-c{connections}"),
             &format!("-d{secs}s"),
             "--latency",
         ])
@@ -465,15 +499,16 @@ fn wrk(addr: SocketAddr, secs: u32) -> (f64, f64, f64) {
         "errors through the proxy: {text}"
     );
     let rate: f64 = after("Requests/sec:").parse().unwrap();
-    let p99 = after("99%");
-    let micros = if let Some(v) = p99.strip_suffix("us") {
-        v.parse::<f64>().unwrap()
-    } else if let Some(v) = p99.strip_suffix("ms") {
-        v.parse::<f64>().unwrap() * 1e3
-    } else {
-        p99.trim_end_matches('s').parse::<f64>().unwrap() * 1e6
+    let micros = |v: String| {
+        if let Some(v) = v.strip_suffix("us") {
+            v.parse::<f64>().unwrap()
+        } else if let Some(v) = v.strip_suffix("ms") {
+            v.parse::<f64>().unwrap() * 1e3
+        } else {
+            v.trim_end_matches('s').parse::<f64>().unwrap() * 1e6
+        }
     };
-    (requests, rate, micros)
+    (requests, rate, micros(after("50%")), micros(after("99%")))
 }
 
 fn http() {
@@ -501,10 +536,19 @@ fn http() {
             spawn_listening("1", &exe, &["serve-hello", &port.to_string()], port)
         })
         .collect();
-    let proxies = ["sheave", "nginx"];
+    let have_haproxy = Command::new("haproxy").arg("-v").output().is_ok();
+    if !have_haproxy {
+        eprintln!("proxy bench: haproxy left out: needs haproxy (apt-get install haproxy)");
+    }
+    let proxies: Vec<&str> = ["sheave", "nginx", "haproxy"]
+        .into_iter()
+        .filter(|p| *p != "haproxy" || have_haproxy)
+        .collect();
     // (rates, p99s, CPU ticks, requests) per proxy
     let mut results: Vec<(Vec<f64>, Vec<f64>, u64, f64)> =
-        vec![(Vec::new(), Vec::new(), 0, 0.0); 2];
+        vec![(Vec::new(), Vec::new(), 0, 0.0); proxies.len()];
+    // Added latency, `wrk -t1 -c1`: (p50s, p99s) direct to a backend, then per proxy.
+    let mut light: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); proxies.len() + 1];
     // HTTP/2 downstream: (rates, CPU ticks, requests) per proxy
     let mut h2: Vec<(Vec<f64>, u64, f64)> = vec![(Vec::new(), 0, 0.0); 2];
     let have_h2load = Command::new("h2load").arg("--version").output().is_ok();
@@ -512,9 +556,18 @@ fn http() {
         eprintln!("proxy bench (http/2) skipped: needs h2load (apt-get install nghttp2-client)");
     }
     for round in 0..rounds {
+        let (_, _, p50, p99) = wrk_with(backends[0].addr, secs, 1);
+        eprintln!("round {round} direct, one connection: p50 {p50:.0} µs, p99 {p99:.0} µs");
+        light[0].0.push(p50);
+        light[0].1.push(p99);
         for (p, proxy) in proxies.iter().enumerate() {
             let (mut child, h2_addr) = start_http_proxy(proxy, &dir, &backends);
-            if have_h2load {
+            let (_, _, p50, p99) = wrk_with(child.addr, secs, 1);
+            eprintln!("round {round} {proxy}, one connection: p50 {p50:.0} µs, p99 {p99:.0} µs");
+            light[p + 1].0.push(p50);
+            light[p + 1].1.push(p99);
+            // HTTP/2 downstream: against nginx, as the issue asks.
+            if have_h2load && p < 2 {
                 let before = cpu_ticks(child.pid);
                 let (requests, rate) =
                     h2load(h2_addr).unwrap_or_else(|| panic!("h2load through {proxy} failed"));
@@ -576,10 +629,33 @@ fn http() {
         ],
         &rows,
     );
+    let (direct_p50, direct_p99) = (median(&light[0].0), median(&light[0].1));
+    let mut rows = vec![vec![
+        "direct".to_string(),
+        format!("{direct_p50:.0} µs"),
+        format!("{direct_p99:.0} µs"),
+        "-".to_string(),
+        "-".to_string(),
+    ]];
+    for (proxy, (p50s, p99s)) in proxies.iter().zip(&light[1..]) {
+        let (p50, p99) = (median(p50s), median(p99s));
+        rows.push(vec![
+            proxy.to_string(),
+            format!("{p50:.0} µs"),
+            format!("{p99:.0} µs"),
+            format!("{:.0} µs", p50 - direct_p50),
+            format!("{:.0} µs", p99 - direct_p99),
+        ]);
+    }
+    println!(
+        "\nadded latency: wrk -t1 -c1 -d{secs}s (closed loop, one connection), direct to a backend and through each proxy, {rounds} rounds (medians)"
+    );
+    print_table(&["path", "p50", "p99", "added p50", "added p99"], &rows);
     if have_h2load {
         let (base_rate, base_cpu) = (median(&h2[0].0), h2[0].1 as f64 / h2[0].2);
         let rows: Vec<Vec<String>> = proxies
             .iter()
+            .take(2)
             .zip(&h2)
             .map(|(proxy, r)| {
                 let (rate, cpu) = (median(&r.0), r.1 as f64 / r.2);
