@@ -38,7 +38,7 @@
 //! ```
 
 use crate::config::{self, HttpVersion};
-use crate::metrics::{ClusterMetrics, ListenerMetrics};
+use crate::metrics::{BalancedState, ClusterMetrics, ListenerMetrics};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -49,7 +49,7 @@ use sheave_http::body::Replay;
 use sheave_http::classify::{HttpClassifier, HttpRetry};
 use sheave_http::client::{Client, Version};
 use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma};
-use sheave_middleware::retry::{BudgetConfig, RetryConfig, RetryLayer};
+use sheave_middleware::retry::{Budget, BudgetConfig, Retry, RetryConfig};
 use sheave_middleware::{ConcurrencyLimitLayer, ServiceBuilderExt, TimeoutLayer};
 use sheave_service::{Error, ErrorKind, Service, ServiceBuilder};
 use std::net::SocketAddr;
@@ -80,6 +80,7 @@ pub fn cluster_stack(
         .max_streams(cluster.max_in_flight_per_connection)
         .connect_timeout(cluster.connect_timeout);
     let endpoints = crate::discovery::changes(cluster);
+    let probe_metrics = metrics.clone();
     let connect = move |(label, addr): crate::discovery::Target| {
         let (connector, metrics) = (connector.clone(), metrics.clone());
         let index = metrics.endpoint_named(&label);
@@ -117,7 +118,8 @@ pub fn cluster_stack(
             ..PeakEwma::default()
         }),
     };
-    let balance = builder.build(endpoints, connect);
+    let balance = Rc::new(builder.build(endpoints, connect));
+    probe_balancer(&probe_metrics, &balance);
     let r = &cluster.retry;
     let retry = RetryConfig::new()
         .max_attempts(r.max_attempts)
@@ -127,12 +129,39 @@ pub fn cluster_stack(
                 .ratio(r.budget_ratio)
                 .min_per_second(r.budget_min_per_second),
         );
-    ServiceBuilder::new()
-        .timeout(cluster.request_timeout)
-        .layer(RetryLayer::new(retry).policy(HttpRetry::new()))
+    let budget = Rc::new(Budget::new(retry.get_budget()));
+    probe_metrics.add_budget(budget.clone());
+    let attempts = ServiceBuilder::new()
         .layer(ConcurrencyLimitLayer::new(cluster.concurrency_limit).max_waiters(0))
         .layer(TimeoutLayer::new(cluster.try_timeout))
-        .service(balance)
+        .service(balance);
+    ServiceBuilder::new()
+        .timeout(cluster.request_timeout)
+        .service(Retry::with_budget(
+            attempts,
+            HttpRetry::new(),
+            retry,
+            budget,
+        ))
+}
+
+/// Has the cluster's metrics read `balance`'s endpoints (ejected, in flight) at each scrape.
+pub(crate) fn probe_balancer<S, C: 'static>(
+    metrics: &ClusterMetrics,
+    balance: &Rc<Balance<String, S, C>>,
+) where
+    S: 'static,
+{
+    metrics.add_balancer(balance, |b| {
+        b.endpoints()
+            .into_iter()
+            .map(|e| BalancedState {
+                endpoint: e.key,
+                ejected: e.ejected,
+                pending: u64::from(e.pending),
+            })
+            .collect()
+    });
 }
 
 /// An endpoint's client, counting its attempts and failures in the cluster's metrics.
@@ -160,18 +189,40 @@ where
     }
 
     async fn call(&self, permit: S::Permit, req: Req) -> Result<Response<Body>, Error> {
+        let mut attempt = Attempt {
+            metrics: &self.metrics,
+            index: self.index,
+            start: time::now(),
+            failure: Some(ErrorKind::Canceled),
+        };
         let outcome = self.inner.call(permit, req).await;
-        let failure = match &outcome {
+        attempt.failure = match &outcome {
             Ok(r) if r.status().is_server_error() => Some(ErrorKind::Service),
             Ok(_) => None,
             Err(e) => Some(e.kind()),
         };
-        self.metrics.endpoint(self.index).attempt(failure);
         outcome
     }
 
     fn in_flight(&self) -> Option<usize> {
         self.inner.in_flight()
+    }
+}
+
+/// Counts an attempt when it ends — also when it is dropped half-way (the per-attempt
+/// deadline passed, or the client went away), as `canceled`.
+struct Attempt<'a> {
+    metrics: &'a ClusterMetrics,
+    index: usize,
+    start: std::time::Instant,
+    failure: Option<ErrorKind>,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .endpoint(self.index)
+            .attempt(self.start.elapsed(), self.failure);
     }
 }
 

@@ -14,11 +14,12 @@
 //! assert!(text.contains("sheave_proxy_requests_total{cluster=\"cache\"} 1\n"));
 //! ```
 
+use sheave_middleware::retry::Budget;
 use sheave_service::ErrorKind;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::rc::Rc;
+use std::fmt::{self, Write};
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// The upper bounds of the latency histogram's buckets, in seconds (`+Inf` follows).
@@ -47,6 +48,36 @@ fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
 }
 
+/// Counts `latency` in its bucket (the `+Inf` bucket is the count, kept elsewhere) and in
+/// the sum.
+fn observe(buckets: &[Cell<u64>; BUCKETS.len()], sum_ns: &Cell<u64>, latency: Duration) {
+    let secs = latency.as_secs_f64();
+    if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+        bump(&buckets[i]);
+    }
+    sum_ns.set(sum_ns.get() + latency.as_nanos() as u64);
+}
+
+/// What a balancer says of one endpoint at scrape time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalancedState {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// Whether the balancer has ejected it now.
+    pub ejected: bool,
+    /// Requests (HTTP) or spliced connections (TCP) in flight on it now.
+    pub pending: u64,
+}
+
+/// Reads a balancer's endpoints at scrape time (on its own thread): gone once it is.
+struct Probe(Box<dyn Fn() -> Option<Vec<BalancedState>>>);
+
+impl fmt::Debug for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Probe")
+    }
+}
+
 /// One endpoint's counters, on one thread.
 #[derive(Debug, Default)]
 pub struct EndpointMetrics {
@@ -60,15 +91,21 @@ pub struct EndpointMetrics {
     pub ejected: Cell<u64>,
     /// Connections (TCP proxy) opened to it.
     pub connections: Cell<u64>,
+    /// Attempt latencies, by bucket of [`BUCKETS`].
+    pub buckets: [Cell<u64>; BUCKETS.len()],
+    /// Attempt latency sum, in nanoseconds.
+    pub latency_ns: Cell<u64>,
 }
 
 impl EndpointMetrics {
-    /// Counts an attempt and its outcome.
-    pub fn attempt(&self, failure: Option<ErrorKind>) {
+    /// Counts an attempt that took `latency` (to the reply for RESP, to the response headers
+    /// for HTTP, to the connection for TCP) and its outcome.
+    pub fn attempt(&self, latency: Duration, failure: Option<ErrorKind>) {
         bump(&self.attempts);
         if let Some(kind) = failure {
             bump(&self.failures[kind_index(kind)]);
         }
+        observe(&self.buckets, &self.latency_ns, latency);
     }
 }
 
@@ -83,6 +120,10 @@ pub struct ClusterMetrics {
     buckets: [Cell<u64>; BUCKETS.len()],
     /// Latency sum, in nanoseconds.
     latency_ns: Cell<u64>,
+    /// The retry budgets of this thread's stacks of the cluster.
+    budgets: RefCell<Vec<Rc<Budget>>>,
+    /// The balancers of this thread's stacks of the cluster (TCP and HTTP).
+    balancers: RefCell<Vec<Probe>>,
 }
 
 impl ClusterMetrics {
@@ -100,7 +141,27 @@ impl ClusterMetrics {
             failures: Default::default(),
             buckets: Default::default(),
             latency_ns: Cell::new(0),
+            budgets: RefCell::default(),
+            balancers: RefCell::default(),
         }
+    }
+
+    /// Reports `budget`'s retries available at each scrape.
+    pub fn add_budget(&self, budget: Rc<Budget>) {
+        self.budgets.borrow_mut().push(budget);
+    }
+
+    /// Reports, at each scrape, what `read` says of the endpoints of `balancer` (while it
+    /// lives).
+    pub fn add_balancer<B: 'static>(
+        &self,
+        balancer: &Rc<B>,
+        read: impl Fn(&B) -> Vec<BalancedState> + 'static,
+    ) {
+        let weak: Weak<B> = Rc::downgrade(balancer);
+        self.balancers
+            .borrow_mut()
+            .push(Probe(Box::new(move || weak.upgrade().map(|b| read(&b)))));
     }
 
     /// Counts a request that took `latency` and failed with `failure`, if it did.
@@ -109,12 +170,7 @@ impl ClusterMetrics {
         if let Some(kind) = failure {
             bump(&self.failures[kind_index(kind)]);
         }
-        let secs = latency.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            bump(&self.buckets[i]);
-        }
-        self.latency_ns
-            .set(self.latency_ns.get() + latency.as_nanos() as u64);
+        observe(&self.buckets, &self.latency_ns, latency);
     }
 
     /// The endpoint at `index` (in the order of [`new`](ClusterMetrics::new), then of
@@ -158,6 +214,7 @@ struct ClusterTotals {
     failures: [u64; 9],
     buckets: [u64; BUCKETS.len()],
     latency_ns: u64,
+    budget_available: u64,
     endpoints: Vec<(String, EndpointTotals)>,
 }
 
@@ -184,6 +241,28 @@ struct EndpointTotals {
     ejections: u64,
     ejected: u64,
     connections: u64,
+    buckets: [u64; BUCKETS.len()],
+    latency_ns: u64,
+    pending: u64,
+}
+
+impl EndpointTotals {
+    fn add(&mut self, b: &EndpointTotals) {
+        self.attempts += b.attempts;
+        self.failures
+            .iter_mut()
+            .zip(b.failures)
+            .for_each(|(x, y)| *x += y);
+        self.ejections += b.ejections;
+        self.ejected += b.ejected;
+        self.connections += b.connections;
+        self.buckets
+            .iter_mut()
+            .zip(b.buckets)
+            .for_each(|(x, y)| *x += y);
+        self.latency_ns += b.latency_ns;
+        self.pending += b.pending;
+    }
 }
 
 impl Snapshot {
@@ -198,16 +277,35 @@ impl Snapshot {
             *a += b.get();
         }
         t.latency_ns += m.latency_ns.get();
+        t.budget_available += m
+            .budgets
+            .borrow()
+            .iter()
+            .map(|b| b.available())
+            .sum::<u64>();
         for (label, b) in m.endpoints.borrow().iter() {
-            let a = t.endpoint(label);
-            a.attempts += b.attempts.get();
-            for (x, y) in a.failures.iter_mut().zip(&b.failures) {
-                *x += y.get();
-            }
-            a.ejections += b.ejections.get();
-            a.ejected += b.ejected.get();
-            a.connections += b.connections.get();
+            t.endpoint(label).add(&EndpointTotals {
+                attempts: b.attempts.get(),
+                failures: b.failures.each_ref().map(Cell::get),
+                ejections: b.ejections.get(),
+                ejected: b.ejected.get(),
+                connections: b.connections.get(),
+                buckets: b.buckets.each_ref().map(Cell::get),
+                latency_ns: b.latency_ns.get(),
+                pending: 0,
+            });
         }
+        m.balancers.borrow_mut().retain(|probe| match (probe.0)() {
+            Some(states) => {
+                for s in states {
+                    let e = t.endpoint(&s.endpoint);
+                    e.ejected += u64::from(s.ejected);
+                    e.pending += s.pending;
+                }
+                true
+            }
+            None => false,
+        });
     }
 
     /// Adds one thread's counters of a listener.
@@ -231,16 +329,9 @@ impl Snapshot {
                 .zip(o.buckets)
                 .for_each(|(a, b)| *a += b);
             t.latency_ns += o.latency_ns;
+            t.budget_available += o.budget_available;
             for (label, b) in o.endpoints {
-                let a = t.endpoint(&label);
-                a.attempts += b.attempts;
-                a.failures
-                    .iter_mut()
-                    .zip(b.failures)
-                    .for_each(|(x, y)| *x += y);
-                a.ejections += b.ejections;
-                a.ejected += b.ejected;
-                a.connections += b.connections;
+                t.endpoint(&label).add(&b);
             }
         }
         for (name, (a, c)) in other.listeners {
@@ -331,6 +422,19 @@ impl Snapshot {
         }
         family(
             &mut out,
+            "sheave_proxy_retry_budget_available",
+            "gauge",
+            "Retries the budgets allow now, summed over runtime threads (each has its own).",
+        );
+        for (c, t) in &self.clusters {
+            let _ = writeln!(
+                out,
+                "sheave_proxy_retry_budget_available{{cluster=\"{c}\"}} {}",
+                t.budget_available
+            );
+        }
+        family(
+            &mut out,
             "sheave_proxy_endpoint_attempts_total",
             "counter",
             "Attempts sent to an endpoint.",
@@ -362,9 +466,36 @@ impl Snapshot {
         }
         family(
             &mut out,
+            "sheave_proxy_endpoint_attempt_duration_seconds",
+            "histogram",
+            "Attempt latency on an endpoint: to the reply (resp), to the response headers (http), to the connection (tcp).",
+        );
+        for (c, t) in &self.clusters {
+            for (e, m) in &t.endpoints {
+                let mut cumulative = 0;
+                for (bound, n) in BUCKETS.iter().zip(m.buckets) {
+                    cumulative += n;
+                    let _ = writeln!(
+                        out,
+                        "sheave_proxy_endpoint_attempt_duration_seconds_bucket{{cluster=\"{c}\",endpoint=\"{e}\",le=\"{bound}\"}} {cumulative}"
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "sheave_proxy_endpoint_attempt_duration_seconds_bucket{{cluster=\"{c}\",endpoint=\"{e}\",le=\"+Inf\"}} {}\n\
+                     sheave_proxy_endpoint_attempt_duration_seconds_sum{{cluster=\"{c}\",endpoint=\"{e}\"}} {}\n\
+                     sheave_proxy_endpoint_attempt_duration_seconds_count{{cluster=\"{c}\",endpoint=\"{e}\"}} {}",
+                    m.attempts,
+                    m.latency_ns as f64 / 1e9,
+                    m.attempts
+                );
+            }
+        }
+        family(
+            &mut out,
             "sheave_proxy_endpoint_ejections_total",
             "counter",
-            "Times a ketama shard was taken off the ring (the balancer's own ejections of tcp and http endpoints are not exported yet).",
+            "Times a ketama shard was taken off the ring (for tcp and http endpoints, see sheave_proxy_endpoint_ejected: their balancer's ejections are not counted).",
         );
         for (c, t) in &self.clusters {
             for (e, m) in &t.endpoints {
@@ -379,7 +510,7 @@ impl Snapshot {
             &mut out,
             "sheave_proxy_endpoint_ejected",
             "gauge",
-            "Runtime threads on which the ketama shard is off the ring now.",
+            "Runtime threads on which the endpoint is ejected now: a ketama shard off the ring, or a tcp or http endpoint its balancer leaves out.",
         );
         for (c, t) in &self.clusters {
             for (e, m) in &t.endpoints {
@@ -387,6 +518,21 @@ impl Snapshot {
                     out,
                     "sheave_proxy_endpoint_ejected{{cluster=\"{c}\",endpoint=\"{e}\"}} {}",
                     m.ejected
+                );
+            }
+        }
+        family(
+            &mut out,
+            "sheave_proxy_endpoint_pending",
+            "gauge",
+            "In flight on a tcp or http endpoint now, as its balancers count: requests (http), spliced connections (tcp).",
+        );
+        for (c, t) in &self.clusters {
+            for (e, m) in &t.endpoints {
+                let _ = writeln!(
+                    out,
+                    "sheave_proxy_endpoint_pending{{cluster=\"{c}\",endpoint=\"{e}\"}} {}",
+                    m.pending
                 );
             }
         }
@@ -449,8 +595,8 @@ impl Snapshot {
                 let state = if m.ejected > 0 { "ejected" } else { "active" };
                 let _ = write!(
                     out,
-                    "{{\"endpoint\":\"{e}\",\"state\":\"{state}\",\"attempts\":{},\"failures\":{failures},\"ejections\":{},\"connections\":{}}}",
-                    m.attempts, m.ejections, m.connections
+                    "{{\"endpoint\":\"{e}\",\"state\":\"{state}\",\"attempts\":{},\"failures\":{failures},\"ejections\":{},\"connections\":{},\"pending\":{}}}",
+                    m.attempts, m.ejections, m.connections, m.pending
                 );
             }
             out.push(']');

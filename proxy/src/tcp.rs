@@ -56,7 +56,7 @@ use sheave_core::net::TcpStream;
 use sheave_core::time;
 use sheave_middleware::ServiceBuilderExt;
 use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma};
-use sheave_middleware::retry::{BudgetConfig, RetryConfig, RetryLayer};
+use sheave_middleware::retry::{Budget, BudgetConfig, Retry, RetryConfig, RetryableFailures};
 use sheave_proto::Driver;
 use sheave_service::{Error, ErrorKind, Service, ServiceBuilder};
 use std::cell::Cell;
@@ -103,6 +103,7 @@ impl Service<()> for Dialer {
 
     async fn call(&self, (): (), (): ()) -> Result<Upstream, Error> {
         let m = self.metrics.endpoint(self.index);
+        let start = time::now();
         let outcome = match time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await
         {
             Ok(Ok(stream)) => {
@@ -126,7 +127,7 @@ impl Service<()> for Dialer {
             )
             .retryable()),
         };
-        m.attempt(outcome.as_ref().err().map(Error::kind));
+        m.attempt(start.elapsed(), outcome.as_ref().err().map(Error::kind));
         outcome
     }
 
@@ -142,6 +143,7 @@ pub fn cluster_dialer(
     metrics: Rc<ClusterMetrics>,
 ) -> impl Service<(), Response = Upstream, Error = Error> + use<> {
     let connect_timeout = cluster.connect_timeout;
+    let probe_metrics = metrics.clone();
     let connect = move |(label, addr): crate::discovery::Target| {
         let dialer = Dialer {
             addr,
@@ -174,7 +176,8 @@ pub fn cluster_dialer(
             ..PeakEwma::default()
         }),
     };
-    let balance = builder.build(crate::discovery::changes(cluster), connect);
+    let balance = Rc::new(builder.build(crate::discovery::changes(cluster), connect));
+    crate::http::probe_balancer(&probe_metrics, &balance);
     let r = &cluster.retry;
     let retry = RetryConfig::new()
         .max_attempts(r.max_attempts)
@@ -184,10 +187,16 @@ pub fn cluster_dialer(
                 .ratio(r.budget_ratio)
                 .min_per_second(r.budget_min_per_second),
         );
+    let budget = Rc::new(Budget::new(retry.get_budget()));
+    probe_metrics.add_budget(budget.clone());
     ServiceBuilder::new()
         .timeout(cluster.request_timeout)
-        .layer(RetryLayer::new(retry))
-        .service(balance)
+        .service(Retry::with_budget(
+            balance,
+            RetryableFailures::new(),
+            retry,
+            budget,
+        ))
 }
 
 /// Serves one L4 listener's connections on one runtime thread.

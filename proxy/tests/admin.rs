@@ -353,6 +353,58 @@ fn metrics_count_what_was_sent_and_pass_a_strict_format_check() {
         5.0
     );
 
+    // Per endpoint: an attempt histogram counting every attempt, nothing in flight or
+    // ejected now; each cluster's retry budgets (one per thread, 100 reserve retries each at
+    // the defaults, plus 0.2 per request sent on that thread, rounded down).
+    for (cluster, attempts) in [("site", 30.0), ("echo", 5.0)] {
+        let labels = [("cluster", cluster)];
+        assert_eq!(
+            value(
+                &samples,
+                "sheave_proxy_endpoint_attempt_duration_seconds_count",
+                &labels
+            ),
+            attempts
+        );
+        assert!(
+            value(
+                &samples,
+                "sheave_proxy_endpoint_attempt_duration_seconds_sum",
+                &labels
+            ) > 0.0
+        );
+        assert_eq!(
+            value(&samples, "sheave_proxy_endpoint_ejected", &labels),
+            0.0
+        );
+    }
+    assert_eq!(
+        value(
+            &samples,
+            "sheave_proxy_endpoint_pending",
+            &[("cluster", "site")]
+        ),
+        0.0
+    );
+    let budget = |cluster| {
+        value(
+            &samples,
+            "sheave_proxy_retry_budget_available",
+            &[("cluster", cluster)],
+        )
+    };
+    // 30 requests over 2 threads add 5 or 6 (floor(0.2 × n) on each); 5 connections 0 or 1.
+    assert!(
+        (205.0..=206.0).contains(&budget("site")),
+        "{}",
+        budget("site")
+    );
+    assert!(
+        (200.0..=201.0).contains(&budget("echo")),
+        "{}",
+        budget("echo")
+    );
+
     let (status, json) = get(admin, "GET", "/endpoints");
     assert_eq!(status, 200);
     assert!(

@@ -445,13 +445,16 @@ fn a_backend_hung_mid_run_fails_no_idempotent_request() {
         })
     });
     let (hung, chaos) = rx.recv().unwrap();
-    let proxy = support::proxy(&config(
-        &[(
-            "pair",
-            &[a.addr, hung],
-            "try_timeout = \"200ms\"\nrequest_timeout = \"3s\"\n[cluster.ejection]\nconsecutive_failures = 2\nbase = \"30s\"",
-        )],
-        "",
+    let proxy = support::proxy(&format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n{}",
+        config(
+            &[(
+                "pair",
+                &[a.addr, hung],
+                "try_timeout = \"200ms\"\nrequest_timeout = \"3s\"\n[cluster.ejection]\nconsecutive_failures = 2\nbase = \"30s\"",
+            )],
+            "",
+        )
     ));
     let conn = TcpStream::connect(proxy.addr("web").unwrap()).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(20)))
@@ -474,5 +477,28 @@ fn a_backend_hung_mid_run_fails_no_idempotent_request() {
     // Before the hang both served; after it, a alone.
     assert!(served.get("b").copied().unwrap_or(0) >= 10, "{served:?}");
     assert!(served["a"] >= 250, "{served:?}");
+    // The metrics say so: the balancer has the hung endpoint ejected (for 30 s), not a;
+    // nothing is in flight; the failed attempts were retried.
+    let metrics = exchange(
+        proxy.admin_addr().unwrap(),
+        "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    let sample = |name: &str, endpoint: SocketAddr| {
+        let series = format!("{name}{{cluster=\"pair\",endpoint=\"{endpoint}\"}} ");
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&series))
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"));
+        line[series.len()..].parse::<f64>().unwrap()
+    };
+    assert_eq!(sample("sheave_proxy_endpoint_ejected", hung), 1.0);
+    assert_eq!(sample("sheave_proxy_endpoint_ejected", a.addr), 0.0);
+    assert_eq!(sample("sheave_proxy_endpoint_pending", a.addr), 0.0);
+    let retries = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sheave_proxy_retries_total{cluster=\"pair\"} "))
+        .map(|v| v.parse::<f64>().unwrap())
+        .unwrap();
+    assert!(retries >= 2.0, "{retries} retries");
     chaos.stop();
 }

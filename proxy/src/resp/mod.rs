@@ -61,7 +61,7 @@ use shards::{Routed, Shards};
 use sheave_core::time;
 use sheave_middleware::balance::{Backoff, Balance};
 use sheave_middleware::discover;
-use sheave_middleware::retry::{BudgetConfig, Policy, RetryConfig, RetryLayer};
+use sheave_middleware::retry::{Budget, BudgetConfig, Policy, Retry, RetryConfig};
 use sheave_middleware::{ConcurrencyLimitLayer, ServiceBuilderExt};
 use sheave_proto::dispatch::ClientConfig;
 use sheave_proto::resp::{Client, Frame, Hello};
@@ -135,7 +135,7 @@ pub fn cluster_stack(
         .enumerate()
         .map(|(i, e)| shard_client(cluster, i, e.address(), metrics.clone()))
         .collect();
-    let shards = Rc::new(Shards::new(cluster, services, metrics));
+    let shards = Rc::new(Shards::new(cluster, services, metrics.clone()));
     let r = &cluster.retry;
     let retry = RetryConfig::new()
         .max_attempts(r.max_attempts)
@@ -145,11 +145,14 @@ pub fn cluster_stack(
                 .ratio(r.budget_ratio)
                 .min_per_second(r.budget_min_per_second),
         );
-    let stack = ServiceBuilder::new()
-        .timeout(cluster.request_timeout)
-        .layer(RetryLayer::new(retry).policy(RespRetry))
+    let budget = Rc::new(Budget::new(retry.get_budget()));
+    metrics.add_budget(budget.clone());
+    let attempts = ServiceBuilder::new()
         .layer(ConcurrencyLimitLayer::new(cluster.concurrency_limit).max_waiters(0))
         .service(shards.clone());
+    let stack = ServiceBuilder::new()
+        .timeout(cluster.request_timeout)
+        .service(Retry::with_budget(attempts, RespRetry, retry, budget));
     (Rc::new(stack), shards)
 }
 

@@ -179,11 +179,11 @@ impl<S> Shards<S> {
         self.ring.borrow().shard(key)
     }
 
-    fn record(&self, index: usize, outcome: Result<(), ErrorKind>) {
+    fn record(&self, index: usize, latency: Duration, outcome: Result<(), ErrorKind>) {
         let shard = &self.shards[index];
         self.metrics
             .endpoint(index)
-            .attempt(outcome.err().filter(|k| *k != ErrorKind::Canceled));
+            .attempt(latency, outcome.err().filter(|k| *k != ErrorKind::Canceled));
         match outcome {
             Ok(()) => {
                 shard.failures.set(0);
@@ -251,6 +251,7 @@ where
             None => return Err(Error::msg(ErrorKind::InvalidRequest, "no key to route by")),
         };
         let shard = &self.shards[index].service;
+        let start = time::now();
         let attempt = async {
             let permit = shard.ready().await?;
             shard.call(permit, req.frame).await
@@ -259,7 +260,11 @@ where
             Ok(outcome) => outcome,
             Err(_) => Err(Error::timeout()),
         };
-        self.record(index, outcome.as_ref().map(|_| ()).map_err(Error::kind));
+        self.record(
+            index,
+            start.elapsed(),
+            outcome.as_ref().map(|_| ()).map_err(Error::kind),
+        );
         outcome
     }
 }
