@@ -173,7 +173,8 @@ pub struct Cluster {
     /// Its endpoints (a static list): `"host:port"`, or `{ address, weight, name }`.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
-    /// TCP and HTTP: a file of more endpoints, one `ADDRESS [weight=N] [name=NAME]` a line,
+    /// A file of more endpoints (for ketama: shards, their names placing them on the ring),
+    /// one `ADDRESS [weight=N] [name=NAME]` a line,
     /// re-read every `discovery_interval`; changes apply live (see
     /// [`discovery::file`](crate::discovery::file)). It must be readable at start.
     #[serde(default)]
@@ -182,7 +183,8 @@ pub struct Cluster {
     /// endpoints too, resolved again every `discovery_interval` on a resolver thread.
     #[serde(default)]
     pub dns: Option<String>,
-    /// TCP and HTTP: endpoints registered in etcd under a prefix, watched live
+    /// Endpoints (for ketama: shards, named by their keys) registered in etcd under a prefix,
+    /// watched live
     /// (`etcd = { members = ["127.0.0.1:2379"], prefix = "/services/web/" }`; see
     /// [`discovery::etcd`](crate::discovery::etcd)).
     #[serde(default)]
@@ -563,8 +565,8 @@ impl Cluster {
             if self.policy == Policy::Ketama {
                 return Err(refuse(
                     at("dns"),
-                    "a ketama cluster's shards are a static list; dns discovery is for \
-                     p2c-peak-ewma and round-robin clusters",
+                    "a ketama cluster's shards are named on the ring, and dns gives bare \
+                     addresses; name them in an endpoints_file or etcd",
                 ));
             }
             match dns.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
@@ -578,13 +580,6 @@ impl Cluster {
             }
         }
         if let Some(etcd) = &self.etcd {
-            if self.policy == Policy::Ketama {
-                return Err(refuse(
-                    at("etcd"),
-                    "a ketama cluster's shards are a static list (a shard that comes and goes \
-                     moves keys); etcd discovery is for p2c-peak-ewma and round-robin clusters",
-                ));
-            }
             if etcd.members.is_empty() {
                 return Err(refuse(
                     at("etcd.members"),
@@ -606,21 +601,15 @@ impl Cluster {
             nonzero(&at("etcd.request_timeout"), etcd.request_timeout)?;
             crate::discovery::etcd_source(etcd).map_err(|e| refuse(at("etcd"), e.to_string()))?;
         }
-        match (&self.endpoints_file, self.policy) {
-            (None, _) if self.endpoints.is_empty() && self.dns.is_none() && self.etcd.is_none() => {
-                return Err(refuse(
-                    at("endpoints"),
-                    "at least one endpoint is needed (or an endpoints_file, dns or etcd)",
-                ));
-            }
-            (Some(_), Policy::Ketama) => {
-                return Err(refuse(
-                    at("endpoints_file"),
-                    "a ketama cluster's shards are a static list (a shard that comes and goes \
-                     moves keys); file discovery is for p2c-peak-ewma and round-robin clusters",
-                ));
-            }
-            _ => {}
+        if self.endpoints.is_empty()
+            && self.endpoints_file.is_none()
+            && self.dns.is_none()
+            && self.etcd.is_none()
+        {
+            return Err(refuse(
+                at("endpoints"),
+                "at least one endpoint is needed (or an endpoints_file, dns or etcd)",
+            ));
         }
         nonzero(&at("discovery_interval"), self.discovery_interval)?;
         if let Some(path) = &self.endpoints_file {

@@ -144,9 +144,9 @@ fn a_bad_config_is_refused_with_the_field_and_why() {
     );
     refused(
         r#""127.0.0.1:6380"]"#,
-        "\"127.0.0.1:6380\"]\nendpoints_file = \"/etc/shards\"",
+        "\"127.0.0.1:6380\"]\nendpoints_file = \"/nonexistent/shards\"",
         "cluster[0].endpoints_file",
-        "a ketama cluster's shards are a static list",
+        "/nonexistent/shards",
     );
     refused(
         r#""127.0.0.1:6380"]"#,
@@ -154,12 +154,13 @@ fn a_bad_config_is_refused_with_the_field_and_why() {
         "cluster[0].dns",
         "a ketama cluster",
     );
-    refused(
+    // A ketama cluster takes shards from etcd (or a file): they join and leave its ring.
+    let etcd = GOOD.replacen(
         r#""127.0.0.1:6380"]"#,
         "\"127.0.0.1:6380\"]\netcd = { members = [\"127.0.0.1:2379\"], prefix = \"/s/\" }",
-        "cluster[0].etcd",
-        "a ketama cluster's shards are a static list",
+        1,
     );
+    Config::parse(&etcd).unwrap();
     refused(
         "[[listener]]",
         "[admin]\naddress = \"0.0.0.0:9901\"\n[[listener]]",

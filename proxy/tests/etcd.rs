@@ -510,3 +510,141 @@ fn the_proxy_follows_endpoints_added_removed_and_changed_in_etcd() {
         }
     });
 }
+
+/// A RESP (ketama) cluster whose shards are registered in etcd: shards added, removed and
+/// moved during a run join and leave the ring — every key lands on the shard the ring of the
+/// registered names says, and a removed shard gets nothing once a key that was its own is
+/// seen to land elsewhere.
+#[test]
+fn a_ketama_cluster_follows_its_shards_in_etcd() {
+    use sheave_proto::resp::Frame;
+    use sheave_proxy::ketama::{KeyHash, Ring};
+    use support::{Conn, RedisServer};
+    if !have_etcd() || !support::have("redis-server", "redis-server") {
+        return;
+    }
+    let server = EtcdServer::start();
+    let registry = server.client;
+    let redis: Vec<RedisServer> = (0..4).map(|_| RedisServer::start()).collect();
+    let mut direct: Vec<Conn> = redis.iter().map(|r| Conn::open(r.addr)).collect();
+    let rt = Runtime::new().unwrap();
+    let put = |name: &str, shard: usize| {
+        let value = redis[shard].addr.to_string();
+        rt.block_on(etcd::put(registry, &format!("/shards/{name}"), &value))
+            .unwrap();
+    };
+    put("a", 0);
+    put("b", 1);
+    let proxy = support::proxy(&format!(
+        r#"
+        [[listener]]
+        name = "redis"
+        address = "127.0.0.1:0"
+        protocol = "resp"
+        cluster = "cache"
+
+        [[cluster]]
+        name = "cache"
+        hash = "md5"
+        etcd = {{ members = ["{registry}"], prefix = "/shards/" }}
+        "#
+    ));
+    let mut conn = Conn::open(proxy.addr("redis").unwrap());
+    // The shard (a redis index) `key` has on the ring of these (name, redis) shards.
+    let home = |shards: &[(&str, usize)], key: &str| {
+        let names: Vec<(&str, u32)> = shards.iter().map(|(n, _)| (*n, 1)).collect();
+        shards[Ring::new(&names, KeyHash::Md5, None).shard(key.as_bytes())].1
+    };
+    let exists = |direct: &mut Vec<Conn>, shard: usize, key: &str| {
+        direct[shard].cmd(&["EXISTS", key]) == Frame::Integer(1)
+    };
+    // SETs a key that the ring `shards` puts on `shard` until it lands there (the proxy
+    // has applied the change), bounded in time.
+    let mut n = 0;
+    let mut settle =
+        |conn: &mut Conn, direct: &mut Vec<Conn>, shards: &[(&str, usize)], shard: usize| {
+            let key = loop {
+                n += 1;
+                let key = format!("probe:{n}");
+                if home(shards, &key) == shard {
+                    break key;
+                }
+            };
+            let deadline = std::time::Instant::now() + WITHIN;
+            loop {
+                // Before the first shards arrive the proxy answers an error: try again.
+                let _ = conn.cmd(&["SET", &key, "p"]);
+                if exists(direct, shard, &key) {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{key} never reached shard {shard}"
+                );
+            }
+        };
+    // 200 keys through the proxy, each found only on its shard of `shards`.
+    let check =
+        |conn: &mut Conn, direct: &mut Vec<Conn>, shards: &[(&str, usize)], prefix: &str| {
+            for i in 0..200 {
+                let key = format!("{prefix}:{i}");
+                assert_eq!(conn.cmd(&["SET", &key, "v"]), Frame::ok());
+                let at = home(shards, &key);
+                for s in 0..direct.len() {
+                    assert_eq!(
+                        exists(direct, s, &key),
+                        s == at,
+                        "{key}: shard {s}, its home {at}"
+                    );
+                }
+            }
+        };
+
+    let two = [("a", 0), ("b", 1)];
+    settle(&mut conn, &mut direct, &two, 0);
+    settle(&mut conn, &mut direct, &two, 1);
+    check(&mut conn, &mut direct, &two, "two");
+
+    // Added: c joins the ring.
+    put("c", 2);
+    let three = [("a", 0), ("b", 1), ("c", 2)];
+    settle(&mut conn, &mut direct, &three, 2);
+    check(&mut conn, &mut direct, &three, "three");
+
+    // Removed: b leaves; once a key of b's lands on its new home, b gets nothing more.
+    rt.block_on(etcd::delete(registry, "/shards/b")).unwrap();
+    let ac = [("a", 0), ("c", 2)];
+    let key = (0..)
+        .map(|i| format!("moved:{i}"))
+        .find(|k| home(&three, k) == 1)
+        .unwrap();
+    let deadline = std::time::Instant::now() + WITHIN;
+    while !exists(&mut direct, home(&ac, &key), &key) {
+        assert_eq!(conn.cmd(&["SET", &key, "m"]), Frame::ok());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b's removal never applied"
+        );
+    }
+    let b_keys = direct[1].cmd(&["DBSIZE"]);
+    check(&mut conn, &mut direct, &ac, "after-b");
+    assert_eq!(
+        direct[1].cmd(&["DBSIZE"]),
+        b_keys,
+        "the removed shard got writes"
+    );
+
+    // Changed: a moves to a fresh redis (the same name, so the same place on the ring).
+    put("a", 3);
+    let moved = [("a", 3), ("c", 2)];
+    settle(&mut conn, &mut direct, &moved, 3);
+    let old_a = direct[0].cmd(&["DBSIZE"]);
+    check(&mut conn, &mut direct, &moved, "moved");
+    assert_eq!(
+        direct[0].cmd(&["DBSIZE"]),
+        old_a,
+        "a's old address got writes"
+    );
+    proxy.drain();
+    proxy.wait();
+}

@@ -3,9 +3,10 @@
 //! endpoints re-read when it changes, a DNS name resolved every `discovery_interval` (each
 //! address it has is an endpoint; the kit's [`discover::dns`], on a resolver thread), and
 //! [`etcd`] through its v3 JSON gateway (range, then a watch). [`changes`] merges a cluster's
-//! sources into the one stream its balancer takes. Ketama (RESP) clusters take the static
-//! list only: the config refuses a discovery source on one (a shard that comes and goes
-//! moves keys).
+//! sources into the one stream its balancer takes. A ketama (RESP) cluster takes [`sources`]
+//! too, file and etcd (not DNS: a shard needs a name for its place on the ring): each
+//! change rebuilds its ring ([`Shards::apply`](crate::resp::shards::Shards::apply)), so a
+//! shard that joins or leaves moves only its share of the keys.
 //!
 //! The file and etcd sources are `futures::Stream`s of
 //! [`sheave_middleware::discover::Change`]`<String, Endpoint>` — exactly what
@@ -93,7 +94,8 @@ pub fn etcd_source(source: &config::EtcdSource) -> Result<EtcdDiscovery, EtcdErr
         .build()
 }
 
-/// The endpoints of `cluster` on this runtime thread, as one stream for its balancer: its
+/// The endpoints of a balanced (TCP or HTTP) `cluster` on this runtime thread, as one
+/// stream for its balancer: its
 /// static list (changed by [`reload_endpoints`]), then whatever its `endpoints_file`, `dns`
 /// and `etcd` sources yield, as they yield it. All share one name space: a source that names
 /// an endpoint of another replaces it. Weights are not used by the balanced policies.
@@ -121,13 +123,21 @@ pub fn changes(cluster: &config::Cluster) -> Changes {
         });
     });
     let mut live: Changes = Box::pin(reloads);
-    let mut add = |source: Discovery| {
-        let before = std::mem::replace(&mut live, Box::pin(futures::stream::empty()));
-        live = Box::pin(futures::stream::select(before, source.map(target)));
-    };
+    for source in sources(cluster) {
+        live = Box::pin(futures::stream::select(live, source.map(target)));
+    }
+    Box::pin(fixed.chain(live))
+}
+
+/// The discovery sources of `cluster` beyond its static list — its `endpoints_file`, `dns`
+/// and `etcd`, each as the config names them — ready to be polled on this runtime thread
+/// (one per thread). A file that has gone since the config was checked is logged and left
+/// out.
+pub fn sources(cluster: &config::Cluster) -> Vec<Discovery> {
+    let mut out = Vec::new();
     if let Some(path) = &cluster.endpoints_file {
         match FileDiscovery::open(path, cluster.discovery_interval) {
-            Ok(file) => add(Discovery::File(file)),
+            Ok(file) => out.push(Discovery::File(file)),
             Err(e) => log::warn!("cluster {}: {e}; running without the file", cluster.name),
         }
     }
@@ -137,7 +147,7 @@ pub fn changes(cluster: &config::Cluster) -> Changes {
         .and_then(|d| d.rsplit_once(':'))
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
     {
-        add(Discovery::Dns(discover::dns(
+        out.push(Discovery::Dns(discover::dns(
             host,
             port,
             cluster.discovery_interval,
@@ -145,11 +155,11 @@ pub fn changes(cluster: &config::Cluster) -> Changes {
     }
     if let Some(source) = &cluster.etcd {
         match etcd_source(source) {
-            Ok(etcd) => add(Discovery::Etcd(etcd)),
+            Ok(etcd) => out.push(Discovery::Etcd(etcd)),
             Err(e) => log::warn!("cluster {}: {e}; running without etcd", cluster.name),
         }
     }
-    Box::pin(fixed.chain(live))
+    out
 }
 
 /// Gives every balancer of cluster `name` on this runtime thread the config endpoints

@@ -136,6 +136,22 @@ pub fn cluster_stack(
         .map(|(i, e)| shard_client(cluster, i, e.address(), metrics.clone()))
         .collect();
     let shards = Rc::new(Shards::new(cluster, services, metrics.clone()));
+    // Shards from discovery (a file, etcd) join and leave the ring as their changes arrive.
+    let sources = crate::discovery::sources(cluster);
+    if !sources.is_empty() {
+        let mut changes = futures::stream::select_all(sources);
+        let (shards, cluster, metrics) = (Rc::downgrade(&shards), cluster.clone(), metrics.clone());
+        drop(sheave_core::spawn(async move {
+            while let Some(change) = futures::StreamExt::next(&mut changes).await {
+                let Some(shards) = shards.upgrade() else {
+                    return; // the stack is gone
+                };
+                shards.apply(change, |addr, index| {
+                    shard_client(&cluster, index, addr, metrics.clone())
+                });
+            }
+        }));
+    }
     let r = &cluster.retry;
     let retry = RetryConfig::new()
         .max_attempts(r.max_attempts)

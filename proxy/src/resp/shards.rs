@@ -42,13 +42,29 @@ use crate::config;
 use crate::ketama::{KeyHash, Ring};
 use crate::metrics::ClusterMetrics;
 use sheave_core::time;
+use sheave_middleware::discover::Change;
 use sheave_middleware::retry::Backoff;
 use sheave_proto::resp::Frame;
 use sheave_service::{Error, ErrorKind, Service};
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+impl<S> Shard<S> {
+    fn new(service: S, name: &str, weight: u32, metrics: usize) -> Self {
+        Shard {
+            service,
+            name: name.to_string(),
+            weight,
+            metrics,
+            failures: Cell::new(0),
+            ejections: Cell::new(0),
+            ejected_until: Cell::new(None),
+        }
+    }
+}
 
 /// A request on its way to a shard: the command and the argument that picks its shard.
 #[derive(Debug, Clone)]
@@ -61,6 +77,11 @@ pub struct Routed {
 
 struct Shard<S> {
     service: S,
+    /// Its name on the ring, and its weight.
+    name: String,
+    weight: u32,
+    /// Its counters' index in the cluster's metrics.
+    metrics: usize,
     /// Failures in a row.
     failures: Cell<u32>,
     /// Ejections so far (each lasts longer).
@@ -71,9 +92,9 @@ struct Shard<S> {
 
 /// The shards of one cluster on one runtime thread, and their ring.
 pub struct Shards<S> {
-    shards: Vec<Shard<S>>,
-    /// `(name, weight)`, in config order: what the ring is built from.
-    names: Vec<(String, u32)>,
+    /// By index on the ring: the config's in order, then those discovery added; a removed
+    /// one leaves its slot empty (so the others keep their indices).
+    shards: RefCell<Vec<Option<Rc<Shard<S>>>>>,
     ring: RefCell<Ring>,
     hash: KeyHash,
     tag: Option<[u8; 2]>,
@@ -87,7 +108,7 @@ pub struct Shards<S> {
 impl<S> fmt::Debug for Shards<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shards")
-            .field("names", &self.names)
+            .field("names", &self.names())
             .field("live", &self.live())
             .field("try_timeout", &self.try_timeout)
             .field("ejection", &self.ejection)
@@ -98,11 +119,6 @@ impl<S> fmt::Debug for Shards<S> {
 impl<S> Shards<S> {
     /// The shards of `cluster`, one service each (in the order of its endpoints).
     pub fn new(cluster: &config::Cluster, services: Vec<S>, metrics: Rc<ClusterMetrics>) -> Self {
-        let names: Vec<(String, u32)> = cluster
-            .endpoints
-            .iter()
-            .map(|e| (e.label(), e.weight()))
-            .collect();
         let hash = match cluster.hash {
             config::Hash::Fnv1a64 => KeyHash::Fnv1a64,
             config::Hash::Md5 => KeyHash::Md5,
@@ -111,38 +127,99 @@ impl<S> Shards<S> {
             let b = t.as_bytes();
             [b[0], b[1]]
         });
-        let borrowed: Vec<(&str, u32)> = names.iter().map(|(n, w)| (n.as_str(), *w)).collect();
-        let ring = Ring::new(&borrowed, hash, tag);
-        Shards {
-            shards: services
-                .into_iter()
-                .map(|service| Shard {
-                    service,
-                    failures: Cell::new(0),
-                    ejections: Cell::new(0),
-                    ejected_until: Cell::new(None),
-                })
-                .collect(),
-            names,
-            ring: RefCell::new(ring),
+        let shards = Shards {
+            shards: RefCell::new(
+                cluster
+                    .endpoints
+                    .iter()
+                    .zip(services)
+                    .enumerate()
+                    .map(|(i, (e, service))| {
+                        Some(Rc::new(Shard::new(service, &e.label(), e.weight(), i)))
+                    })
+                    .collect(),
+            ),
+            ring: RefCell::new(Ring::new(&[], hash, tag)),
             hash,
             tag,
             try_timeout: cluster.try_timeout,
             ejection: cluster.ejection.clone(),
             next_return: Cell::new(None),
             metrics,
-        }
+        };
+        shards.rebuild();
+        shards
     }
 
-    fn live(&self) -> Vec<bool> {
+    /// Applies a discovery change: a new shard joins the ring (its service made by `make`
+    /// from its address and its metrics index), a changed one is replaced (a new service
+    /// when its address changed), a removed one leaves the ring — its keys move to the
+    /// others, and nothing more is sent to it; calls in flight on it finish.
+    pub fn apply(
+        &self,
+        change: Change<String, crate::discovery::Endpoint>,
+        make: impl FnOnce(SocketAddr, usize) -> S,
+    ) {
+        let mut shards = self.shards.borrow_mut();
+        match change {
+            Change::Insert(name, e) => {
+                let slot = shards
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|s| s.name == name));
+                let metrics = self.metrics.endpoint_named(&name);
+                let shard = Some(Rc::new(Shard::new(
+                    make(e.address, metrics),
+                    &name,
+                    e.weight,
+                    metrics,
+                )));
+                match slot.or_else(|| shards.iter().position(Option::is_none)) {
+                    Some(i) => shards[i] = shard,
+                    None => shards.push(shard),
+                }
+                log::info!("shard {name} ({}) is on the ring", e.address);
+            }
+            Change::Remove(name) => {
+                if let Some(slot) = shards
+                    .iter_mut()
+                    .find(|s| s.as_ref().is_some_and(|s| s.name == name))
+                {
+                    *slot = None;
+                    log::info!("shard {name} left the ring");
+                }
+            }
+        }
+        drop(shards);
+        self.rebuild();
+    }
+
+    fn names(&self) -> Vec<(String, u32)> {
         self.shards
+            .borrow()
             .iter()
-            .map(|s| s.ejected_until.get().is_none())
+            .map(|s| {
+                s.as_ref()
+                    .map_or((String::new(), 1), |s| (s.name.clone(), s.weight))
+            })
             .collect()
     }
 
+    /// Per slot: a shard is there and not ejected.
+    fn live(&self) -> Vec<bool> {
+        self.shards
+            .borrow()
+            .iter()
+            .map(|s| s.as_ref().is_some_and(|s| s.ejected_until.get().is_none()))
+            .collect()
+    }
+
+    fn shard(&self, index: usize) -> Option<Rc<Shard<S>>> {
+        self.shards.borrow().get(index).cloned().flatten()
+    }
+
     fn rebuild(&self) {
-        let names: Vec<(&str, u32)> = self.names.iter().map(|(n, w)| (n.as_str(), *w)).collect();
+        let names = self.names();
+        let names: Vec<(&str, u32)> = names.iter().map(|(n, w)| (n.as_str(), *w)).collect();
         *self.ring.borrow_mut() = Ring::with_live(&names, &self.live(), self.hash, self.tag);
     }
 
@@ -156,14 +233,14 @@ impl<S> Shards<S> {
             return;
         }
         let mut next = None::<Instant>;
-        for (i, s) in self.shards.iter().enumerate() {
+        for s in self.shards.borrow().iter().flatten() {
             match s.ejected_until.get() {
                 Some(until) if until <= now => {
                     s.ejected_until.set(None);
                     s.failures
                         .set(self.ejection.consecutive_failures.saturating_sub(1));
-                    self.metrics.endpoint(i).ejected.set(0);
-                    log::info!("shard {} is back on the ring (probation)", self.names[i].0);
+                    self.metrics.endpoint(s.metrics).ejected.set(0);
+                    log::info!("shard {} is back on the ring (probation)", s.name);
                 }
                 Some(until) => next = Some(next.map_or(until, |n| n.min(until))),
                 None => {}
@@ -180,9 +257,11 @@ impl<S> Shards<S> {
     }
 
     fn record(&self, index: usize, latency: Duration, outcome: Result<(), ErrorKind>) {
-        let shard = &self.shards[index];
+        let Some(shard) = self.shard(index) else {
+            return; // removed while the attempt ran: its counters stay as they were
+        };
         self.metrics
-            .endpoint(index)
+            .endpoint(shard.metrics)
             .attempt(latency, outcome.err().filter(|k| *k != ErrorKind::Canceled));
         match outcome {
             Ok(()) => {
@@ -204,12 +283,15 @@ impl<S> Shards<S> {
     }
 
     fn eject(&self, index: usize) {
-        let ejected = self.live().iter().filter(|l| !**l).count();
-        let allowed = ((self.shards.len() as f64 * self.ejection.max_share) as usize).max(1);
-        if ejected >= allowed || ejected + 1 >= self.shards.len() {
+        let present = self.shards.borrow().iter().flatten().count();
+        let ejected = present - self.live().iter().filter(|l| **l).count();
+        let allowed = ((present as f64 * self.ejection.max_share) as usize).max(1);
+        if ejected >= allowed || ejected + 1 >= present {
             return; // keep at least one shard, and no more than the share
         }
-        let shard = &self.shards[index];
+        let Some(shard) = self.shard(index) else {
+            return;
+        };
         let n = shard.ejections.get() + 1;
         shard.ejections.set(n);
         let length = Backoff::exponential(self.ejection.base, self.ejection.max).nominal(n);
@@ -217,12 +299,12 @@ impl<S> Shards<S> {
         shard.ejected_until.set(Some(until));
         self.next_return
             .set(Some(self.next_return.get().map_or(until, |t| t.min(until))));
-        let m = self.metrics.endpoint(index);
+        let m = self.metrics.endpoint(shard.metrics);
         m.ejections.set(m.ejections.get() + 1);
         m.ejected.set(1);
         log::warn!(
             "shard {} ejected for {length:?} after {} failures in a row",
-            self.names[index].0,
+            shard.name,
             shard.failures.get()
         );
         self.rebuild();
@@ -250,7 +332,13 @@ where
             Some(key) => self.shard_of(key),
             None => return Err(Error::msg(ErrorKind::InvalidRequest, "no key to route by")),
         };
-        let shard = &self.shards[index].service;
+        let Some(shard) = self.shard(index) else {
+            return Err(Error::msg(
+                ErrorKind::Unavailable,
+                "no shard is on the ring",
+            ));
+        };
+        let shard = &shard.service;
         let start = time::now();
         let attempt = async {
             let permit = shard.ready().await?;
