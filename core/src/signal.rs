@@ -39,6 +39,9 @@ pub enum Signal {
     Terminate,
     /// `SIGINT`: Ctrl-C in a terminal.
     Interrupt,
+    /// `SIGHUP`: by convention, "reload your configuration" (only from
+    /// [`Signals::hangup`]).
+    Hangup,
 }
 
 impl fmt::Display for Signal {
@@ -46,6 +49,7 @@ impl fmt::Display for Signal {
         f.write_str(match self {
             Signal::Terminate => "SIGTERM",
             Signal::Interrupt => "SIGINT",
+            Signal::Hangup => "SIGHUP",
         })
     }
 }
@@ -75,6 +79,16 @@ impl Signals {
         Ok(Signals { io, reg })
     }
 
+    /// Catches `SIGHUP` from now on (and only it), for a program that reloads its
+    /// configuration on it; [`recv`](Signals::recv) then returns [`Signal::Hangup`].
+    ///
+    /// Fails outside a runtime thread, or when the handler cannot be installed.
+    pub fn hangup() -> io::Result<Signals> {
+        let mut io = signal_hook_mio::v1_0::Signals::new([signal_hook::consts::SIGHUP])?;
+        let reg = Registration::new(&mut io)?;
+        Ok(Signals { io, reg })
+    }
+
     /// Waits for the next signal (one that arrived since the last `recv`, or a new one).
     /// Cancel-safe: a signal is taken only when it is returned.
     pub async fn recv(&mut self) -> Signal {
@@ -97,6 +111,7 @@ impl Signals {
         );
         match taken {
             Poll::Ready(Ok(signal_hook::consts::SIGINT)) => Poll::Ready(Signal::Interrupt),
+            Poll::Ready(Ok(signal_hook::consts::SIGHUP)) => Poll::Ready(Signal::Hangup),
             Poll::Ready(Ok(_)) => Poll::Ready(Signal::Terminate),
             Poll::Ready(Err(e)) => {
                 // Reading the self-pipe does not fail in practice; if it does, waiting again

@@ -35,3 +35,19 @@ fn sigterm_and_sigint_arrive_as_signals_each_once_and_in_every_registration() {
 fn signals_outside_a_runtime_thread_is_an_error_not_a_panic() {
     assert!(Signals::new().is_err());
 }
+
+#[test]
+fn sighup_arrives_as_hangup_in_a_hangup_registration() {
+    // (Whether a shutdown registration sees it is not asserted: the other test raises
+    // SIGTERM in this process at any moment.)
+    let rt = Runtime::builder().paused_clock().build().unwrap();
+    rt.block_on(async {
+        let mut reload = Signals::hangup().unwrap();
+        raise(signal_hook::consts::SIGHUP).unwrap();
+        let got = time::timeout(Duration::from_secs(20), reload.recv())
+            .await
+            .expect("SIGHUP");
+        assert_eq!(got, Signal::Hangup);
+        assert_eq!(got.to_string(), "SIGHUP");
+    });
+}

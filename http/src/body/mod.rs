@@ -153,7 +153,7 @@ impl http_body::Body for Body {
         let Kind::Incoming(incoming) = &mut this.kind else {
             return Poll::Ready(None);
         };
-        match Pin::new(incoming).poll_frame(cx) {
+        match Pin::new(&mut *incoming).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
@@ -165,6 +165,14 @@ impl http_body::Body for Body {
                         );
                     }
                     this.left -= n;
+                }
+                // The last frame: a consumer that knows the length (hyper's server does)
+                // stops here and drops the body without polling for the end, so the
+                // connection goes back to the pool now, not only on a final `None`.
+                if incoming.is_end_stream()
+                    && let Some(release) = this.release.take()
+                {
+                    release.complete();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
