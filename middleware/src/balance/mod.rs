@@ -93,16 +93,18 @@ pub use endpoint::EndpointStats;
 
 use crate::discover::Discover;
 use endpoint::Endpoint;
-use futures::future::{Either, select};
+
 use pick::Pick;
-use shared::Shared;
+use shared::{Place, Shared};
 use sheave_core::{JoinHandle, time};
 use sheave_service::classify::{Classify, DefaultClassifier};
 use sheave_service::{Error, ErrorKind, NewService, Service, TryReady};
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::hash::Hash;
 use std::pin::pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// A load balancer over discovered endpoints; see the [module docs](self).
@@ -265,6 +267,7 @@ where
     async fn ready(&self) -> Result<Self::Permit, Error> {
         let shared = &*self.shared;
         let mut empty_until = None;
+        let mut place = Place::new(shared);
         loop {
             let epoch = shared.epoch();
             let now = time::now_cached();
@@ -283,13 +286,23 @@ where
                         )
                         .retryable());
                     }
+                    // Wait for the cheapest full endpoint, a change of the set, or a slot
+                    // freed by any call (one per finished call, first come first served).
                     let outcome = {
-                        let ready = pin!(best.svc.ready());
-                        let change = pin!(shared.changed_since(epoch));
-                        match select(ready, change).await {
-                            Either::Left((ready, _)) => Some(ready.map_err(Into::into)),
-                            Either::Right(((), _)) => None,
-                        }
+                        let mut ready = pin!(best.svc.ready());
+                        let mut change = pin!(shared.changed_since(epoch));
+                        poll_fn(|cx| {
+                            if let Poll::Ready(r) = ready.as_mut().poll(cx) {
+                                return Poll::Ready(Some(r.map_err(Into::into)));
+                            }
+                            if change.as_mut().poll(cx).is_ready()
+                                || place.poll_freed(cx).is_ready()
+                            {
+                                return Poll::Ready(None);
+                            }
+                            Poll::Pending
+                        })
+                        .await
                     };
                     match outcome {
                         Some(Ok(inner)) if !best.is_gone() => {
@@ -374,6 +387,55 @@ mod tests {
     use super::*;
     use crate::discover;
     use sheave_service::mock;
+
+    #[test]
+    fn a_finished_call_wakes_one_waiting_caller_not_all() {
+        // Regression (issue 14): every finished call woke every `ready()` waiting for a
+        // full balancer — hundreds of callers polled to find one slot.
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Wake, Waker};
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let rt = crate::test_support::paused();
+        rt.block_on(async {
+            let (svc, handle) = mock::pair::<u32, u32>();
+            let once = std::cell::RefCell::new(Some(crate::ConcurrencyLimit::new(svc, 1)));
+            let connect = move |_: &'static str| {
+                let svc = once.borrow_mut().take();
+                async move { svc.ok_or_else(|| Error::msg(ErrorKind::Unavailable, "once")) }
+            };
+            let lb = Balance::builder().build(discover::fixed([("a", "a")]), connect);
+            let permit = lb.ready().await.unwrap();
+            let mut noop = Context::from_waker(Waker::noop());
+            let mut call = Box::pin(lb.call(permit, 1));
+            assert!(call.as_mut().poll(&mut noop).is_pending());
+            let counts: Vec<_> = (0..8).map(|_| Arc::new(Count(0.into()))).collect();
+            let wakers: Vec<Waker> = counts.iter().map(|c| Waker::from(c.clone())).collect();
+            let mut waiters: Vec<_> = (0..8).map(|_| Box::pin(lb.ready())).collect();
+            for (w, k) in waiters.iter_mut().zip(&wakers) {
+                assert!(w.as_mut().poll(&mut Context::from_waker(k)).is_pending());
+            }
+            assert_eq!(lb.shared.slot_waiters(), 8);
+            let (_, answer) = handle.try_next_request().unwrap();
+            answer.respond(2);
+            assert!(matches!(call.as_mut().poll(&mut noop), Poll::Ready(Ok(2))));
+            let woken: Vec<usize> = counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect();
+            assert!(woken[0] >= 1, "the first waiter is woken: {woken:?}");
+            assert_eq!(woken[1..], [0; 7], "and nobody else: {woken:?}");
+            let first = waiters[0]
+                .as_mut()
+                .poll(&mut Context::from_waker(&wakers[0]));
+            assert!(matches!(first, Poll::Ready(Ok(_))), "the first proceeds");
+            for (w, k) in waiters.iter_mut().zip(&wakers).skip(1) {
+                assert!(w.as_mut().poll(&mut Context::from_waker(k)).is_pending());
+            }
+        });
+    }
 
     #[test]
     fn dropped_waiters_leave_no_entry_behind() {
