@@ -15,8 +15,10 @@
 //!   asks each pick's `try_ready` (each pick skips endpoints already found full): the first
 //!   with capacity wins. When every pick is full or refusing, it asks *every* endpoint once
 //!   (the ones in service first); only when **every** endpoint is full does it wait — for the
-//!   cheapest full one to free a slot, for any call through the balancer to finish, or for
-//!   the endpoint set to change, whichever comes first ([`WhenBusy::WaitForBest`]) — or fail
+//!   cheapest full one to free a slot, for a call through the balancer to finish (each
+//!   finished call wakes one waiting caller, the first in line; a woken caller that finds the
+//!   slot taken keeps its place, one that goes away passes the wake on), or for the endpoint
+//!   set to change (that wakes them all), whichever comes first ([`WhenBusy::WaitForBest`]) — or fail
 //!   at once with `Overloaded` ([`WhenBusy::FailFast`]). At most
 //!   [`max_waiters`](BalanceConfig::max_waiters) callers wait; the next fails at once with
 //!   `Overloaded`. With no endpoint at all it waits at most
