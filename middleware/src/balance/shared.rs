@@ -248,6 +248,15 @@ impl<K, S> Shared<K, S> {
     /// Wakes the first caller waiting for a slot, if any.
     #[inline]
     pub(crate) fn slot_freed(&self) {
+        // Nobody waits on the fast path (a closed loop with a slot per caller): one test,
+        // and the settling call stays small enough to inline.
+        if !self.slots.borrow().is_empty() {
+            self.wake_first();
+        }
+    }
+
+    #[inline(never)]
+    fn wake_first(&self) {
         let next = self.slots.borrow_mut().grant_front();
         if let Some(waker) = next {
             waker.wake();
