@@ -161,6 +161,96 @@ impl Balance<(), ()> {
 }
 
 impl<K: Clone, S, C> Balance<K, S, C> {
+    /// `ready()` once the first pick found no capacity (`pick`, at `epoch`): waits, or
+    /// fails, by the rules in the module docs.
+    async fn wait_ready<Req>(
+        &self,
+        mut epoch: u64,
+        mut pick: Pick<K, S, S::Permit>,
+    ) -> Result<BalancePermit<K, S, S::Permit>, Error>
+    where
+        K: Clone + Eq,
+        S: Service<Req>,
+        S::Error: Into<Error>,
+    {
+        let shared = &*self.shared;
+        let mut empty_until = None;
+        let mut place = Place::new(shared);
+        loop {
+            match pick {
+                Pick::Ready(endpoint, inner) => return Ok(BalancePermit { endpoint, inner }),
+                Pick::Busy(best) => {
+                    if shared.config.when_busy == WhenBusy::FailFast {
+                        return Err(
+                            Error::msg(ErrorKind::Overloaded, "every endpoint is busy").retryable()
+                        );
+                    }
+                    if shared.waiting() >= shared.config.max_waiters {
+                        return Err(Error::msg(
+                            ErrorKind::Overloaded,
+                            "every endpoint is busy and the balancer's wait queue is full",
+                        )
+                        .retryable());
+                    }
+                    // Wait for the cheapest full endpoint, a change of the set, or a slot
+                    // freed by any call (one per finished call, first come first served).
+                    let outcome = {
+                        let mut ready = pin!(best.svc.ready());
+                        let mut change = pin!(shared.changed_since(epoch));
+                        poll_fn(|cx| {
+                            if let Poll::Ready(r) = ready.as_mut().poll(cx) {
+                                return Poll::Ready(Some(r.map_err(Into::into)));
+                            }
+                            if change.as_mut().poll(cx).is_ready()
+                                || place.poll_freed(cx).is_ready()
+                            {
+                                return Poll::Ready(None);
+                            }
+                            Poll::Pending
+                        })
+                        .await
+                    };
+                    match outcome {
+                        Some(Ok(inner)) if !best.is_gone() => {
+                            return Ok(BalancePermit {
+                                endpoint: best,
+                                inner,
+                            });
+                        }
+                        Some(Err(e)) if e.kind() == ErrorKind::Closed => {
+                            shared.closed(&best, false)
+                        }
+                        // Refusing now (its own wait queue is full, say): an answer, not a
+                        // reason to look again at once — nothing has changed, and looking
+                        // again without waiting would spin.
+                        Some(Err(e)) => return Err(e),
+                        // Gone meanwhile, or something changed: look again.
+                        Some(Ok(_)) | None => {}
+                    }
+                }
+                Pick::Refused(cause) => {
+                    return Err(Error::new(ErrorKind::Unavailable, cause)
+                        .with_context("no endpoint will take requests now")
+                        .retryable());
+                }
+                Pick::Empty => {
+                    let until = *empty_until.get_or_insert_with(|| {
+                        time::saturating_add(time::now_cached(), shared.config.empty_wait)
+                    });
+                    let change = shared.changed_since(epoch);
+                    if time::timeout_at(until, change).await.is_err() {
+                        return Err(
+                            Error::msg(ErrorKind::Unavailable, "no endpoint is connected")
+                                .retryable(),
+                        );
+                    }
+                }
+            }
+            epoch = shared.epoch();
+            pick = shared.try_pick::<Req>(time::now_cached());
+        }
+    }
+
     /// What the balancer knows of each connected endpoint, now.
     pub fn endpoints(&self) -> Vec<EndpointStats<K>> {
         let now = time::now();
@@ -267,80 +357,13 @@ where
     type Permit = BalancePermit<K, S, S::Permit>;
 
     async fn ready(&self) -> Result<Self::Permit, Error> {
-        let shared = &*self.shared;
-        let mut empty_until = None;
-        let mut place = Place::new(shared);
-        loop {
-            let epoch = shared.epoch();
-            let now = time::now_cached();
-            match shared.try_pick::<Req>(now) {
-                Pick::Ready(endpoint, inner) => return Ok(BalancePermit { endpoint, inner }),
-                Pick::Busy(best) => {
-                    if shared.config.when_busy == WhenBusy::FailFast {
-                        return Err(
-                            Error::msg(ErrorKind::Overloaded, "every endpoint is busy").retryable()
-                        );
-                    }
-                    if shared.waiting() >= shared.config.max_waiters {
-                        return Err(Error::msg(
-                            ErrorKind::Overloaded,
-                            "every endpoint is busy and the balancer's wait queue is full",
-                        )
-                        .retryable());
-                    }
-                    // Wait for the cheapest full endpoint, a change of the set, or a slot
-                    // freed by any call (one per finished call, first come first served).
-                    let outcome = {
-                        let mut ready = pin!(best.svc.ready());
-                        let mut change = pin!(shared.changed_since(epoch));
-                        poll_fn(|cx| {
-                            if let Poll::Ready(r) = ready.as_mut().poll(cx) {
-                                return Poll::Ready(Some(r.map_err(Into::into)));
-                            }
-                            if change.as_mut().poll(cx).is_ready()
-                                || place.poll_freed(cx).is_ready()
-                            {
-                                return Poll::Ready(None);
-                            }
-                            Poll::Pending
-                        })
-                        .await
-                    };
-                    match outcome {
-                        Some(Ok(inner)) if !best.is_gone() => {
-                            return Ok(BalancePermit {
-                                endpoint: best,
-                                inner,
-                            });
-                        }
-                        Some(Err(e)) if e.kind() == ErrorKind::Closed => {
-                            shared.closed(&best, false)
-                        }
-                        // Refusing now (its own wait queue is full, say): an answer, not a
-                        // reason to look again at once — nothing has changed, and looking
-                        // again without waiting would spin.
-                        Some(Err(e)) => return Err(e),
-                        // Gone meanwhile, or something changed: look again.
-                        Some(Ok(_)) | None => {}
-                    }
-                }
-                Pick::Refused(cause) => {
-                    return Err(Error::new(ErrorKind::Unavailable, cause)
-                        .with_context("no endpoint will take requests now")
-                        .retryable());
-                }
-                Pick::Empty => {
-                    let until = *empty_until
-                        .get_or_insert_with(|| time::saturating_add(now, shared.config.empty_wait));
-                    let change = shared.changed_since(epoch);
-                    if time::timeout_at(until, change).await.is_err() {
-                        return Err(
-                            Error::msg(ErrorKind::Unavailable, "no endpoint is connected")
-                                .retryable(),
-                        );
-                    }
-                }
-            }
+        // The fast path, a pick with capacity, carries none of the waiting's state: the wait
+        // is boxed, so this future (which every layer above holds, and some move) stays
+        // small. One allocation per wait, only when every endpoint is full.
+        let epoch = self.shared.epoch();
+        match self.shared.try_pick::<Req>(time::now_cached()) {
+            Pick::Ready(endpoint, inner) => Ok(BalancePermit { endpoint, inner }),
+            first => Box::pin(self.wait_ready::<Req>(epoch, first)).await,
         }
     }
 
