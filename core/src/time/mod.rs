@@ -430,7 +430,7 @@ fn whole_millis(d: Duration) -> (u64, bool) {
         .as_secs()
         .saturating_mul(1000)
         .saturating_add(u64::from(nanos / 1_000_000));
-    (ms, nanos % 1_000_000 != 0)
+    (ms, !nanos.is_multiple_of(1_000_000))
 }
 
 #[cfg(test)]

@@ -421,7 +421,9 @@ mod tests {
         for seed in 0..200u64 {
             let mut rng = SmallRng::seed_from_u64(seed);
             let shared = shared();
-            let mut live: Vec<(Place<'_, u32, ()>, Arc<Count>, Waker, usize)> = Vec::new();
+            // Each live waiter: its place, its wake count and waker, the wakes it has seen.
+            type Live<'a> = (Place<'a, u32, ()>, Arc<Count>, Waker, usize);
+            let mut live: Vec<Live<'_>> = Vec::new();
             let mut owed = 0usize;
             for _ in 0..300 {
                 match rng.random_range(0..4) {
