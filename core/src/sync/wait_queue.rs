@@ -164,6 +164,37 @@ impl WaitQueue {
         }
     }
 
+    /// Puts waiter `id` back in line **at its old place** (by arrival order) with `waker`, or
+    /// updates its waker if it is still queued. For a waiter that was woken by
+    /// [`grant_front`](WaitQueue::grant_front), took its grant, found the capacity gone (a
+    /// newcomer took it first, say) and waits again: it keeps its turn ahead of everyone who
+    /// came after it.
+    ///
+    /// ```
+    /// use sheave_core::sync::WaitQueue;
+    /// use std::task::Waker;
+    ///
+    /// let mut q = WaitQueue::new();
+    /// let (a, b) = (q.push(Waker::noop()).unwrap(), q.push(Waker::noop()).unwrap());
+    /// q.grant_front();
+    /// assert!(q.take_grant(a)); // woken, but found nothing: back in line
+    /// q.requeue(a, Waker::noop());
+    /// assert_eq!(q.front(), Some(a)); // still ahead of `b`
+    /// assert_eq!(q.len(), 2);
+    /// # let _ = b;
+    /// ```
+    pub fn requeue(&mut self, id: WaiterId, waker: &Waker) {
+        match self.queue.binary_search_by_key(&id.0, |(i, _)| *i) {
+            Ok(at) => {
+                let stored = &mut self.queue[at].1;
+                if !stored.will_wake(waker) {
+                    stored.clone_from(waker);
+                }
+            }
+            Err(at) => self.queue.insert(at, (id.0, waker.clone())),
+        }
+    }
+
     /// The first waiter.
     pub fn front(&self) -> Option<WaiterId> {
         self.queue.front().map(|(id, _)| WaiterId(*id))

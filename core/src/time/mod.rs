@@ -89,18 +89,15 @@ impl Clock {
     /// The tick an instant falls in (rounded down: a tick counts as reached only once it fully
     /// elapsed).
     pub(crate) fn tick_of(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.start).as_millis() as u64
+        whole_millis(at.saturating_duration_since(self.start)).0
     }
 
-    /// The tick of a deadline, rounded up so a timer never fires before its deadline.
+    /// The tick of a deadline, rounded up so a timer never fires before its deadline. (Armed
+    /// once per timed request: in u64, not `as_millis`'s u128.)
+    #[inline]
     pub(crate) fn deadline_tick(&self, deadline: Instant) -> u64 {
-        let d = deadline.saturating_duration_since(self.start);
-        let ms = d.as_millis() as u64;
-        if d > Duration::from_millis(ms) {
-            ms + 1
-        } else {
-            ms
-        }
+        let (ms, rest) = whole_millis(deadline.saturating_duration_since(self.start));
+        if rest { ms + 1 } else { ms }
     }
 
     /// Real time until `tick`, rounded up to whole milliseconds (epoll's resolution).
@@ -422,5 +419,38 @@ impl futures::Stream for Interval {
     type Item = Instant;
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Instant>> {
         self.get_mut().poll_tick(cx).map(Some)
+    }
+}
+
+/// `d` in whole milliseconds (saturating), and whether a part of a millisecond is left over.
+#[inline]
+fn whole_millis(d: Duration) -> (u64, bool) {
+    let nanos = d.subsec_nanos();
+    let ms = d
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(nanos / 1_000_000));
+    (ms, !nanos.is_multiple_of(1_000_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_millis_agrees_with_as_millis_and_sees_a_partial_millisecond() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_micros(999),
+            Duration::from_millis(1),
+            Duration::from_nanos(1_000_001),
+            Duration::new(86_400 * 365, 999_999_999),
+        ] {
+            let (ms, rest) = whole_millis(d);
+            assert_eq!(u128::from(ms), d.as_millis(), "{d:?}");
+            assert_eq!(rest, d > Duration::from_millis(ms), "{d:?}");
+        }
+        assert_eq!(whole_millis(Duration::MAX).0, u64::MAX);
     }
 }

@@ -15,8 +15,10 @@
 //!   asks each pick's `try_ready` (each pick skips endpoints already found full): the first
 //!   with capacity wins. When every pick is full or refusing, it asks *every* endpoint once
 //!   (the ones in service first); only when **every** endpoint is full does it wait — for the
-//!   cheapest full one to free a slot, for any call through the balancer to finish, or for
-//!   the endpoint set to change, whichever comes first ([`WhenBusy::WaitForBest`]) — or fail
+//!   cheapest full one to free a slot, for a call through the balancer to finish (each
+//!   finished call wakes one waiting caller, the first in line; a woken caller that finds the
+//!   slot taken keeps its place, one that goes away passes the wake on), or for the endpoint
+//!   set to change (that wakes them all), whichever comes first ([`WhenBusy::WaitForBest`]) — or fail
 //!   at once with `Overloaded` ([`WhenBusy::FailFast`]). At most
 //!   [`max_waiters`](BalanceConfig::max_waiters) callers wait; the next fails at once with
 //!   `Overloaded`. With no endpoint at all it waits at most
@@ -93,16 +95,18 @@ pub use endpoint::EndpointStats;
 
 use crate::discover::Discover;
 use endpoint::Endpoint;
-use futures::future::{Either, select};
+
 use pick::Pick;
-use shared::Shared;
+use shared::{Place, Shared};
 use sheave_core::{JoinHandle, time};
 use sheave_service::classify::{Classify, DefaultClassifier};
 use sheave_service::{Error, ErrorKind, NewService, Service, TryReady};
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::hash::Hash;
 use std::pin::pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// A load balancer over discovered endpoints; see the [module docs](self).
@@ -157,6 +161,96 @@ impl Balance<(), ()> {
 }
 
 impl<K: Clone, S, C> Balance<K, S, C> {
+    /// `ready()` once the first pick found no capacity (`pick`, at `epoch`): waits, or
+    /// fails, by the rules in the module docs.
+    async fn wait_ready<Req>(
+        &self,
+        mut epoch: u64,
+        mut pick: Pick<K, S, S::Permit>,
+    ) -> Result<BalancePermit<K, S, S::Permit>, Error>
+    where
+        K: Clone + Eq,
+        S: Service<Req>,
+        S::Error: Into<Error>,
+    {
+        let shared = &*self.shared;
+        let mut empty_until = None;
+        let mut place = Place::new(shared);
+        loop {
+            match pick {
+                Pick::Ready(endpoint, inner) => return Ok(BalancePermit { endpoint, inner }),
+                Pick::Busy(best) => {
+                    if shared.config.when_busy == WhenBusy::FailFast {
+                        return Err(
+                            Error::msg(ErrorKind::Overloaded, "every endpoint is busy").retryable()
+                        );
+                    }
+                    if shared.waiting() >= shared.config.max_waiters {
+                        return Err(Error::msg(
+                            ErrorKind::Overloaded,
+                            "every endpoint is busy and the balancer's wait queue is full",
+                        )
+                        .retryable());
+                    }
+                    // Wait for the cheapest full endpoint, a change of the set, or a slot
+                    // freed by any call (one per finished call, first come first served).
+                    let outcome = {
+                        let mut ready = pin!(best.svc.ready());
+                        let mut change = pin!(shared.changed_since(epoch));
+                        poll_fn(|cx| {
+                            if let Poll::Ready(r) = ready.as_mut().poll(cx) {
+                                return Poll::Ready(Some(r.map_err(Into::into)));
+                            }
+                            if change.as_mut().poll(cx).is_ready()
+                                || place.poll_freed(cx).is_ready()
+                            {
+                                return Poll::Ready(None);
+                            }
+                            Poll::Pending
+                        })
+                        .await
+                    };
+                    match outcome {
+                        Some(Ok(inner)) if !best.is_gone() => {
+                            return Ok(BalancePermit {
+                                endpoint: best,
+                                inner,
+                            });
+                        }
+                        Some(Err(e)) if e.kind() == ErrorKind::Closed => {
+                            shared.closed(&best, false)
+                        }
+                        // Refusing now (its own wait queue is full, say): an answer, not a
+                        // reason to look again at once — nothing has changed, and looking
+                        // again without waiting would spin.
+                        Some(Err(e)) => return Err(e),
+                        // Gone meanwhile, or something changed: look again.
+                        Some(Ok(_)) | None => {}
+                    }
+                }
+                Pick::Refused(cause) => {
+                    return Err(Error::new(ErrorKind::Unavailable, cause)
+                        .with_context("no endpoint will take requests now")
+                        .retryable());
+                }
+                Pick::Empty => {
+                    let until = *empty_until.get_or_insert_with(|| {
+                        time::saturating_add(time::now_cached(), shared.config.empty_wait)
+                    });
+                    let change = shared.changed_since(epoch);
+                    if time::timeout_at(until, change).await.is_err() {
+                        return Err(
+                            Error::msg(ErrorKind::Unavailable, "no endpoint is connected")
+                                .retryable(),
+                        );
+                    }
+                }
+            }
+            epoch = shared.epoch();
+            pick = shared.try_pick::<Req>(time::now_cached());
+        }
+    }
+
     /// What the balancer knows of each connected endpoint, now.
     pub fn endpoints(&self) -> Vec<EndpointStats<K>> {
         let now = time::now();
@@ -263,69 +357,13 @@ where
     type Permit = BalancePermit<K, S, S::Permit>;
 
     async fn ready(&self) -> Result<Self::Permit, Error> {
-        let shared = &*self.shared;
-        let mut empty_until = None;
-        loop {
-            let epoch = shared.epoch();
-            let now = time::now_cached();
-            match shared.try_pick::<Req>(now) {
-                Pick::Ready(endpoint, inner) => return Ok(BalancePermit { endpoint, inner }),
-                Pick::Busy(best) => {
-                    if shared.config.when_busy == WhenBusy::FailFast {
-                        return Err(
-                            Error::msg(ErrorKind::Overloaded, "every endpoint is busy").retryable()
-                        );
-                    }
-                    if shared.waiting() >= shared.config.max_waiters {
-                        return Err(Error::msg(
-                            ErrorKind::Overloaded,
-                            "every endpoint is busy and the balancer's wait queue is full",
-                        )
-                        .retryable());
-                    }
-                    let outcome = {
-                        let ready = pin!(best.svc.ready());
-                        let change = pin!(shared.changed_since(epoch));
-                        match select(ready, change).await {
-                            Either::Left((ready, _)) => Some(ready.map_err(Into::into)),
-                            Either::Right(((), _)) => None,
-                        }
-                    };
-                    match outcome {
-                        Some(Ok(inner)) if !best.is_gone() => {
-                            return Ok(BalancePermit {
-                                endpoint: best,
-                                inner,
-                            });
-                        }
-                        Some(Err(e)) if e.kind() == ErrorKind::Closed => {
-                            shared.closed(&best, false)
-                        }
-                        // Refusing now (its own wait queue is full, say): an answer, not a
-                        // reason to look again at once — nothing has changed, and looking
-                        // again without waiting would spin.
-                        Some(Err(e)) => return Err(e),
-                        // Gone meanwhile, or something changed: look again.
-                        Some(Ok(_)) | None => {}
-                    }
-                }
-                Pick::Refused(cause) => {
-                    return Err(Error::new(ErrorKind::Unavailable, cause)
-                        .with_context("no endpoint will take requests now")
-                        .retryable());
-                }
-                Pick::Empty => {
-                    let until = *empty_until
-                        .get_or_insert_with(|| time::saturating_add(now, shared.config.empty_wait));
-                    let change = shared.changed_since(epoch);
-                    if time::timeout_at(until, change).await.is_err() {
-                        return Err(
-                            Error::msg(ErrorKind::Unavailable, "no endpoint is connected")
-                                .retryable(),
-                        );
-                    }
-                }
-            }
+        // The fast path, a pick with capacity, carries none of the waiting's state: the wait
+        // is boxed, so this future (which every layer above holds, and some move) stays
+        // small. One allocation per wait, only when every endpoint is full.
+        let epoch = self.shared.epoch();
+        match self.shared.try_pick::<Req>(time::now_cached()) {
+            Pick::Ready(endpoint, inner) => Ok(BalancePermit { endpoint, inner }),
+            first => Box::pin(self.wait_ready::<Req>(epoch, first)).await,
         }
     }
 
@@ -374,6 +412,55 @@ mod tests {
     use super::*;
     use crate::discover;
     use sheave_service::mock;
+
+    #[test]
+    fn a_finished_call_wakes_one_waiting_caller_not_all() {
+        // Regression (issue 14): every finished call woke every `ready()` waiting for a
+        // full balancer — hundreds of callers polled to find one slot.
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Wake, Waker};
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let rt = crate::test_support::paused();
+        rt.block_on(async {
+            let (svc, handle) = mock::pair::<u32, u32>();
+            let once = std::cell::RefCell::new(Some(crate::ConcurrencyLimit::new(svc, 1)));
+            let connect = move |_: &'static str| {
+                let svc = once.borrow_mut().take();
+                async move { svc.ok_or_else(|| Error::msg(ErrorKind::Unavailable, "once")) }
+            };
+            let lb = Balance::builder().build(discover::fixed([("a", "a")]), connect);
+            let permit = lb.ready().await.unwrap();
+            let mut noop = Context::from_waker(Waker::noop());
+            let mut call = Box::pin(lb.call(permit, 1));
+            assert!(call.as_mut().poll(&mut noop).is_pending());
+            let counts: Vec<_> = (0..8).map(|_| Arc::new(Count(0.into()))).collect();
+            let wakers: Vec<Waker> = counts.iter().map(|c| Waker::from(c.clone())).collect();
+            let mut waiters: Vec<_> = (0..8).map(|_| Box::pin(lb.ready())).collect();
+            for (w, k) in waiters.iter_mut().zip(&wakers) {
+                assert!(w.as_mut().poll(&mut Context::from_waker(k)).is_pending());
+            }
+            assert_eq!(lb.shared.slot_waiters(), 8);
+            let (_, answer) = handle.try_next_request().unwrap();
+            answer.respond(2);
+            assert!(matches!(call.as_mut().poll(&mut noop), Poll::Ready(Ok(2))));
+            let woken: Vec<usize> = counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect();
+            assert!(woken[0] >= 1, "the first waiter is woken: {woken:?}");
+            assert_eq!(woken[1..], [0; 7], "and nobody else: {woken:?}");
+            let first = waiters[0]
+                .as_mut()
+                .poll(&mut Context::from_waker(&wakers[0]));
+            assert!(matches!(first, Poll::Ready(Ok(_))), "the first proceeds");
+            for (w, k) in waiters.iter_mut().zip(&wakers).skip(1) {
+                assert!(w.as_mut().poll(&mut Context::from_waker(k)).is_pending());
+            }
+        });
+    }
 
     #[test]
     fn dropped_waiters_leave_no_entry_behind() {

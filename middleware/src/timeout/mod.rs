@@ -261,6 +261,7 @@ where
         }
     }
 
+    #[inline] // built in place by the caller: not inlined, the whole inner future is copied out
     fn call(
         &self,
         permit: Self::Permit,
