@@ -124,6 +124,17 @@ pub struct ClusterMetrics {
     budgets: RefCell<Vec<Rc<Budget>>>,
     /// The balancers of this thread's stacks of the cluster (TCP and HTTP).
     balancers: RefCell<Vec<Probe>>,
+    /// Backups sent by this thread's hedges of the cluster, read at scrape.
+    hedges: RefCell<Vec<HedgeProbe>>,
+}
+
+/// Reads a hedge's backups sent (0 once the hedge is gone).
+struct HedgeProbe(Box<dyn Fn() -> u64>);
+
+impl std::fmt::Debug for HedgeProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("HedgeProbe").field(&(self.0)()).finish()
+    }
 }
 
 impl ClusterMetrics {
@@ -143,12 +154,18 @@ impl ClusterMetrics {
             latency_ns: Cell::new(0),
             budgets: RefCell::default(),
             balancers: RefCell::default(),
+            hedges: RefCell::default(),
         }
     }
 
     /// Reports `budget`'s retries available at each scrape.
     pub fn add_budget(&self, budget: Rc<Budget>) {
         self.budgets.borrow_mut().push(budget);
+    }
+
+    /// Reports, at each scrape, the backups `sent` says a hedge of the cluster has sent.
+    pub fn add_hedges(&self, sent: impl Fn() -> u64 + 'static) {
+        self.hedges.borrow_mut().push(HedgeProbe(Box::new(sent)));
     }
 
     /// Reports, at each scrape, what `read` says of the endpoints of `balancer` (while it
@@ -215,6 +232,7 @@ struct ClusterTotals {
     buckets: [u64; BUCKETS.len()],
     latency_ns: u64,
     budget_available: u64,
+    hedges: u64,
     endpoints: Vec<(String, EndpointTotals)>,
 }
 
@@ -283,6 +301,7 @@ impl Snapshot {
             .iter()
             .map(|b| b.available())
             .sum::<u64>();
+        t.hedges += m.hedges.borrow().iter().map(|sent| (sent.0)()).sum::<u64>();
         for (label, b) in m.endpoints.borrow().iter() {
             t.endpoint(label).add(&EndpointTotals {
                 attempts: b.attempts.get(),
@@ -330,6 +349,7 @@ impl Snapshot {
                 .for_each(|(a, b)| *a += b);
             t.latency_ns += o.latency_ns;
             t.budget_available += o.budget_available;
+            t.hedges += o.hedges;
             for (label, b) in o.endpoints {
                 t.endpoint(&label).add(&b);
             }
@@ -417,7 +437,20 @@ impl Snapshot {
             let _ = writeln!(
                 out,
                 "sheave_proxy_retries_total{{cluster=\"{c}\"}} {}",
-                attempts.saturating_sub(t.requests)
+                attempts.saturating_sub(t.requests + t.hedges)
+            );
+        }
+        family(
+            &mut out,
+            "sheave_proxy_hedges_total",
+            "counter",
+            "Backup attempts sent for slow idempotent HTTP requests (cluster hedge).",
+        );
+        for (c, t) in &self.clusters {
+            let _ = writeln!(
+                out,
+                "sheave_proxy_hedges_total{{cluster=\"{c}\"}} {}",
+                t.hedges
             );
         }
         family(
