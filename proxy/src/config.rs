@@ -229,6 +229,14 @@ pub struct Cluster {
     /// shed with a 503).
     #[serde(default = "pool_size")]
     pub pool_size: usize,
+    /// HTTP/1.1: a pooled connection idle this long is closed (default 30 s), so the pool
+    /// shrinks back after a burst.
+    #[serde(default = "pool_idle_timeout", deserialize_with = "duration")]
+    pub pool_idle_timeout: Duration,
+    /// HTTP/1.1: connections per endpoint and thread kept idle at most (default `pool_size`);
+    /// one whose response is done past it is closed at once.
+    #[serde(default)]
+    pub pool_max_idle: Option<usize>,
     /// Retries of idempotent requests.
     #[serde(default)]
     pub retry: Retry,
@@ -703,6 +711,15 @@ impl Cluster {
         positive(&at("concurrency_limit"), self.concurrency_limit)?;
         positive(&at("connections"), self.connections)?;
         positive(&at("pool_size"), self.pool_size)?;
+        nonzero(&at("pool_idle_timeout"), self.pool_idle_timeout)?;
+        if let Some(n) = self.pool_max_idle
+            && n > self.pool_size
+        {
+            return Err(refuse(
+                at("pool_max_idle"),
+                format!("{n} is more than pool_size ({})", self.pool_size),
+            ));
+        }
         positive(
             &at("max_in_flight_per_connection"),
             self.max_in_flight_per_connection,
@@ -948,6 +965,9 @@ fn backoff() -> Duration {
 }
 fn max_backoff() -> Duration {
     Duration::from_millis(50)
+}
+fn pool_idle_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn hedge_percentile() -> f64 {
     0.95

@@ -83,6 +83,8 @@ pub fn cluster_stack(
             HttpVersion::Http2 => Version::Http2,
         })
         .pool_size(cluster.pool_size)
+        .idle_timeout(cluster.pool_idle_timeout)
+        .max_idle(cluster.pool_max_idle.unwrap_or(cluster.pool_size))
         .max_streams(cluster.max_in_flight_per_connection)
         .connect_timeout(cluster.connect_timeout);
     let endpoints = crate::discovery::changes(cluster);
@@ -91,7 +93,12 @@ pub fn cluster_stack(
         let (connector, metrics) = (connector.clone(), metrics.clone());
         let index = metrics.endpoint_named(&label);
         async move {
-            let client = sheave_service::NewService::new_service(&connector, addr).await?;
+            let client: Client<Replay<Body>> =
+                sheave_service::NewService::new_service(&connector, addr).await?;
+            let pool = client.pool_probe();
+            metrics.add_pool(&label, move || {
+                pool.stats().map(|p| (p.idle as u64, p.in_use as u64))
+            });
             let m = metrics.endpoint(index);
             m.connections.set(m.connections.get() + 1);
             Ok::<_, Error>(Counted {

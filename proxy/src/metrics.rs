@@ -126,6 +126,17 @@ pub struct ClusterMetrics {
     balancers: RefCell<Vec<Probe>>,
     /// Backups sent by this thread's hedges of the cluster, read at scrape.
     hedges: RefCell<Vec<HedgeProbe>>,
+    /// The HTTP connection pools of this thread's endpoint clients, by endpoint label.
+    pools: RefCell<Vec<(String, PoolReader)>>,
+}
+
+/// Reads an HTTP client's pool, `(idle, in use)`, while the client lives.
+struct PoolReader(Box<dyn Fn() -> Option<(u64, u64)>>);
+
+impl fmt::Debug for PoolReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PoolReader").field(&(self.0)()).finish()
+    }
 }
 
 /// Reads a hedge's backups sent (0 once the hedge is gone).
@@ -155,12 +166,21 @@ impl ClusterMetrics {
             budgets: RefCell::default(),
             balancers: RefCell::default(),
             hedges: RefCell::default(),
+            pools: RefCell::default(),
         }
     }
 
     /// Reports `budget`'s retries available at each scrape.
     pub fn add_budget(&self, budget: Rc<Budget>) {
         self.budgets.borrow_mut().push(budget);
+    }
+
+    /// Reports, at each scrape, the pool of an HTTP client of `endpoint` as `read` says it:
+    /// `(idle, in use)`, until it says `None` (the client is gone).
+    pub fn add_pool(&self, endpoint: &str, read: impl Fn() -> Option<(u64, u64)> + 'static) {
+        self.pools
+            .borrow_mut()
+            .push((endpoint.to_string(), PoolReader(Box::new(read))));
     }
 
     /// Reports, at each scrape, the backups `sent` says a hedge of the cluster has sent.
@@ -262,6 +282,8 @@ struct EndpointTotals {
     buckets: [u64; BUCKETS.len()],
     latency_ns: u64,
     pending: u64,
+    pool_idle: u64,
+    pool_in_use: u64,
 }
 
 impl EndpointTotals {
@@ -280,6 +302,8 @@ impl EndpointTotals {
             .for_each(|(x, y)| *x += y);
         self.latency_ns += b.latency_ns;
         self.pending += b.pending;
+        self.pool_idle += b.pool_idle;
+        self.pool_in_use += b.pool_in_use;
     }
 }
 
@@ -311,9 +335,20 @@ impl Snapshot {
                 connections: b.connections.get(),
                 buckets: b.buckets.each_ref().map(Cell::get),
                 latency_ns: b.latency_ns.get(),
-                pending: 0,
+                ..EndpointTotals::default()
             });
         }
+        m.pools
+            .borrow_mut()
+            .retain(|(label, read)| match (read.0)() {
+                Some((idle, in_use)) => {
+                    let e = t.endpoint(label);
+                    e.pool_idle += idle;
+                    e.pool_in_use += in_use;
+                    true
+                }
+                None => false,
+            });
         m.balancers.borrow_mut().retain(|probe| match (probe.0)() {
             Some(states) => {
                 for s in states {
@@ -567,6 +602,22 @@ impl Snapshot {
                     "sheave_proxy_endpoint_pending{{cluster=\"{c}\",endpoint=\"{e}\"}} {}",
                     m.pending
                 );
+            }
+        }
+        family(
+            &mut out,
+            "sheave_proxy_endpoint_pool_connections",
+            "gauge",
+            "An http endpoint's upstream pool now, summed over runtime threads: HTTP/1.1 connections idle, and slots in use (a connection each on HTTP/1.1, a stream on HTTP/2); 0 for other endpoints.",
+        );
+        for (c, t) in &self.clusters {
+            for (e, m) in &t.endpoints {
+                for (state, n) in [("idle", m.pool_idle), ("in_use", m.pool_in_use)] {
+                    let _ = writeln!(
+                        out,
+                        "sheave_proxy_endpoint_pool_connections{{cluster=\"{c}\",endpoint=\"{e}\",state=\"{state}\"}} {n}"
+                    );
+                }
             }
         }
         family(

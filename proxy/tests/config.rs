@@ -269,7 +269,7 @@ fn the_binary_refuses_a_bad_config_before_starting_anything() {
 }
 
 #[test]
-fn a_bad_hedge_is_refused_with_the_field() {
+fn a_bad_hedge_or_pool_bound_is_refused_with_the_field() {
     let http = |cluster: &str| {
         format!(
             "[[listener]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
@@ -313,7 +313,28 @@ fn a_bad_hedge_is_refused_with_the_field() {
         assert_eq!(err.field, field, "{hedge}: {err}");
         assert!(err.reason.contains(why), "{hedge}: {err}");
     }
+    // The upstream pool's bounds, likewise.
+    for (pool, field, why) in [
+        (
+            "pool_idle_timeout = \"0s\"",
+            "cluster[0].pool_idle_timeout",
+            "longer than zero",
+        ),
+        (
+            "pool_size = 4\npool_max_idle = 5",
+            "cluster[0].pool_max_idle",
+            "more than pool_size",
+        ),
+    ] {
+        let err = Config::parse(&http(pool)).expect_err(&format!("accepted: {pool}"));
+        assert_eq!(err.field, field, "{pool}: {err}");
+        assert!(err.reason.contains(why), "{pool}: {err}");
+    }
     let good = Config::parse(&http("hedge = { percentile = 0.9, window = \"5s\" }")).unwrap();
+    assert_eq!(
+        good.clusters[0].pool_idle_timeout,
+        std::time::Duration::from_secs(30)
+    );
     let hedge = good.clusters[0].hedge.as_ref().unwrap();
     assert_eq!((hedge.percentile, hedge.min_samples), (0.9, 100));
     assert_eq!(hedge.window, std::time::Duration::from_secs(5));
