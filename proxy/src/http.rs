@@ -193,12 +193,9 @@ pub fn cluster_stack(
 struct Copyable(Request<Replay<Body>>);
 
 impl Copyable {
-    /// `req`, if a hedge may send it twice; else `req` back.
-    fn new(req: Request<Replay<Body>>) -> Result<Copyable, Request<Replay<Body>>> {
-        match req.method().is_idempotent() && req.body().is_replayable() {
-            true => Ok(Copyable(req)),
-            false => Err(req),
-        }
+    /// Whether a hedge may send `req` twice.
+    fn allows(req: &Request<Replay<Body>>) -> bool {
+        req.method().is_idempotent() && req.body().is_replayable()
     }
 }
 
@@ -207,7 +204,7 @@ impl Clone for Copyable {
         let req = &self.0;
         let body = match req.body().try_clone() {
             Some(body) => body,
-            None => unreachable!("Copyable::new takes only buffered bodies"),
+            None => unreachable!("Copyable::allows takes only buffered bodies"),
         };
         let mut copy = Request::new(body);
         *copy.method_mut() = req.method().clone();
@@ -274,9 +271,9 @@ where
         permit: S::Permit,
         req: Request<Replay<Body>>,
     ) -> Result<S::Response, Error> {
-        match (&self.hedged, Copyable::new(req)) {
-            (Some(hedge), Ok(req)) => hedge.call(permit, req).await,
-            (_, Ok(Copyable(req)) | Err(req)) => self.plain.call(permit, req).await,
+        match &self.hedged {
+            Some(hedge) if Copyable::allows(&req) => hedge.call(permit, Copyable(req)).await,
+            _ => self.plain.call(permit, req).await,
         }
     }
 }
