@@ -18,7 +18,8 @@
 //! 5. `timeout` per attempt (`try_timeout`): below the retry, so an attempt on a hung
 //!    endpoint ends in time for another, and above the balancer, which sees it fail;
 //! 6. the balancer (`policy`, `[cluster.ejection]`) over one [`Client`] per endpoint: a
-//!    keep-alive pool of `pool_size` HTTP/1.1 connections, or one HTTP/2 connection.
+//!    keep-alive pool of `pool_size` HTTP/1.1 connections (each closed once idle for
+//!    `pool_idle_timeout`, and at most `pool_max_idle` kept idle), or one HTTP/2 connection.
 //!
 //! **Bodies stream.** A request body is read ahead up to 64 KiB ([`Replay`]): a body that
 //! ends within it can be resent by a retry; a longer one is sent once, streamed. Response
