@@ -3,7 +3,10 @@
 //! like any other sheave client.
 //!
 //! HTTP/1.1 keeps a small pool of connections ([`Builder::pool_size`], 8 by default): one
-//! request per connection at a time. HTTP/2 (prior knowledge, h2c) multiplexes every request
+//! request per connection at a time. The pool shrinks after a burst: a connection idle for
+//! [`Builder::idle_timeout`] (90 s by default) is closed, and at most [`Builder::max_idle`]
+//! (by default the pool size) wait idle — one given back past that is closed at once.
+//! [`Client::pool`] says how many are idle and in use now. HTTP/2 (prior knowledge, h2c) multiplexes every request
 //! on one connection. `ready()` is honest: it waits for a free pool slot (or stream), and a
 //! slot is held until the response body is read to its end or dropped — so a response body
 //! left unread never leaks a pooled connection (a dropped one closes its connection instead of
@@ -47,8 +50,11 @@
 //! let builder = Client::<Empty<Bytes>>::builder()
 //!     .version(Version::Auto)
 //!     .max_streams(64)
-//!     .pool_size(4);
+//!     .pool_size(4)
+//!     .idle_timeout(std::time::Duration::from_secs(30)) // close connections idle for 30 s
+//!     .max_idle(2); // and keep at most 2 idle
 //! assert!(format!("{builder:?}").contains("Auto"));
+//! assert!(format!("{builder:?}").contains("max_idle: 2"));
 //! ```
 
 use crate::body::Body;
@@ -89,6 +95,8 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 pub const DEFAULT_MAX_STREAMS: usize = 100;
 /// The default connect timeout: 3 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The default time an idle HTTP/1.1 connection is kept: 90 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The default bound on a response body: 64 MiB.
 pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 64 * 1024 * 1024;
 
@@ -99,6 +107,8 @@ pub struct Builder<B = Full<Bytes>> {
     pool_size: usize,
     max_streams: usize,
     connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: Option<usize>,
     max_response_body: u64,
     max_header_size: usize,
     _body: PhantomData<fn(B)>,
@@ -117,6 +127,8 @@ impl<B> fmt::Debug for Builder<B> {
             .field("pool_size", &self.pool_size)
             .field("max_streams", &self.max_streams)
             .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_idle", &self.idle_bound())
             .field("max_response_body", &self.max_response_body)
             .field("max_header_size", &self.max_header_size)
             .finish()
@@ -150,6 +162,26 @@ impl<B> Builder<B> {
         self
     }
 
+    /// How long an HTTP/1.1 connection may wait idle in the pool before it is closed
+    /// ([`DEFAULT_IDLE_TIMEOUT`]; `Duration::MAX` keeps it until the peer closes it). One
+    /// timer task per client does the closing while any connection is idle.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// How many HTTP/1.1 connections may wait idle at once (by default the pool size): a
+    /// connection whose response is done while that many are idle is closed, not pooled.
+    /// 0 pools none (a connection per request).
+    pub fn max_idle(mut self, n: usize) -> Self {
+        self.max_idle = Some(n);
+        self
+    }
+
+    fn idle_bound(&self) -> usize {
+        self.max_idle.unwrap_or(self.pool_size)
+    }
+
     /// The largest response body accepted (reading past it fails with `Protocol`).
     pub fn max_response_body(mut self, bytes: u64) -> Self {
         self.max_response_body = bytes;
@@ -176,6 +208,7 @@ impl<B> Builder<B> {
                 in_use: Cell::new(0),
                 freed: Rc::new(Notify::new()),
                 idle: RefCell::new(Vec::new()),
+                reaping: Cell::new(false),
                 h2: RefCell::new(None),
                 resolved: Cell::new(resolved),
                 host: HeaderValue::try_from(addr.to_string()).ok(),
@@ -199,7 +232,7 @@ where
         match client.inner.version().await? {
             Version::Http1 => {
                 let sender = client.inner.connect_h1().await?;
-                client.inner.idle.borrow_mut().push(sender);
+                client.inner.park(sender);
             }
             _ => {
                 client.inner.h2_sender().await?;
@@ -229,7 +262,7 @@ impl<B> fmt::Debug for Client<B> {
             .field("addr", &self.inner.addr)
             .field("in_use", &self.inner.in_use.get())
             .field("capacity", &self.inner.capacity())
-            .field("idle", &self.inner.idle.borrow().len())
+            .field("pool", &self.inner.pool())
             .field("version", &self.inner.resolved.get())
             .field("config", &self.inner.config)
             .finish()
@@ -238,14 +271,17 @@ impl<B> fmt::Debug for Client<B> {
 
 impl<B> Client<B> {
     /// Starts configuring clients of request body `B`: HTTP/1.1, [`DEFAULT_POOL_SIZE`],
-    /// [`DEFAULT_MAX_STREAMS`], [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_MAX_RESPONSE_BODY`],
-    /// 16 KiB of headers.
+    /// [`DEFAULT_MAX_STREAMS`], [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_IDLE_TIMEOUT`], as
+    /// many idle connections as the pool size, [`DEFAULT_MAX_RESPONSE_BODY`], 16 KiB of
+    /// headers.
     pub fn builder() -> Builder<B> {
         Builder {
             version: Version::Http1,
             pool_size: DEFAULT_POOL_SIZE,
             max_streams: DEFAULT_MAX_STREAMS,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_idle: None,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
             max_header_size: 16 * 1024,
             _body: PhantomData,
@@ -269,6 +305,57 @@ impl<B> Client<B> {
     pub fn capacity(&self) -> usize {
         self.inner.capacity()
     }
+
+    /// The pool now: HTTP/1.1 connections idle, and slots in use.
+    pub fn pool(&self) -> PoolStats {
+        self.inner.pool()
+    }
+
+    /// A reader of [`pool`](Client::pool) that does not keep the client (and its
+    /// connections) alive: for metrics read at scrape time.
+    pub fn pool_probe(&self) -> PoolProbe<B> {
+        PoolProbe {
+            inner: Rc::downgrade(&self.inner),
+        }
+    }
+}
+
+/// A [`Client`]'s pool at one moment, from [`Client::pool`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// HTTP/1.1 connections waiting idle for a request (0 on HTTP/2).
+    pub idle: usize,
+    /// Slots in use: on HTTP/1.1 each holds a connection (busy with a request, or its
+    /// response body not yet read through) or is about to open one; on HTTP/2, a stream.
+    pub in_use: usize,
+}
+
+/// Reads a [`Client`]'s pool while the client lives; from [`Client::pool_probe`].
+pub struct PoolProbe<B = Full<Bytes>> {
+    inner: std::rc::Weak<Inner<B>>,
+}
+
+impl<B> Clone for PoolProbe<B> {
+    fn clone(&self) -> Self {
+        PoolProbe {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for PoolProbe<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolProbe")
+            .field("pool", &self.stats())
+            .finish()
+    }
+}
+
+impl<B> PoolProbe<B> {
+    /// The pool now, or `None` once every handle of the client is gone.
+    pub fn stats(&self) -> Option<PoolStats> {
+        self.inner.upgrade().map(|inner| inner.pool())
+    }
 }
 
 struct Inner<B> {
@@ -278,14 +365,23 @@ struct Inner<B> {
     in_use: Cell<usize>,
     /// Notified whenever a slot is freed or the capacity may have grown.
     freed: Rc<Notify>,
-    /// HTTP/1.1 connections waiting for a request.
-    idle: RefCell<Vec<http1::SendRequest<B>>>,
+    /// HTTP/1.1 connections waiting for a request, the longest idle first (taken from the
+    /// back, so the oldest are the first to time out).
+    idle: RefCell<Vec<Idle<B>>>,
+    /// Whether the task closing timed-out idle connections is running.
+    reaping: Cell<bool>,
     /// The HTTP/2 connection, once made.
     h2: RefCell<Option<H2<B>>>,
     /// `Http1` or `Http2` once known (at once unless the configuration says `Auto`).
     resolved: Cell<Option<Version>>,
     /// The `Host` of an HTTP/1.1 request whose URI names no authority: the address.
     host: Option<HeaderValue>,
+}
+
+/// A pooled HTTP/1.1 connection and when it became idle.
+struct Idle<B> {
+    sender: http1::SendRequest<B>,
+    since: std::time::Instant,
 }
 
 /// An HTTP/2 connection: its sender, and a reader of the peer's
@@ -345,7 +441,7 @@ struct Pooled<B> {
 impl<B: 'static> Held for Pooled<B> {
     fn complete(self: Box<Self>) {
         let Pooled { slot, sender } = *self;
-        slot.inner.idle.borrow_mut().push(sender);
+        slot.inner.park(sender);
     }
 }
 
@@ -397,6 +493,13 @@ fn hyper_error(e: hyper::Error) -> Error {
 const PROBE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 
 impl<B> Inner<B> {
+    fn pool(&self) -> PoolStats {
+        PoolStats {
+            idle: self.idle.borrow().len(),
+            in_use: self.in_use.get(),
+        }
+    }
+
     /// How many slots may be held at once now.
     fn capacity(&self) -> usize {
         let (pool, streams) = (self.config.pool_size, self.config.max_streams);
@@ -487,7 +590,7 @@ where
     /// A pooled connection that can take a request now, or a new one.
     async fn h1_sender(&self) -> Result<http1::SendRequest<B>, Error> {
         loop {
-            let Some(mut sender) = self.idle.borrow_mut().pop() else {
+            let Some(Idle { mut sender, .. }) = self.idle.borrow_mut().pop() else {
                 break;
             };
             if sender.is_closed() {
@@ -570,6 +673,59 @@ where
                 Ok(sender)
             }
         }
+    }
+}
+
+impl<B: 'static> Inner<B> {
+    /// Gives an HTTP/1.1 connection back to the pool — or closes it (drops its sender, which
+    /// ends hyper's connection task) when `max_idle` are idle already — and starts the task
+    /// that closes connections idle past `idle_timeout`, if it is not running.
+    fn park(self: &Rc<Self>, sender: http1::SendRequest<B>) {
+        if sender.is_closed() {
+            return;
+        }
+        {
+            let mut idle = self.idle.borrow_mut();
+            if idle.len() >= self.config.idle_bound() {
+                return;
+            }
+            idle.push(Idle {
+                sender,
+                since: time::now_cached(),
+            });
+        }
+        if !self.reaping.get() && self.config.idle_timeout != Duration::MAX {
+            self.reaping.set(true);
+            drop(sheave_core::spawn(reap(Rc::downgrade(self))));
+        }
+    }
+}
+
+/// Closes the pool's connections as they pass the idle timeout, sleeping until the oldest
+/// will; ends when none is idle (the next one parked starts it again) or the client is gone.
+async fn reap<B>(pool: std::rc::Weak<Inner<B>>) {
+    loop {
+        let next = {
+            let Some(inner) = pool.upgrade() else {
+                return;
+            };
+            let timeout = inner.config.idle_timeout;
+            let now = time::now();
+            let mut idle = inner.idle.borrow_mut();
+            let expired = idle
+                .iter()
+                .take_while(|i| now.saturating_duration_since(i.since) >= timeout)
+                .count();
+            idle.drain(..expired); // dropping a sender closes its connection
+            match idle.first() {
+                Some(oldest) => time::saturating_add(oldest.since, timeout),
+                None => {
+                    inner.reaping.set(false);
+                    return;
+                }
+            }
+        };
+        time::sleep_until(next).await;
     }
 }
 

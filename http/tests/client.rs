@@ -432,3 +432,92 @@ fn auto_speaks_h2c_to_nginx_with_http2_and_http1_without() {
         "hello from nginx",
     );
 }
+
+/// Waits (bounded by [`WITHIN`]) until `done` holds, looking every 10 ms on the runtime's
+/// timer; false if it never did.
+async fn until(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + WITHIN;
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        sheave_core::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// A burst of `n` requests at once: each finds no idle connection, so the pool opens `n`.
+async fn burst(client: &Client, n: usize) {
+    let all = futures::future::join_all((0..n).map(|_| get(client, "/"))).await;
+    assert!(all.iter().all(|(s, _)| *s == 200));
+}
+
+#[test]
+fn after_a_burst_idle_connections_past_the_idle_timeout_are_closed() {
+    let server = start();
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let idle_timeout = std::time::Duration::from_millis(500);
+        let client = Client::builder()
+            .pool_size(16)
+            .idle_timeout(idle_timeout)
+            .build(server.addr);
+        let started = std::time::Instant::now();
+        burst(&client, 16).await;
+        let pool = client.pool();
+        assert_eq!(pool.in_use, 0);
+        assert_eq!(server.handle.connections(), 16, "the burst opened 16");
+        assert!(
+            pool.idle == 16 || started.elapsed() >= idle_timeout,
+            "all 16 idle at first: {pool:?}"
+        );
+        // Idle past the timeout: the client closes them, and the server sees the closes.
+        assert!(
+            until(|| client.pool().idle == 0).await,
+            "{:?}",
+            client.pool()
+        );
+        assert!(
+            until(|| server.handle.connections() == 0).await,
+            "the server still has {} open",
+            server.handle.connections()
+        );
+        // Traffic at a steady pace keeps its one connection, and it works as before.
+        for _ in 0..5 {
+            assert_eq!(get(&client, "/").await.0, 200);
+        }
+        assert_eq!(client.pool().idle, 1);
+        assert_eq!(server.handle.connections(), 1);
+    });
+}
+
+#[test]
+fn past_max_idle_a_connection_given_back_is_closed_at_once() {
+    let server = start();
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = Client::builder()
+            .pool_size(12)
+            .max_idle(3)
+            .build(server.addr);
+        let probe = client.pool_probe();
+        burst(&client, 12).await;
+        assert_eq!(
+            probe.stats(),
+            Some(sheave_http::client::PoolStats { idle: 3, in_use: 0 })
+        );
+        assert!(
+            until(|| server.handle.connections() == 3).await,
+            "the server still has {} open",
+            server.handle.connections()
+        );
+        // The three are reused: no new connection for requests one at a time.
+        for _ in 0..10 {
+            assert_eq!(get(&client, "/").await.0, 200);
+        }
+        assert_eq!(server.handle.connections(), 3);
+        drop(client);
+        assert_eq!(probe.stats(), None, "the probe does not keep the client");
+        assert!(until(|| server.handle.connections() == 0).await);
+    });
+}

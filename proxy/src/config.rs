@@ -229,12 +229,46 @@ pub struct Cluster {
     /// shed with a 503).
     #[serde(default = "pool_size")]
     pub pool_size: usize,
+    /// HTTP/1.1: a pooled connection idle this long is closed (default 30 s), so the pool
+    /// shrinks back after a burst.
+    #[serde(default = "pool_idle_timeout", deserialize_with = "duration")]
+    pub pool_idle_timeout: Duration,
+    /// HTTP/1.1: connections per endpoint and thread kept idle at most (default `pool_size`);
+    /// one whose response is done past it is closed at once.
+    #[serde(default)]
+    pub pool_max_idle: Option<usize>,
     /// Retries of idempotent requests.
     #[serde(default)]
     pub retry: Retry,
     /// Outlier ejection.
     #[serde(default)]
     pub ejection: Ejection,
+    /// HTTP: hedge slow idempotent requests (`hedge = { percentile = 0.95 }`); off when absent.
+    #[serde(default)]
+    pub hedge: Option<Hedge>,
+}
+
+/// A cluster's `hedge` table: an idempotent HTTP request whose body was buffered whole
+/// (as for a retry) that is still pending after the `percentile` of the latencies seen in
+/// the last `window` gets a backup attempt on a fresh pick, and the first success wins
+/// (`sheave_middleware::hedge`). Backups are bounded by their own budget (`budget_ratio` of
+/// the requests) and withdraw from the retry budget too, so hedges and retries together
+/// cannot multiply load in an outage.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hedge {
+    /// Send the backup after this percentile of recent latencies (default 0.95).
+    #[serde(default = "hedge_percentile")]
+    pub percentile: f64,
+    /// Latencies to see (per thread) before hedging at all (default 100).
+    #[serde(default = "hedge_min_samples")]
+    pub min_samples: u64,
+    /// The latency window (default 10 s).
+    #[serde(default = "hedge_window", deserialize_with = "duration")]
+    pub window: Duration,
+    /// Backups may add this share of the requests (default 0.1).
+    #[serde(default = "hedge_budget_ratio")]
+    pub budget_ratio: f64,
 }
 
 /// A cluster's `etcd` table: each key `PREFIX NAME` holding `ADDRESS [weight=N]` is endpoint
@@ -476,6 +510,15 @@ impl Config {
             };
             if let Some(cluster) = cluster {
                 balanced_for(l.protocol, cluster).map_err(|why| refuse(at("cluster"), why))?;
+                if l.protocol == Protocol::Tcp && cluster.hedge.is_some() {
+                    return Err(refuse(
+                        at("cluster"),
+                        format!(
+                            "{:?} sets hedge, and a tcp connection cannot be hedged",
+                            cluster.name
+                        ),
+                    ));
+                }
             }
             positive(&at("max_connections"), l.max_connections)?;
             positive(&at("max_in_flight"), l.max_in_flight)?;
@@ -668,6 +711,15 @@ impl Cluster {
         positive(&at("concurrency_limit"), self.concurrency_limit)?;
         positive(&at("connections"), self.connections)?;
         positive(&at("pool_size"), self.pool_size)?;
+        nonzero(&at("pool_idle_timeout"), self.pool_idle_timeout)?;
+        if let Some(n) = self.pool_max_idle
+            && n > self.pool_size
+        {
+            return Err(refuse(
+                at("pool_max_idle"),
+                format!("{n} is more than pool_size ({})", self.pool_size),
+            ));
+        }
         positive(
             &at("max_in_flight_per_connection"),
             self.max_in_flight_per_connection,
@@ -691,6 +743,30 @@ impl Cluster {
                 at("retry.budget_ratio"),
                 format!("{} is not between 0 and 1", r.budget_ratio),
             ));
+        }
+        if let Some(h) = &self.hedge {
+            if self.policy == Policy::Ketama {
+                return Err(refuse(
+                    at("hedge"),
+                    "only http clusters hedge: a ketama key has one shard to ask",
+                ));
+            }
+            if !(h.percentile > 0.0 && h.percentile < 1.0) {
+                return Err(refuse(
+                    at("hedge.percentile"),
+                    format!("{} is not in (0, 1)", h.percentile),
+                ));
+            }
+            if h.min_samples == 0 {
+                return Err(refuse(at("hedge.min_samples"), "must be at least 1"));
+            }
+            nonzero(&at("hedge.window"), h.window)?;
+            if !(0.0..=1.0).contains(&h.budget_ratio) {
+                return Err(refuse(
+                    at("hedge.budget_ratio"),
+                    format!("{} is not between 0 and 1", h.budget_ratio),
+                ));
+            }
         }
         let e = &self.ejection;
         nonzero(&at("ejection.base"), e.base)?;
@@ -889,6 +965,21 @@ fn backoff() -> Duration {
 }
 fn max_backoff() -> Duration {
     Duration::from_millis(50)
+}
+fn pool_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn hedge_percentile() -> f64 {
+    0.95
+}
+fn hedge_min_samples() -> u64 {
+    100
+}
+fn hedge_window() -> Duration {
+    Duration::from_secs(10)
+}
+fn hedge_budget_ratio() -> f64 {
+    0.1
 }
 fn budget_ratio() -> f64 {
     0.2

@@ -10,10 +10,16 @@
 //! 2. `retry` (`[cluster.retry]`, [`HttpRetry`]: idempotent methods whose body was buffered
 //!    whole within 64 KiB), within a budget: above the balancer, so a retry takes a new pick;
 //! 3. `concurrency_limit` (`concurrency_limit`, nobody waits): sheds past it, as 503;
-//! 4. `timeout` per attempt (`try_timeout`): below the retry, so an attempt on a hung
+//! 4. `hedge` (`hedge = { percentile = 0.95 }`, off unless set): an idempotent request whose
+//!    body is buffered whole, still pending after that percentile of recent latencies, gets a
+//!    backup attempt on a fresh pick (usually another endpoint), and the first success wins;
+//!    other requests pass by it. Backups withdraw from the retry budget as well as their own,
+//!    and are counted in `sheave_proxy_hedges_total`;
+//! 5. `timeout` per attempt (`try_timeout`): below the retry, so an attempt on a hung
 //!    endpoint ends in time for another, and above the balancer, which sees it fail;
-//! 5. the balancer (`policy`, `[cluster.ejection]`) over one [`Client`] per endpoint: a
-//!    keep-alive pool of `pool_size` HTTP/1.1 connections, or one HTTP/2 connection.
+//! 6. the balancer (`policy`, `[cluster.ejection]`) over one [`Client`] per endpoint: a
+//!    keep-alive pool of `pool_size` HTTP/1.1 connections (each closed once idle for
+//!    `pool_idle_timeout`, and at most `pool_max_idle` kept idle), or one HTTP/2 connection.
 //!
 //! **Bodies stream.** A request body is read ahead up to 64 KiB ([`Replay`]): a body that
 //! ends within it can be resent by a retry; a longer one is sent once, streamed. Response
@@ -49,6 +55,7 @@ use sheave_http::body::Replay;
 use sheave_http::classify::{HttpClassifier, HttpRetry};
 use sheave_http::client::{Client, Version};
 use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma};
+use sheave_middleware::hedge::{Hedge, HedgeConfig};
 use sheave_middleware::retry::{Budget, BudgetConfig, Retry, RetryConfig};
 use sheave_middleware::{ConcurrencyLimitLayer, ServiceBuilderExt, TimeoutLayer};
 use sheave_service::{Error, ErrorKind, Service, ServiceBuilder};
@@ -77,6 +84,8 @@ pub fn cluster_stack(
             HttpVersion::Http2 => Version::Http2,
         })
         .pool_size(cluster.pool_size)
+        .idle_timeout(cluster.pool_idle_timeout)
+        .max_idle(cluster.pool_max_idle.unwrap_or(cluster.pool_size))
         .max_streams(cluster.max_in_flight_per_connection)
         .connect_timeout(cluster.connect_timeout);
     let endpoints = crate::discovery::changes(cluster);
@@ -85,7 +94,12 @@ pub fn cluster_stack(
         let (connector, metrics) = (connector.clone(), metrics.clone());
         let index = metrics.endpoint_named(&label);
         async move {
-            let client = sheave_service::NewService::new_service(&connector, addr).await?;
+            let client: Client<Replay<Body>> =
+                sheave_service::NewService::new_service(&connector, addr).await?;
+            let pool = client.pool_probe();
+            metrics.add_pool(&label, move || {
+                pool.stats().map(|p| (p.idle as u64, p.in_use as u64))
+            });
             let m = metrics.endpoint(index);
             m.connections.set(m.connections.get() + 1);
             Ok::<_, Error>(Counted {
@@ -131,10 +145,41 @@ pub fn cluster_stack(
         );
     let budget = Rc::new(Budget::new(retry.get_budget()));
     probe_metrics.add_budget(budget.clone());
+    let attempts = Rc::new(
+        ServiceBuilder::new()
+            .layer(TimeoutLayer::new(cluster.try_timeout))
+            .service(balance),
+    );
+    let hedged = cluster.hedge.as_ref().map(|h| {
+        let config = HedgeConfig::default()
+            .percentile(h.percentile)
+            .min_samples(h.min_samples)
+            .budget(
+                BudgetConfig::new()
+                    .ratio(h.budget_ratio)
+                    .min_per_second(1)
+                    .ttl(h.window),
+            );
+        let hedge = Rc::new(
+            Hedge::new(
+                Rebuild(attempts.clone()),
+                HedgeConfig {
+                    window: h.window,
+                    ..config
+                },
+            )
+            .with_retry_budget(budget.clone()),
+        );
+        let sent = Rc::downgrade(&hedge);
+        probe_metrics.add_hedges(move || sent.upgrade().map_or(0, |h| h.hedges()));
+        hedge
+    });
     let attempts = ServiceBuilder::new()
         .layer(ConcurrencyLimitLayer::new(cluster.concurrency_limit).max_waiters(0))
-        .layer(TimeoutLayer::new(cluster.try_timeout))
-        .service(balance);
+        .service(MaybeHedged {
+            plain: attempts,
+            hedged,
+        });
     ServiceBuilder::new()
         .timeout(cluster.request_timeout)
         .service(Retry::with_budget(
@@ -143,6 +188,95 @@ pub fn cluster_stack(
             retry,
             budget,
         ))
+}
+
+/// A request a hedge may send twice: idempotent, its body buffered whole.
+struct Copyable(Request<Replay<Body>>);
+
+impl Copyable {
+    /// Whether a hedge may send `req` twice.
+    fn allows(req: &Request<Replay<Body>>) -> bool {
+        req.method().is_idempotent() && req.body().is_replayable()
+    }
+}
+
+impl Clone for Copyable {
+    fn clone(&self) -> Self {
+        let req = &self.0;
+        let body = match req.body().try_clone() {
+            Some(body) => body,
+            None => unreachable!("Copyable::allows takes only buffered bodies"),
+        };
+        let mut copy = Request::new(body);
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        Copyable(copy)
+    }
+}
+
+/// The attempts' service, taking a [`Copyable`] (what the hedge sends).
+struct Rebuild<S>(Rc<S>);
+
+impl<S> Service<Copyable> for Rebuild<S>
+where
+    S: Service<Request<Replay<Body>>, Error = Error>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Permit = S::Permit;
+
+    fn ready(&self) -> impl Future<Output = Result<S::Permit, Error>> {
+        self.0.ready()
+    }
+
+    fn try_ready(&self) -> sheave_service::TryReady<S::Permit, Error> {
+        self.0.try_ready()
+    }
+
+    fn call(
+        &self,
+        permit: S::Permit,
+        req: Copyable,
+    ) -> impl Future<Output = Result<S::Response, Error>> {
+        self.0.call(permit, req.0)
+    }
+}
+
+/// The attempts, through the hedge when the cluster has one and the request may be sent
+/// twice ([`Copyable`]), else straight.
+struct MaybeHedged<S> {
+    plain: Rc<S>,
+    hedged: Option<Rc<Hedge<Rebuild<S>>>>,
+}
+
+impl<S> Service<Request<Replay<Body>>> for MaybeHedged<S>
+where
+    S: Service<Request<Replay<Body>>, Error = Error>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Permit = S::Permit;
+
+    fn ready(&self) -> impl Future<Output = Result<S::Permit, Error>> {
+        self.plain.ready()
+    }
+
+    fn try_ready(&self) -> sheave_service::TryReady<S::Permit, Error> {
+        self.plain.try_ready()
+    }
+
+    async fn call(
+        &self,
+        permit: S::Permit,
+        req: Request<Replay<Body>>,
+    ) -> Result<S::Response, Error> {
+        match &self.hedged {
+            Some(hedge) if Copyable::allows(&req) => hedge.call(permit, Copyable(req)).await,
+            _ => self.plain.call(permit, req).await,
+        }
+    }
 }
 
 /// Has the cluster's metrics read `balance`'s endpoints (ejected, in flight) at each scrape.

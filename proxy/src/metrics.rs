@@ -124,6 +124,28 @@ pub struct ClusterMetrics {
     budgets: RefCell<Vec<Rc<Budget>>>,
     /// The balancers of this thread's stacks of the cluster (TCP and HTTP).
     balancers: RefCell<Vec<Probe>>,
+    /// Backups sent by this thread's hedges of the cluster, read at scrape.
+    hedges: RefCell<Vec<HedgeProbe>>,
+    /// The HTTP connection pools of this thread's endpoint clients, by endpoint label.
+    pools: RefCell<Vec<(String, PoolReader)>>,
+}
+
+/// Reads an HTTP client's pool, `(idle, in use)`, while the client lives.
+struct PoolReader(Box<dyn Fn() -> Option<(u64, u64)>>);
+
+impl fmt::Debug for PoolReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PoolReader").field(&(self.0)()).finish()
+    }
+}
+
+/// Reads a hedge's backups sent (0 once the hedge is gone).
+struct HedgeProbe(Box<dyn Fn() -> u64>);
+
+impl std::fmt::Debug for HedgeProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("HedgeProbe").field(&(self.0)()).finish()
+    }
 }
 
 impl ClusterMetrics {
@@ -143,12 +165,27 @@ impl ClusterMetrics {
             latency_ns: Cell::new(0),
             budgets: RefCell::default(),
             balancers: RefCell::default(),
+            hedges: RefCell::default(),
+            pools: RefCell::default(),
         }
     }
 
     /// Reports `budget`'s retries available at each scrape.
     pub fn add_budget(&self, budget: Rc<Budget>) {
         self.budgets.borrow_mut().push(budget);
+    }
+
+    /// Reports, at each scrape, the pool of an HTTP client of `endpoint` as `read` says it:
+    /// `(idle, in use)`, until it says `None` (the client is gone).
+    pub fn add_pool(&self, endpoint: &str, read: impl Fn() -> Option<(u64, u64)> + 'static) {
+        self.pools
+            .borrow_mut()
+            .push((endpoint.to_string(), PoolReader(Box::new(read))));
+    }
+
+    /// Reports, at each scrape, the backups `sent` says a hedge of the cluster has sent.
+    pub fn add_hedges(&self, sent: impl Fn() -> u64 + 'static) {
+        self.hedges.borrow_mut().push(HedgeProbe(Box::new(sent)));
     }
 
     /// Reports, at each scrape, what `read` says of the endpoints of `balancer` (while it
@@ -215,6 +252,7 @@ struct ClusterTotals {
     buckets: [u64; BUCKETS.len()],
     latency_ns: u64,
     budget_available: u64,
+    hedges: u64,
     endpoints: Vec<(String, EndpointTotals)>,
 }
 
@@ -244,6 +282,8 @@ struct EndpointTotals {
     buckets: [u64; BUCKETS.len()],
     latency_ns: u64,
     pending: u64,
+    pool_idle: u64,
+    pool_in_use: u64,
 }
 
 impl EndpointTotals {
@@ -262,6 +302,8 @@ impl EndpointTotals {
             .for_each(|(x, y)| *x += y);
         self.latency_ns += b.latency_ns;
         self.pending += b.pending;
+        self.pool_idle += b.pool_idle;
+        self.pool_in_use += b.pool_in_use;
     }
 }
 
@@ -283,6 +325,7 @@ impl Snapshot {
             .iter()
             .map(|b| b.available())
             .sum::<u64>();
+        t.hedges += m.hedges.borrow().iter().map(|sent| (sent.0)()).sum::<u64>();
         for (label, b) in m.endpoints.borrow().iter() {
             t.endpoint(label).add(&EndpointTotals {
                 attempts: b.attempts.get(),
@@ -292,9 +335,20 @@ impl Snapshot {
                 connections: b.connections.get(),
                 buckets: b.buckets.each_ref().map(Cell::get),
                 latency_ns: b.latency_ns.get(),
-                pending: 0,
+                ..EndpointTotals::default()
             });
         }
+        m.pools
+            .borrow_mut()
+            .retain(|(label, read)| match (read.0)() {
+                Some((idle, in_use)) => {
+                    let e = t.endpoint(label);
+                    e.pool_idle += idle;
+                    e.pool_in_use += in_use;
+                    true
+                }
+                None => false,
+            });
         m.balancers.borrow_mut().retain(|probe| match (probe.0)() {
             Some(states) => {
                 for s in states {
@@ -330,6 +384,7 @@ impl Snapshot {
                 .for_each(|(a, b)| *a += b);
             t.latency_ns += o.latency_ns;
             t.budget_available += o.budget_available;
+            t.hedges += o.hedges;
             for (label, b) in o.endpoints {
                 t.endpoint(&label).add(&b);
             }
@@ -417,7 +472,20 @@ impl Snapshot {
             let _ = writeln!(
                 out,
                 "sheave_proxy_retries_total{{cluster=\"{c}\"}} {}",
-                attempts.saturating_sub(t.requests)
+                attempts.saturating_sub(t.requests + t.hedges)
+            );
+        }
+        family(
+            &mut out,
+            "sheave_proxy_hedges_total",
+            "counter",
+            "Backup attempts sent for slow idempotent HTTP requests (cluster hedge).",
+        );
+        for (c, t) in &self.clusters {
+            let _ = writeln!(
+                out,
+                "sheave_proxy_hedges_total{{cluster=\"{c}\"}} {}",
+                t.hedges
             );
         }
         family(
@@ -534,6 +602,22 @@ impl Snapshot {
                     "sheave_proxy_endpoint_pending{{cluster=\"{c}\",endpoint=\"{e}\"}} {}",
                     m.pending
                 );
+            }
+        }
+        family(
+            &mut out,
+            "sheave_proxy_endpoint_pool_connections",
+            "gauge",
+            "An http endpoint's upstream pool now, summed over runtime threads: HTTP/1.1 connections idle, and slots in use (a connection each on HTTP/1.1, a stream on HTTP/2); 0 for other endpoints.",
+        );
+        for (c, t) in &self.clusters {
+            for (e, m) in &t.endpoints {
+                for (state, n) in [("idle", m.pool_idle), ("in_use", m.pool_in_use)] {
+                    let _ = writeln!(
+                        out,
+                        "sheave_proxy_endpoint_pool_connections{{cluster=\"{c}\",endpoint=\"{e}\",state=\"{state}\"}} {n}"
+                    );
+                }
             }
         }
         family(

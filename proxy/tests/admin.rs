@@ -386,6 +386,26 @@ fn metrics_count_what_was_sent_and_pass_a_strict_format_check() {
         ),
         0.0
     );
+    // The upstream pools: every response was read, so nothing is in use; each thread's
+    // client keeps the one connection it reused (a thread the kernel gave no request still
+    // holds the one it opened when it connected).
+    let pool = |state| {
+        value(
+            &samples,
+            "sheave_proxy_endpoint_pool_connections",
+            &[("cluster", "site"), ("state", state)],
+        )
+    };
+    assert_eq!(pool("in_use"), 0.0);
+    assert!((1.0..=2.0).contains(&pool("idle")), "{}", pool("idle"));
+    assert_eq!(
+        value(
+            &samples,
+            "sheave_proxy_hedges_total",
+            &[("cluster", "site")]
+        ),
+        0.0
+    );
     let budget = |cluster| {
         value(
             &samples,

@@ -267,3 +267,87 @@ fn the_binary_refuses_a_bad_config_before_starting_anything() {
     );
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn a_bad_hedge_or_pool_bound_is_refused_with_the_field() {
+    let http = |cluster: &str| {
+        format!(
+            "[[listener]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+             cluster = \"site\"\n[[cluster]]\nname = \"site\"\npolicy = \"round-robin\"\n\
+             endpoints = [\"127.0.0.1:8080\"]\n{cluster}\n"
+        )
+    };
+    for (hedge, field, why) in [
+        (
+            "hedge = { percentile = 1.0 }",
+            "cluster[0].hedge.percentile",
+            "not in (0, 1)",
+        ),
+        (
+            "hedge = { percentile = 0.0 }",
+            "cluster[0].hedge.percentile",
+            "not in (0, 1)",
+        ),
+        (
+            "hedge = { min_samples = 0 }",
+            "cluster[0].hedge.min_samples",
+            "at least 1",
+        ),
+        (
+            "hedge = { window = \"0s\" }",
+            "cluster[0].hedge.window",
+            "longer than zero",
+        ),
+        (
+            "hedge = { budget_ratio = 2.0 }",
+            "cluster[0].hedge.budget_ratio",
+            "between 0 and 1",
+        ),
+        (
+            "hedge = { after = \"20ms\" }",
+            "cluster[0].hedge",
+            "unknown field `after`",
+        ),
+    ] {
+        let err = Config::parse(&http(hedge)).expect_err(&format!("accepted: {hedge}"));
+        assert_eq!(err.field, field, "{hedge}: {err}");
+        assert!(err.reason.contains(why), "{hedge}: {err}");
+    }
+    // The upstream pool's bounds, likewise.
+    for (pool, field, why) in [
+        (
+            "pool_idle_timeout = \"0s\"",
+            "cluster[0].pool_idle_timeout",
+            "longer than zero",
+        ),
+        (
+            "pool_size = 4\npool_max_idle = 5",
+            "cluster[0].pool_max_idle",
+            "more than pool_size",
+        ),
+    ] {
+        let err = Config::parse(&http(pool)).expect_err(&format!("accepted: {pool}"));
+        assert_eq!(err.field, field, "{pool}: {err}");
+        assert!(err.reason.contains(why), "{pool}: {err}");
+    }
+    let good = Config::parse(&http("hedge = { percentile = 0.9, window = \"5s\" }")).unwrap();
+    assert_eq!(
+        good.clusters[0].pool_idle_timeout,
+        std::time::Duration::from_secs(30)
+    );
+    let hedge = good.clusters[0].hedge.as_ref().unwrap();
+    assert_eq!((hedge.percentile, hedge.min_samples), (0.9, 100));
+    assert_eq!(hedge.window, std::time::Duration::from_secs(5));
+    // A tcp connection cannot be hedged, and a ketama key has one shard.
+    discovery_refused(
+        "endpoints = [\"127.0.0.1:8080\"]\nhedge = {}",
+        "listener[0].cluster",
+        "cannot be hedged",
+    );
+    let resp = "[[listener]]\nname = \"cache\"\naddress = \"127.0.0.1:0\"\nprotocol = \"resp\"\n\
+                cluster = \"shards\"\n[[cluster]]\nname = \"shards\"\n\
+                endpoints = [\"127.0.0.1:6379\"]\nhedge = {}\n";
+    let err = Config::parse(resp).expect_err("a hedged ketama cluster");
+    assert_eq!(err.field, "cluster[0].hedge", "{err}");
+    assert!(err.reason.contains("only http clusters hedge"), "{err}");
+}

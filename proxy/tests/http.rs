@@ -502,3 +502,172 @@ fn a_backend_hung_mid_run_fails_no_idempotent_request() {
     assert!(retries >= 2.0, "{retries} retries");
     chaos.stop();
 }
+
+#[test]
+fn hedged_requests_beat_a_slow_backend_and_all_succeed() {
+    let a = backend("a");
+    let b = backend("b");
+    // b is reached through the chaos proxy, which will make it slow (not failing).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let upstream = b.addr;
+    std::thread::spawn(move || {
+        Runtime::new().unwrap().block_on(async move {
+            let chaos =
+                sheave_proto::chaos::ChaosProxy::bind("127.0.0.1:0".parse().unwrap(), upstream)
+                    .unwrap();
+            tx.send((chaos.local_addr(), chaos.handle())).unwrap();
+            chaos.run().await;
+        })
+    });
+    let (slow, chaos) = rx.recv().unwrap();
+    let proxy = support::proxy(&format!(
+        "threads = 1\n[admin]\naddress = \"127.0.0.1:0\"\n{}",
+        config(
+            &[(
+                "pair",
+                &[a.addr, slow],
+                "try_timeout = \"5s\"\nrequest_timeout = \"10s\"\n\
+                 hedge = { percentile = 0.9, min_samples = 40, budget_ratio = 1.0 }\n\
+                 [cluster.ejection]\nconsecutive_failures = 0",
+            )],
+            "",
+        )
+    ));
+    let conn = TcpStream::connect(proxy.addr("web").unwrap()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    let mut get = |path: &str| {
+        let start = std::time::Instant::now();
+        write!(conn, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let (status, body) = read_response(&mut reader);
+        (status, body, start.elapsed())
+    };
+    // Learn that both are fast.
+    for i in 0..60 {
+        let (status, body, _) = get("/n");
+        assert_eq!(status, 200, "warm-up {i}: {body}");
+    }
+    // b now takes 1 s each way: its attempts are hedged onto a, well before.
+    let delay = Duration::from_secs(1);
+    chaos.set(sheave_proto::chaos::Toxics::none().latency(delay, Duration::ZERO));
+    let mut slowest = Duration::ZERO;
+    let mut posts = 0;
+    for i in 0..30 {
+        let (status, body, took) = get("/n");
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert!(body.starts_with("a "), "request {i} answered by b: {body}");
+        slowest = slowest.max(took);
+    }
+    assert!(
+        slowest < delay / 2,
+        "slowest hedged request took {slowest:?}"
+    );
+    // A POST is not idempotent: it is never hedged, so one that lands on b waits it out.
+    for _ in 0..2 {
+        let start = std::time::Instant::now();
+        write!(
+            conn,
+            "POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi"
+        )
+        .unwrap();
+        let (status, body) = read_response(&mut reader);
+        assert_eq!((status, body.as_str()), (200, "hi"));
+        if start.elapsed() >= delay {
+            posts += 1;
+        }
+    }
+    assert_eq!(posts, 1, "of two POSTs in turn, the one on b is not hedged");
+    let metrics = exchange(
+        proxy.admin_addr().unwrap(),
+        "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    let value = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    };
+    let hedges = value("sheave_proxy_hedges_total{cluster=\"pair\"} ");
+    // Each of the 30 slow-phase GETs whose first pick was b was hedged (round robin gives b
+    // at least half), and nothing but the 90 GETs was (a warm-up GET past the p90 may be).
+    assert!((15.0..=90.0).contains(&hedges), "{hedges} hedges");
+    assert_eq!(value("sheave_proxy_retries_total{cluster=\"pair\"} "), 0.0);
+    chaos.stop();
+}
+
+#[test]
+fn the_upstream_pool_shrinks_back_after_a_burst() {
+    let a = backend("a");
+    let proxy = support::proxy(&format!(
+        "threads = 1\n[admin]\naddress = \"127.0.0.1:0\"\n{}",
+        config(
+            &[(
+                "site",
+                &[a.addr],
+                "try_timeout = \"5s\"\nrequest_timeout = \"10s\"\npool_idle_timeout = \"2s\"",
+            )],
+            "",
+        )
+    ));
+    let pool = |state: &str| {
+        let metrics = exchange(
+            proxy.admin_addr().unwrap(),
+            "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        );
+        let series = format!(
+            "sheave_proxy_endpoint_pool_connections{{cluster=\"site\",endpoint=\"{}\",state=\"{state}\"}} ",
+            a.addr
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|v| v.parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    };
+    // A burst: 8 slow requests at once need 8 upstream connections.
+    let burst: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = proxy.addr("web").unwrap();
+            std::thread::spawn(move || {
+                exchange(
+                    addr,
+                    "GET /slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+                )
+            })
+        })
+        .collect();
+    for t in burst {
+        let out = t.join().unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    }
+    let after_burst = (pool("idle"), pool("in_use"));
+    let open_after_burst = a.handle.connections();
+    // Idle past pool_idle_timeout, the proxy closes them, and the backend sees it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pool("idle") > 0.0 || a.handle.connections() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle {}, backend open {}",
+            pool("idle"),
+            a.handle.connections()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Within 2 s of the burst all 8 were still pooled (on a machine slow enough to pass the
+    // timeout meanwhile, some may be gone: the drop to 0 above is the point).
+    assert_eq!(after_burst.1, 0.0);
+    assert!(after_burst.0 >= 4.0, "{after_burst:?}");
+    assert!(open_after_burst >= 4, "{open_after_burst}");
+    // The pool grows again when asked.
+    assert!(
+        exchange(
+            proxy.addr("web").unwrap(),
+            "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .starts_with("HTTP/1.1 200")
+    );
+    assert_eq!(pool("idle"), 1.0);
+}
