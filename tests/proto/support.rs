@@ -8,7 +8,7 @@ use sheave_proto::resp::{Frame, RespCodec};
 use sheave_proto::{Server, ServerHandle};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -16,49 +16,14 @@ use std::time::Duration;
 
 use crate::kv::{Kv, KvService};
 
-/// The longest any outside program may run.
-pub const PROGRAM_TIMEOUT: Duration = Duration::from_secs(120);
+#[path = "../../testkit/peers.rs"]
+mod peers;
+pub use peers::run;
 
-/// Whether `program` is installed; when it is not, prints why the test is skipped — or
-/// panics when `SHEAVE_REQUIRE_PEERS=1` (CI), because then a skip would hide a failure.
+/// Whether `program` (one of redis's) is installed; see [`peers::have`].
 #[track_caller]
 pub fn have(program: &str) -> bool {
-    let found = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        if std::env::var("SHEAVE_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("{program} not installed but SHEAVE_REQUIRE_PEERS=1");
-        }
-        eprintln!("skipped: {program} not installed (apt-get install redis-server redis-tools)");
-    }
-    found
-}
-
-/// Runs a command to completion, killing it if it outlives [`PROGRAM_TIMEOUT`].
-#[track_caller]
-pub fn run(cmd: &mut Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(PROGRAM_TIMEOUT) {
-        Ok(output) => output.expect("wait"),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("{cmd:?} did not finish within {PROGRAM_TIMEOUT:?}");
-        }
-    }
+    peers::have(program, "redis-server redis-tools")
 }
 
 /// A kv server on its own runtime thread; shut down (gracefully) and joined on drop.

@@ -112,20 +112,13 @@ pub fn start() -> TestServer {
     start_with(|b| b)
 }
 
-/// Whether `program` is installed; when it is not, says why the test skips, or fails under
-/// `SHEAVE_REQUIRE_PEERS=1`.
+#[path = "../../../testkit/peers.rs"]
+mod peers;
+
+/// Whether `program` is installed; see [`peers::have`].
+#[track_caller]
 pub fn peer(program: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var("SHEAVE_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("{program} is required (SHEAVE_REQUIRE_PEERS=1) but not installed");
-        }
-        eprintln!("skipped: {program} is not installed");
-    }
-    found
+    peers::have(program, program)
 }
 
 /// Sends `bytes` on a new connection and reads until the server closes it (bounded).

@@ -21,21 +21,14 @@ use crate::kv::{Kv, KvService};
 /// The longest any wait for a server may take.
 pub const WITHIN: Duration = Duration::from_secs(30);
 
-/// Whether `program` is installed; when it is not, prints why the test is skipped — or
-/// panics when `SHEAVE_REQUIRE_PEERS=1` (CI), because then a skip would hide a failure.
+#[path = "../../../testkit/peers.rs"]
+mod peers;
+pub use peers::free_port;
+
+/// Whether `program` is installed; see [`peers::have`].
 #[track_caller]
 pub fn have(program: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var("SHEAVE_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("{program} is required (SHEAVE_REQUIRE_PEERS=1) but not installed");
-        }
-        eprintln!("skipped: {program} is not installed");
-    }
-    found
+    peers::have(program, program)
 }
 
 /// A config from command-line flags, as the binary would parse them.
@@ -45,15 +38,6 @@ pub fn config(args: &[&str]) -> Config {
         Parsed::Run(c) => *c,
         Parsed::Help => panic!("--help"),
     }
-}
-
-/// A free loopback port (bound, then released for the program that takes it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A temporary directory of this test process, removed on drop.

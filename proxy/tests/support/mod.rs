@@ -11,63 +11,14 @@ use sheave_proxy::Proxy;
 use sheave_proxy::config::Config;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The longest any outside program may run.
-pub const PROGRAM_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Whether `program` is installed; prints why the test is skipped when not — or panics when
-/// `SHEAVE_REQUIRE_PEERS=1` (CI), where a skip would hide a failure.
-#[track_caller]
-pub fn have(program: &str, package: &str) -> bool {
-    let found = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        if std::env::var("SHEAVE_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("{program} not installed but SHEAVE_REQUIRE_PEERS=1");
-        }
-        eprintln!("skipped: {program} not installed (apt-get install {package})");
-    }
-    found
-}
-
-/// Runs a command to completion, killing it if it outlives [`PROGRAM_TIMEOUT`].
-#[track_caller]
-pub fn run(cmd: &mut Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(PROGRAM_TIMEOUT) {
-        Ok(output) => output.expect("wait"),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("{cmd:?} did not finish within {PROGRAM_TIMEOUT:?}");
-        }
-    }
-}
-
-/// A free loopback port (bound and released: good enough for a child that binds it next).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../../testkit/peers.rs"]
+mod peers;
+#[allow(unused_imports)] // each test file uses its own part
+pub use peers::{PROGRAM_TIMEOUT, free_port, have, run};
 
 /// A real `redis-server` on a free loopback port, no persistence; killed when dropped.
 pub struct RedisServer {
