@@ -121,7 +121,8 @@ pub struct ClusterMetrics {
     /// Latency sum, in nanoseconds.
     latency_ns: Cell<u64>,
     /// The retry budgets of this thread's stacks of the cluster.
-    budgets: RefCell<Vec<Rc<Budget>>>,
+    /// Weak: a stack a reload replaced stops counting once its last request is done.
+    budgets: RefCell<Vec<Weak<Budget>>>,
     /// The balancers of this thread's stacks of the cluster (TCP and HTTP).
     balancers: RefCell<Vec<Probe>>,
     /// Backups sent by this thread's hedges of the cluster, read at scrape.
@@ -170,9 +171,12 @@ impl ClusterMetrics {
         }
     }
 
-    /// Reports `budget`'s retries available at each scrape.
+    /// Reports `budget`'s retries available at each scrape,
+    /// while its stack holds it (a stack a reload replaced stops counting when it goes).
     pub fn add_budget(&self, budget: Rc<Budget>) {
-        self.budgets.borrow_mut().push(budget);
+        let mut budgets = self.budgets.borrow_mut();
+        budgets.retain(|b| b.strong_count() > 0);
+        budgets.push(Rc::downgrade(&budget));
     }
 
     /// Reports, at each scrape, the pool of an HTTP client of `endpoint` as `read` says it:
@@ -323,6 +327,7 @@ impl Snapshot {
             .budgets
             .borrow()
             .iter()
+            .filter_map(Weak::upgrade)
             .map(|b| b.available())
             .sum::<u64>();
         t.hedges += m.hedges.borrow().iter().map(|sent| (sent.0)()).sum::<u64>();

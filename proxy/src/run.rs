@@ -1,6 +1,6 @@
 //! [`Proxy`]: starts every listener of a [`Config`] on its own runtime, and stops them.
 
-use crate::config::{Config, ConfigError, Endpoint, Policy, Protocol};
+use crate::config::{Config, ConfigError, Endpoint, Listener, Policy, Protocol, Route};
 use crate::metrics::{ClusterMetrics, ListenerMetrics, Snapshot};
 use crate::resp::{RespConnection, cluster_stack};
 use crate::tcp::{TcpDriver, cluster_dialer};
@@ -120,12 +120,24 @@ impl Proxy {
         Proxy::start_inner(config, true, Some((path, Some(every))))
     }
 
-    /// Applies `new` without dropping a connection: what a reload can change is the
-    /// endpoints of balanced (TCP and HTTP) clusters — each balancer on each thread gets the
-    /// inserts and removes, requests in flight finish where they are. A config that changes
-    /// anything else (a listener, a route, a cluster's policy or timeouts, a ketama
-    /// cluster's shards) is refused with the field, and nothing changes: that needs a
-    /// restart. Returns how many clusters changed.
+    /// Applies `new` without dropping a connection, or refuses it whole with the field
+    /// named (then nothing changes).
+    ///
+    /// - **Endpoints** of balanced (TCP and HTTP) clusters: each balancer on each thread gets
+    ///   the inserts and removes; requests in flight finish where they are.
+    /// - **Cluster settings** (policy, timeouts, retry and budget, limit, ejection, hedge,
+    ///   pool), **routes**, a listener's default `cluster`, and **added or removed
+    ///   clusters**: each listener that uses what changed builds new stacks on every
+    ///   runtime thread and swaps them in. New HTTP requests, and new TCP and RESP
+    ///   connections, take the new stacks; requests in flight and open connections finish
+    ///   on the stacks they started on, which are dropped when their last user goes. A
+    ///   cluster still used by a route or listener cannot be removed (`new` would not
+    ///   validate).
+    /// - **Refused, a restart is needed:** `threads`, `[admin]`, adding or removing a
+    ///   listener, a listener's address, protocol or limits, and a ketama cluster's listed
+    ///   shards (open connections would keep the old ring).
+    ///
+    /// Returns how many clusters changed, were added or were removed.
     pub fn reload(&self, new: Config) -> Result<usize, ConfigError> {
         futures::executor::block_on(reload(&self.running, &self.runtime, new))
     }
@@ -339,10 +351,7 @@ async fn reload_file(path: &Path, running: &Mutex<Config>, parsed: Result<Config
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(n) => log::warn!(
-            "reloaded {}: the endpoints of {n} clusters changed",
-            path.display()
-        ),
+        Ok(n) => log::warn!("reloaded {}: {n} clusters changed", path.display()),
         Err(e) => log::error!(
             "reload of {} refused, the running config is kept: {e}",
             path.display()
@@ -350,52 +359,160 @@ async fn reload_file(path: &Path, running: &Mutex<Config>, parsed: Result<Config
     }
 }
 
-/// What a reload from `old` to `new` changes: the clusters whose endpoints differ, with
-/// their new endpoints; or why it cannot be applied live.
-fn plan(old: &Config, new: &Config) -> Result<Vec<(String, Vec<Endpoint>)>, ConfigError> {
-    let restart = |field: String| ConfigError {
+/// What a reload applies: the clusters whose endpoints alone changed (their balancers get
+/// the inserts and removes), the listeners whose stacks are rebuilt (a route or a used
+/// cluster's settings changed), and the clusters that are gone.
+#[derive(Debug, Default)]
+struct Plan {
+    endpoints: Vec<(String, Vec<Endpoint>)>,
+    rebuild: Vec<String>,
+    gone: Vec<String>,
+    /// How many clusters changed, were added or removed.
+    clusters: usize,
+}
+
+/// Every cluster listener `l` of `config` sends to: its own, then its routes'.
+fn used_by<'a>(config: &'a Config, l: &'a Listener) -> impl Iterator<Item = &'a str> + 'a {
+    l.cluster.as_deref().into_iter().chain(
+        config
+            .routes
+            .iter()
+            .filter(move |r| r.listener == l.name)
+            .map(|r| r.cluster.as_str()),
+    )
+}
+
+/// What a reload from `old` to `new` (both validated) changes, or why it cannot be applied
+/// live: `threads`, `[admin]`, a listener added or removed, and a listener's address,
+/// protocol or limits need a restart; so do a ketama cluster's listed shards (open client
+/// connections keep the ring they started on, and the same key would go to two shards).
+fn plan(old: &Config, new: &Config) -> Result<Plan, ConfigError> {
+    let restart = |field: String, what: &str| ConfigError {
         field,
-        reason: "changed, and a reload applies only the endpoints of tcp and http clusters \
-                 (restart for the rest)"
-            .to_string(),
+        reason: format!("changed, and {what} needs a restart (a reload keeps the running config)"),
     };
     if old.threads != new.threads {
-        return Err(restart("threads".into()));
+        return Err(restart("threads".into(), "the number of runtime threads"));
     }
     if old.admin != new.admin {
-        return Err(restart("admin".into()));
+        return Err(restart("admin".into(), "the admin listener"));
     }
     if old.listeners.len() != new.listeners.len() {
-        return Err(restart("listener".into()));
+        return Err(restart("listener".into(), "adding or removing a listener"));
     }
-    if let Some(i) = (0..old.listeners.len()).find(|i| old.listeners[*i] != new.listeners[*i]) {
-        return Err(restart(format!("listener[{i}]")));
+    for (i, (o, n)) in old.listeners.iter().zip(&new.listeners).enumerate() {
+        let differs = [
+            ("name", o.name != n.name),
+            ("address", o.address != n.address),
+            ("protocol", o.protocol != n.protocol),
+            ("max_connections", o.max_connections != n.max_connections),
+            ("idle_timeout", o.idle_timeout != n.idle_timeout),
+            ("read_timeout", o.read_timeout != n.read_timeout),
+            ("max_in_flight", o.max_in_flight != n.max_in_flight),
+            ("buffer", o.buffer != n.buffer),
+        ];
+        if let Some((field, _)) = differs.iter().find(|(_, d)| *d) {
+            return Err(restart(
+                format!("listener[{i}].{field}"),
+                "a listener's socket",
+            ));
+        }
     }
-    if old.routes != new.routes {
-        return Err(restart("route".into()));
-    }
-    if old.clusters.len() != new.clusters.len() {
-        return Err(restart("cluster".into()));
-    }
-    let mut changed = Vec::new();
-    for (i, (o, n)) in old.clusters.iter().zip(&new.clusters).enumerate() {
+    let mut plan = Plan::default();
+    let mut changed: Vec<&str> = Vec::new();
+    for (i, n) in new.clusters.iter().enumerate() {
+        let Some(o) = old.cluster(&n.name) else {
+            plan.clusters += 1; // added: built by the listeners that now use it
+            continue;
+        };
+        if o == n {
+            continue;
+        }
+        plan.clusters += 1;
         let mut same_endpoints = n.clone();
         same_endpoints.endpoints = o.endpoints.clone();
-        if same_endpoints != *o {
-            return Err(restart(format!("cluster[{i}]")));
+        if o.endpoints != n.endpoints && (o.policy == Policy::Ketama || n.policy == Policy::Ketama)
+        {
+            return Err(ConfigError {
+                field: format!("cluster[{i}].endpoints"),
+                reason: "a ketama cluster's listed shards change only with a restart (open \
+                         connections would keep the old ring, and a key would live on two \
+                         shards); a file or etcd changes them live"
+                    .to_string(),
+            });
         }
-        if o.endpoints != n.endpoints {
-            if o.policy == Policy::Ketama {
-                return Err(ConfigError {
-                    field: format!("cluster[{i}].endpoints"),
-                    reason: "a ketama cluster's shards change only with a restart (it moves keys)"
-                        .to_string(),
-                });
-            }
-            changed.push((n.name.clone(), n.endpoints.clone()));
+        if same_endpoints == *o {
+            plan.endpoints.push((n.name.clone(), n.endpoints.clone()));
+        } else {
+            changed.push(&n.name);
         }
     }
-    Ok(changed)
+    for o in &old.clusters {
+        if new.cluster(&o.name).is_none() {
+            plan.clusters += 1;
+            plan.gone.push(o.name.clone());
+        }
+    }
+    for (o, n) in old.listeners.iter().zip(&new.listeners) {
+        let routes = |c: &Config| -> Vec<Route> {
+            c.routes
+                .iter()
+                .filter(|r| r.listener == n.name)
+                .cloned()
+                .collect()
+        };
+        if o.cluster != n.cluster
+            || routes(old) != routes(new)
+            || used_by(new, n).any(|c| changed.contains(&c))
+        {
+            plan.rebuild.push(n.name.clone());
+        }
+    }
+    Ok(plan)
+}
+
+/// How one listener swaps in new stacks on this thread, given the reloaded config.
+type Rebuild = Rc<dyn Fn(&Config)>;
+
+thread_local! {
+    /// How each listener of this thread rebuilds its stacks from a reloaded config, by name.
+    static REBUILD: RefCell<HashMap<String, Rebuild>> = RefCell::new(HashMap::new());
+}
+
+/// Registers how listener `name` swaps in new stacks on this thread: `live` (weak, so a
+/// stopped listener's stacks are not kept) gets `build(config)` on each reload that
+/// rebuilds it. The old value is dropped when its last request or connection ends.
+fn on_rebuild<T: 'static>(
+    name: &str,
+    live: &Rc<RefCell<T>>,
+    build: impl Fn(&Config) -> T + 'static,
+) {
+    let live = Rc::downgrade(live);
+    let rebuild = move |config: &Config| {
+        if let Some(live) = live.upgrade() {
+            let next = build(config);
+            drop(live.replace(next));
+        }
+    };
+    REBUILD.with(|r| r.borrow_mut().insert(name.to_string(), Rc::new(rebuild)));
+}
+
+/// Applies `plan` to this runtime thread.
+async fn apply(plan: &Plan, config: &Config) {
+    for name in &plan.rebuild {
+        if let Some(rebuild) = REBUILD.with(|r| r.borrow().get(name).cloned()) {
+            rebuild(config);
+        }
+    }
+    for (name, endpoints) in &plan.endpoints {
+        crate::discovery::reload_endpoints(name, endpoints).await;
+    }
+    METRICS.with(|m| {
+        let mut m = m.borrow_mut();
+        for name in &plan.gone {
+            m.clusters.remove(name);
+        }
+    });
 }
 
 async fn reload(
@@ -403,22 +520,30 @@ async fn reload(
     runtime: &Handle,
     new: Config,
 ) -> Result<usize, ConfigError> {
-    let changed = {
+    let plan = {
         let old = sheave_core::sync::lock(running);
-        plan(&old, &new)?
+        Arc::new(plan(&old, &new)?)
     };
+    let config = Arc::new(new.clone());
     for thread in 0..runtime.threads() {
-        let changed = changed.clone();
+        let (plan, config) = (plan.clone(), config.clone());
         let _ = runtime
-            .spawn_with(thread, move || async move {
-                for (name, endpoints) in &changed {
-                    crate::discovery::reload_endpoints(name, endpoints).await;
-                }
-            })
+            .spawn_with(thread, move || async move { apply(&plan, &config).await })
             .await;
     }
     *sheave_core::sync::lock(running) = new;
-    Ok(changed.len())
+    Ok(plan.clusters)
+}
+
+/// The cluster listener `name` of `config` sends to (a tcp or resp listener has one).
+fn cluster_of<'a>(config: &'a Config, name: &str) -> &'a crate::config::Cluster {
+    config
+        .listeners
+        .iter()
+        .find(|l| l.name == name)
+        .and_then(|l| l.cluster.as_deref())
+        .and_then(|c| config.cluster(c))
+        .expect("validated: the listener and its cluster exist")
 }
 
 type Serving = sheave_core::JoinHandle<io::Result<()>>;
@@ -428,15 +553,8 @@ fn start_listener(
     config: &Config,
     l: &crate::config::Listener,
 ) -> io::Result<(SocketAddr, ServerHandle, Serving)> {
-    let cluster = l.cluster.as_ref().map(|name| {
-        config
-            .cluster(name)
-            .expect("validated: the cluster exists")
-            .clone()
-    });
     match l.protocol {
         Protocol::Resp => {
-            let cluster = cluster.expect("validated: a resp listener has a cluster");
             let server = Server::bind(l.address)
                 .codec(RespCodec::new())
                 .threads(config.threads)
@@ -446,35 +564,48 @@ fn start_listener(
                 .read_timeout(l.read_timeout)
                 .build()?;
             let (addr, handle) = (server.local_addr(), server.handle());
-            let name = l.name.clone();
+            let (name, config) = (l.name.clone(), config.clone());
             let serve = sheave_core::spawn(server.serve_with(move || {
-                let metrics = cluster_metrics(&cluster);
                 let listener = listener_metrics(&name);
-                let (stack, ring) = cluster_stack(&cluster, metrics.clone());
+                let build = {
+                    let name = name.clone();
+                    move |config: &Config| {
+                        let cluster = cluster_of(config, &name);
+                        let metrics = cluster_metrics(cluster);
+                        let (stack, ring) = cluster_stack(cluster, metrics.clone());
+                        (stack, ring, metrics)
+                    }
+                };
+                // Each connection takes the stack current when it is accepted.
+                let live = Rc::new(RefCell::new(build(&config)));
+                on_rebuild(&name, &live, build);
                 move |_peer: SocketAddr| {
-                    let conn = RespConnection::new(
-                        stack.clone(),
-                        ring.clone(),
-                        metrics.clone(),
-                        listener.clone(),
-                    );
+                    let (stack, ring, metrics) = live.borrow().clone();
+                    let conn = RespConnection::new(stack, ring, metrics, listener.clone());
                     async move { Ok::<_, Error>(conn) }
                 }
             }));
             Ok((addr, handle, serve))
         }
         Protocol::Tcp => {
-            let cluster = cluster.expect("validated: a tcp listener has a cluster");
             let server = Server::bind(l.address)
                 .threads(config.threads)
                 .max_connections(l.max_connections)
                 .build()?;
             let (addr, handle) = (server.local_addr(), server.handle());
-            let listener = l.clone();
+            let (listener, config) = (l.clone(), config.clone());
             let serve = sheave_core::spawn(server.serve_driver(move || {
-                let metrics = cluster_metrics(&cluster);
-                let dialer = Rc::new(cluster_dialer(&cluster, metrics.clone()));
-                TcpDriver::new(dialer, &listener, listener_metrics(&listener.name), metrics)
+                let build = {
+                    let name = listener.name.clone();
+                    move |config: &Config| {
+                        let cluster = cluster_of(config, &name);
+                        let metrics = cluster_metrics(cluster);
+                        (Rc::new(cluster_dialer(cluster, metrics.clone())), metrics)
+                    }
+                };
+                let live = Rc::new(RefCell::new(build(&config)));
+                on_rebuild(&listener.name, &live, build);
+                TcpDriver::new(live, &listener, listener_metrics(&listener.name))
             }));
             Ok((addr, handle, serve))
         }
@@ -485,22 +616,36 @@ fn start_listener(
                 .header_read_timeout(l.read_timeout)
                 .build()?;
             let (addr, handle) = (server.local_addr(), server.handle());
-            let (config, listener) = (config.clone(), l.clone());
+            let (config, name) = (config.clone(), l.name.clone());
             let serve = sheave_core::spawn(server.serve_with(move || {
-                let router = Rc::new(crate::http::Router::new(
-                    &config,
-                    &listener,
-                    listener_metrics(&listener.name),
-                    |cluster| {
-                        let metrics = cluster_metrics(cluster);
-                        (
-                            crate::http::cluster_stack(cluster, metrics.clone()),
-                            metrics,
-                        )
-                    },
-                ));
+                let metrics = listener_metrics(&name);
+                let build = {
+                    let name = name.clone();
+                    move |config: &Config| {
+                        let listener = config
+                            .listeners
+                            .iter()
+                            .find(|l| l.name == name)
+                            .expect("validated: a reload keeps every listener");
+                        Rc::new(crate::http::Router::new(
+                            config,
+                            listener,
+                            metrics.clone(),
+                            |cluster| {
+                                let metrics = cluster_metrics(cluster);
+                                (
+                                    crate::http::cluster_stack(cluster, metrics.clone()),
+                                    metrics,
+                                )
+                            },
+                        ))
+                    }
+                };
+                // Each request takes the router current when it starts (LiveRouter).
+                let live = Rc::new(RefCell::new(build(&config)));
+                on_rebuild(&name, &live, build);
                 move |peer: SocketAddr| {
-                    let conn = crate::http::HttpConnection::new(router.clone(), peer);
+                    let conn = crate::http::HttpConnection::new(live.clone(), peer);
                     async move { Ok::<_, Error>(conn) }
                 }
             }));
