@@ -4,7 +4,7 @@ use crate::config::{Config, ConfigError, Endpoint, Listener, Policy, Protocol, R
 use crate::metrics::{ClusterMetrics, ListenerMetrics, Snapshot};
 use crate::resp::{RespConnection, cluster_stack};
 use crate::tcp::{TcpDriver, cluster_dialer};
-use sheave_core::{Handle, Runtime};
+use sheave_core::{Handle, RemoteJoinHandle, Runtime};
 use sheave_proto::resp::RespCodec;
 use sheave_proto::{Server, ServerHandle};
 use sheave_service::Error;
@@ -83,15 +83,61 @@ pub async fn scrape(handle: &Handle) -> Snapshot {
     total
 }
 
+/// The listeners running now — a reload adds and removes them — shared by the proxy, its
+/// admin (`/drain`) and its signal handler.
+#[derive(Debug, Clone)]
+pub struct Listening(Arc<Mutex<ListeningInner>>);
+
+#[derive(Debug)]
+struct ListeningInner {
+    running: Vec<(String, SocketAddr, ServerHandle)>,
+    draining: bool,
+    /// Where a listener that a reload started sends its serving, for the runtime to wait
+    /// on before it stops.
+    added: mpsc::Sender<RemoteJoinHandle<()>>,
+}
+
+impl Listening {
+    fn new(added: mpsc::Sender<RemoteJoinHandle<()>>) -> Listening {
+        Listening(Arc::new(Mutex::new(ListeningInner {
+            running: Vec::new(),
+            draining: false,
+            added,
+        })))
+    }
+
+    /// Starts a graceful drain of every listener running now: each stops accepting,
+    /// answers what it took, and closes its connections. A reload adds none after it.
+    pub fn drain(&self) {
+        let mut inner = sheave_core::sync::lock(&self.0);
+        inner.draining = true;
+        inner.running.iter().for_each(|(_, _, h)| h.shutdown());
+    }
+
+    fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        let inner = sheave_core::sync::lock(&self.0);
+        inner
+            .running
+            .iter()
+            .map(|(n, a, _)| (n.clone(), *a))
+            .collect()
+    }
+
+    fn push(&self, name: String, addr: SocketAddr, handle: ServerHandle) {
+        sheave_core::sync::lock(&self.0)
+            .running
+            .push((name, addr, handle));
+    }
+}
+
 /// A running proxy: its runtime, listeners and admin endpoint. Dropping it shuts it down.
 #[derive(Debug)]
 pub struct Proxy {
     /// The running config, as the last reload left it.
     running: Arc<Mutex<Config>>,
     runtime: Handle,
-    listeners: Vec<(String, SocketAddr)>,
+    listening: Listening,
     admin: Option<SocketAddr>,
-    handles: Vec<ServerHandle>,
     stopped: Option<mpsc::Receiver<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -133,13 +179,17 @@ impl Proxy {
     ///   on the stacks they started on, which are dropped when their last user goes. A
     ///   cluster still used by a route or listener cannot be removed (`new` would not
     ///   validate).
-    /// - **Refused, a restart is needed:** `threads`, `[admin]`, adding or removing a
-    ///   listener, a listener's address, protocol or limits, and a ketama cluster's listed
-    ///   shards (open connections would keep the old ring).
+    /// - **Listeners** added start (bound before anything else changes: one that cannot
+    ///   bind refuses the reload with `listener[i].address`); listeners removed stop
+    ///   accepting and drain their open connections; a listener whose address changed is
+    ///   both (its open connections finish on the old socket).
+    /// - **Refused, a restart is needed:** `threads`, `[admin]`, a listener's protocol or
+    ///   limits on the same address, and a ketama cluster's listed shards (open connections
+    ///   would keep the old ring).
     ///
     /// Returns how many clusters changed, were added or were removed.
     pub fn reload(&self, new: Config) -> Result<usize, ConfigError> {
-        futures::executor::block_on(reload(&self.running, &self.runtime, new))
+        futures::executor::block_on(reload(&self.running, &self.listening, &self.runtime, new))
     }
 
     fn start_inner(
@@ -149,6 +199,9 @@ impl Proxy {
     ) -> io::Result<Proxy> {
         let running = Arc::new(Mutex::new(config.clone()));
         let shared = running.clone();
+        let (added_tx, added) = mpsc::channel();
+        let listening = Listening::new(added_tx);
+        let live = listening.clone();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stopped_tx, stopped_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -160,14 +213,11 @@ impl Proxy {
                 };
                 rt.block_on(async move {
                     let mut serving = Vec::new();
-                    let mut bound = Vec::new();
-                    let mut handles = Vec::new();
                     let mut handles_for_admin = Vec::new();
                     for l in &config.listeners {
                         match start_listener(&config, l) {
                             Ok((addr, handle, serve)) => {
-                                bound.push((l.name.clone(), addr));
-                                handles.push(handle);
+                                live.push(l.name.clone(), addr, handle);
                                 serving.push(serve);
                             }
                             Err(e) => {
@@ -192,7 +242,7 @@ impl Proxy {
                             }
                         };
                         admin_addr = Some(server.local_addr());
-                        let service = crate::admin::Admin::new(handles.clone());
+                        let service = crate::admin::Admin::new(live.clone());
                         let admin_handle = server.handle();
                         sheave_core::spawn(server.serve_with(move || {
                             let service = service.clone();
@@ -210,52 +260,56 @@ impl Proxy {
                             Err(e) => return drop(ready_tx.send(Err(e))),
                         };
                         if let Some(every) = watch {
-                            let (path, shared) = (path.clone(), shared.clone());
-                            sheave_core::spawn(reload_on_change(path, every, shared));
+                            let (path, shared, live) = (path.clone(), shared.clone(), live.clone());
+                            sheave_core::spawn(reload_on_change(path, every, shared, live));
                         }
-                        sheave_core::spawn(reload_on_hangup(hangups, path, shared));
+                        sheave_core::spawn(reload_on_hangup(hangups, path, shared, live.clone()));
                     }
                     if on_signals {
                         let signals = match sheave_core::signal::Signals::new() {
                             Ok(signals) => signals,
                             Err(e) => return drop(ready_tx.send(Err(e))),
                         };
-                        let handles = handles.clone();
+                        let live = live.clone();
                         sheave_core::spawn(async move {
                             let mut signals = signals;
                             let signal = signals.recv().await;
                             log::info!("{signal}: draining");
-                            handles.iter().for_each(ServerHandle::shutdown);
+                            live.drain();
                         });
                     }
-                    let _ = ready_tx.send(Ok((bound, admin_addr, handles, Handle::current())));
+                    let _ = ready_tx.send(Ok((admin_addr, Handle::current())));
                     for serve in serving {
                         let _ = serve.await;
+                    }
+                    // Then the listeners reloads started (each ends when it has drained).
+                    while let Ok(more) = added.try_recv() {
+                        let _ = more.await;
                     }
                     handles_for_admin.iter().for_each(ServerHandle::shutdown);
                 });
                 let _ = stopped_tx.send(());
             })?;
-        let (listeners, admin, handles, runtime) = ready_rx
+        let (admin, runtime) = ready_rx
             .recv()
             .map_err(|_| io::Error::other("the proxy's runtime thread died"))??;
         Ok(Proxy {
             running,
             runtime,
-            listeners,
+            listening,
             admin,
-            handles,
             stopped: Some(stopped_rx),
             thread: Some(thread),
         })
     }
 
-    /// Where listener `name` listens (with the port picked, if the config said 0).
+    /// Where listener `name` listens now (with the port picked, if the config said 0).
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
+        self.listening
+            .addrs()
+            .into_iter()
             .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .map(|(_, a)| a)
     }
 
     /// Where the admin listener listens, if the config has one.
@@ -263,15 +317,15 @@ impl Proxy {
         self.admin
     }
 
-    /// Every listener and its address.
-    pub fn listeners(&self) -> &[(String, SocketAddr)] {
-        &self.listeners
+    /// Every listener running now and its address.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listening.addrs()
     }
 
     /// Starts a graceful drain: every listener stops accepting, answers what it took, and
     /// closes its connections.
     pub fn drain(&self) {
-        self.handles.iter().for_each(ServerHandle::shutdown);
+        self.listening.drain();
     }
 
     /// Waits until every listener has stopped (after [`drain`](Proxy::drain), or a signal).
@@ -301,16 +355,22 @@ async fn reload_on_hangup(
     mut hangups: sheave_core::signal::Signals,
     path: PathBuf,
     running: Arc<Mutex<Config>>,
+    listening: Listening,
 ) {
     loop {
         hangups.recv().await;
-        reload_file(&path, &running, Config::load(&path)).await;
+        reload_file(&path, &running, &listening, Config::load(&path)).await;
     }
 }
 
 /// Every `every`: re-reads `path`, and reloads it (as `SIGHUP` does) when its bytes differ
 /// from the last read. The first read is the baseline: the file the proxy started from.
-async fn reload_on_change(path: PathBuf, every: Duration, running: Arc<Mutex<Config>>) {
+async fn reload_on_change(
+    path: PathBuf,
+    every: Duration,
+    running: Arc<Mutex<Config>>,
+    listening: Listening,
+) {
     let mut last = std::fs::read(&path).ok();
     let mut ticks = sheave_core::time::interval(every);
     loop {
@@ -339,15 +399,20 @@ async fn reload_on_change(path: PathBuf, every: Duration, running: Arc<Mutex<Con
             }),
         };
         last = Some(bytes);
-        reload_file(&path, &running, parsed).await;
+        reload_file(&path, &running, &listening, parsed).await;
     }
 }
 
 /// Applies a re-read of `path` (how `SIGHUP` and `--watch` both reload), logging what
 /// happened.
-async fn reload_file(path: &Path, running: &Mutex<Config>, parsed: Result<Config, ConfigError>) {
+async fn reload_file(
+    path: &Path,
+    running: &Mutex<Config>,
+    listening: &Listening,
+    parsed: Result<Config, ConfigError>,
+) {
     let outcome = match parsed {
-        Ok(new) => reload(running, &Handle::current(), new).await,
+        Ok(new) => reload(running, listening, &Handle::current(), new).await,
         Err(e) => Err(e),
     };
     match outcome {
@@ -367,6 +432,10 @@ struct Plan {
     endpoints: Vec<(String, Vec<Endpoint>)>,
     rebuild: Vec<String>,
     gone: Vec<String>,
+    /// Listeners to start (their index in the new config), and to drain (by name): a
+    /// listener whose address changed is both.
+    start: Vec<usize>,
+    stop: Vec<String>,
     /// How many clusters changed, were added or removed.
     clusters: usize,
 }
@@ -383,9 +452,9 @@ fn used_by<'a>(config: &'a Config, l: &'a Listener) -> impl Iterator<Item = &'a 
 }
 
 /// What a reload from `old` to `new` (both validated) changes, or why it cannot be applied
-/// live: `threads`, `[admin]`, a listener added or removed, and a listener's address,
-/// protocol or limits need a restart; so do a ketama cluster's listed shards (open client
-/// connections keep the ring they started on, and the same key would go to two shards).
+/// live: `threads`, `[admin]`, and a listener's protocol or limits on the same address need
+/// a restart; so do a ketama cluster's listed shards (open client connections keep the ring
+/// they started on, and the same key would go to two shards).
 fn plan(old: &Config, new: &Config) -> Result<Plan, ConfigError> {
     let restart = |field: String, what: &str| ConfigError {
         field,
@@ -397,13 +466,19 @@ fn plan(old: &Config, new: &Config) -> Result<Plan, ConfigError> {
     if old.admin != new.admin {
         return Err(restart("admin".into(), "the admin listener"));
     }
-    if old.listeners.len() != new.listeners.len() {
-        return Err(restart("listener".into(), "adding or removing a listener"));
-    }
-    for (i, (o, n)) in old.listeners.iter().zip(&new.listeners).enumerate() {
+    let mut plan = Plan::default();
+    for (i, n) in new.listeners.iter().enumerate() {
+        let Some(o) = old.listeners.iter().find(|o| o.name == n.name) else {
+            plan.start.push(i);
+            continue;
+        };
+        if o.address != n.address {
+            // A new socket: the old listener drains, the new one starts.
+            plan.stop.push(o.name.clone());
+            plan.start.push(i);
+            continue;
+        }
         let differs = [
-            ("name", o.name != n.name),
-            ("address", o.address != n.address),
             ("protocol", o.protocol != n.protocol),
             ("max_connections", o.max_connections != n.max_connections),
             ("idle_timeout", o.idle_timeout != n.idle_timeout),
@@ -414,11 +489,15 @@ fn plan(old: &Config, new: &Config) -> Result<Plan, ConfigError> {
         if let Some((field, _)) = differs.iter().find(|(_, d)| *d) {
             return Err(restart(
                 format!("listener[{i}].{field}"),
-                "a listener's socket",
+                "a listener's socket on the same address (or a new address)",
             ));
         }
     }
-    let mut plan = Plan::default();
+    for o in &old.listeners {
+        if !new.listeners.iter().any(|n| n.name == o.name) {
+            plan.stop.push(o.name.clone());
+        }
+    }
     let mut changed: Vec<&str> = Vec::new();
     for (i, n) in new.clusters.iter().enumerate() {
         let Some(o) = old.cluster(&n.name) else {
@@ -453,7 +532,13 @@ fn plan(old: &Config, new: &Config) -> Result<Plan, ConfigError> {
             plan.gone.push(o.name.clone());
         }
     }
-    for (o, n) in old.listeners.iter().zip(&new.listeners) {
+    for n in &new.listeners {
+        let Some(o) = old.listeners.iter().find(|o| o.name == n.name) else {
+            continue; // started from the new config
+        };
+        if o.address != n.address {
+            continue;
+        }
         let routes = |c: &Config| -> Vec<Route> {
             c.routes
                 .iter()
@@ -517,6 +602,7 @@ async fn apply(plan: &Plan, config: &Config) {
 
 async fn reload(
     running: &Mutex<Config>,
+    listening: &Listening,
     runtime: &Handle,
     new: Config,
 ) -> Result<usize, ConfigError> {
@@ -525,14 +611,76 @@ async fn reload(
         Arc::new(plan(&old, &new)?)
     };
     let config = Arc::new(new.clone());
+    // New listeners first: one that cannot bind refuses the reload, and the ones this
+    // reload bound before it are stopped again, so nothing has changed.
+    let mut started: Vec<(String, SocketAddr, ServerHandle)> = Vec::new();
+    for &i in &plan.start {
+        let outcome = if sheave_core::sync::lock(&listening.0).draining {
+            Err(io::Error::other("the proxy is draining"))
+        } else {
+            start_on_runtime(runtime, listening, &config, i).await
+        };
+        match outcome {
+            Ok((addr, handle)) => started.push((new.listeners[i].name.clone(), addr, handle)),
+            Err(e) => {
+                started.iter().for_each(|(_, _, h)| h.shutdown());
+                return Err(ConfigError {
+                    field: format!("listener[{i}].address"),
+                    reason: format!("{}: {e}", new.listeners[i].address),
+                });
+            }
+        }
+    }
     for thread in 0..runtime.threads() {
         let (plan, config) = (plan.clone(), config.clone());
         let _ = runtime
             .spawn_with(thread, move || async move { apply(&plan, &config).await })
             .await;
     }
+    {
+        let mut inner = sheave_core::sync::lock(&listening.0);
+        // The listeners going away drain: they stop accepting and finish what they took.
+        inner.running.retain(|(name, _, handle)| {
+            let stop = plan.stop.contains(name);
+            if stop {
+                handle.shutdown();
+            }
+            !stop
+        });
+        if inner.draining {
+            // A drain came meanwhile: the new listeners drain with the rest.
+            started.iter().for_each(|(_, _, h)| h.shutdown());
+        }
+        inner.running.extend(started);
+    }
     *sheave_core::sync::lock(running) = new;
     Ok(plan.clusters)
+}
+
+/// Starts listener `i` of `config` from a runtime thread; its serving is handed to the
+/// runtime's main task, which waits for it before stopping.
+async fn start_on_runtime(
+    runtime: &Handle,
+    listening: &Listening,
+    config: &Arc<Config>,
+    i: usize,
+) -> io::Result<(SocketAddr, ServerHandle)> {
+    let (bound_tx, bound_rx) = futures::channel::oneshot::channel();
+    let config = config.clone();
+    let serving = runtime.spawn_with(0, move || async move {
+        match start_listener(&config, &config.listeners[i]) {
+            Ok((addr, handle, serve)) => {
+                let _ = bound_tx.send(Ok((addr, handle)));
+                let _ = serve.await;
+            }
+            Err(e) => drop(bound_tx.send(Err(e))),
+        }
+    });
+    let bound = bound_rx
+        .await
+        .map_err(|_| io::Error::other("the runtime is stopping"))??;
+    let _ = sheave_core::sync::lock(&listening.0).added.send(serving);
+    Ok(bound)
 }
 
 /// The cluster listener `name` of `config` sends to (a tcp or resp listener has one).

@@ -134,14 +134,23 @@ fn a_refused_reload_names_the_field_and_keeps_the_running_config() {
         "listener[0].max_connections",
     );
     refused(
-        config(&[b], 0).replace("127.0.0.1:0", "127.0.0.1:1"),
-        "listener[0].address",
+        config(&[b], 0).replace("\"tcp\"", "\"http\""),
+        "listener[0].protocol",
     );
-    refused(
-        config(&[b], 0)
-            + "[[listener]]\nname = \"two\"\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"tier\"\n",
-        "listener",
+    // A new address that cannot be bound (a backend holds it): refused, nothing changed.
+    let err = proxy
+        .reload(Config::parse(&config(&[b], a.port())).unwrap())
+        .unwrap_err();
+    assert_eq!(err.field, "listener[0].address", "{err}");
+    let two = format!(
+        "[[listener]]\nname = \"two\"\naddress = \"{a}\"\nprotocol = \"tcp\"\ncluster = \"tier\"\n"
     );
+    let err = proxy
+        .reload(Config::parse(&(config(&[b], 0) + &two)).unwrap())
+        .unwrap_err();
+    assert_eq!(err.field, "listener[1].address", "{err}");
+    assert_eq!(proxy.listeners().len(), 1);
+    assert_eq!(proxy.addr("l4"), Some(addr));
     // A cluster still in use cannot be removed: the new file does not validate.
     let err =
         Config::parse(&config(&[b], 0).replace("name = \"tier\"", "name = \"other\"")).unwrap_err();
@@ -451,6 +460,23 @@ fn a_reload_under_load_moves_a_route_and_changes_a_timeout_and_loses_no_request(
     );
     let timed_at = sent.load(Relaxed);
     wait_for(timed_at + 1000);
+    // Reload 3: a second listener starts; the load on the first goes on untouched.
+    let two = "[[listener]]\nname = \"two\"\naddress = \"127.0.0.1:0\"\nprotocol = \"http\"\ncluster = \"a\"\n";
+    assert_eq!(
+        proxy
+            .reload(Config::parse(&http_config(a, b, "b", "100ms", two)).unwrap())
+            .unwrap(),
+        0
+    );
+    let mut fresh = connect(proxy.addr("two").expect("the new listener"));
+    assert_eq!(get(&mut fresh, "/"), (200, "a".to_string()));
+    assert_eq!(
+        get(&mut fresh, "/x"),
+        (200, "a".to_string()),
+        "two has no /x route"
+    );
+    let added_at = sent.load(Relaxed);
+    wait_for(added_at + 1000);
     stop.store(true, Relaxed);
     let per_client: Vec<Vec<String>> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     let total: usize = per_client.iter().map(Vec::len).sum();
@@ -469,11 +495,49 @@ fn a_reload_under_load_moves_a_route_and_changes_a_timeout_and_loses_no_request(
     }
     let seen = seen.lock().unwrap();
     let on_b = seen.iter().filter(|x| *x == "b").count();
-    println!("{total} requests across 2 reloads, 0 failed; {on_b} to b after the route moved");
+    println!("{total} requests across 3 reloads, 0 failed; {on_b} to b after the route moved");
     // Every request after the first reload returned went to b; only those in flight at
     // it (at most one per client) could have been on a.
     assert!(
         on_b + moved_at + 4 >= total,
         "{on_b} on b of {total}, moved at {moved_at}"
     );
+}
+
+#[test]
+fn a_reload_moves_a_listener_and_its_open_connections_finish_on_the_old_socket() {
+    let a = named("a");
+    let proxy = support::proxy(&config(&[a], 0));
+    let old = proxy.addr("l4").unwrap();
+    let (mut kept, _) = open(old);
+    // Listener l4 moves to another port, and listener "two" starts.
+    let port = support::free_port();
+    let two = "[[listener]]\nname = \"two\"\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"tier\"\n";
+    assert_eq!(
+        proxy
+            .reload(Config::parse(&(config(&[a], port) + two)).unwrap())
+            .unwrap(),
+        0
+    );
+    let moved = proxy.addr("l4").unwrap();
+    assert_eq!(moved.port(), port);
+    assert_eq!(open(moved).1, "a");
+    assert_eq!(open(proxy.addr("two").unwrap()).1, "a");
+    // The old socket stops accepting (its drain closes it), and the connection opened on
+    // it before still works.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(old).is_ok() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the old listener still accepts"
+        );
+        std::thread::yield_now();
+    }
+    still_echoes(&mut kept);
+    // Then "two" is removed again: l4 goes on.
+    proxy
+        .reload(Config::parse(&config(&[a], port)).unwrap())
+        .unwrap();
+    assert_eq!(proxy.listeners().len(), 1);
+    assert_eq!(open(moved).1, "a");
 }
