@@ -450,14 +450,9 @@ fn a_reload_under_load_moves_a_route_and_changes_a_timeout_and_loses_no_request(
             .unwrap(),
         1
     );
-    // The same connection, opened before: its next request has the new deadline.
-    let started = std::time::Instant::now();
+    // The same connection, opened before: its next request has the new deadline (the
+    // old one, 10 s, answered 200 after the backend's 300 ms).
     assert_eq!(get(&mut probe, "/slow").0, 504);
-    assert!(
-        started.elapsed() < Duration::from_millis(290),
-        "{:?}",
-        started.elapsed()
-    );
     let timed_at = sent.load(Relaxed);
     wait_for(timed_at + 1000);
     // Reload 3: a second listener starts; the load on the first goes on untouched.
