@@ -184,8 +184,9 @@ impl Proxy {
     ///   accepting and drain their open connections; a listener whose address changed is
     ///   both (its open connections finish on the old socket).
     /// - **Refused, a restart is needed:** `threads`, `[admin]`, a listener's protocol or
-    ///   limits on the same address, and a ketama cluster's listed shards (open connections
-    ///   would keep the old ring).
+    ///   limits on the same address, and what shapes a ketama ring: its listed shards,
+    ///   `endpoints_file`, `etcd`, `hash` and `hash_tag` (open connections would keep the old
+    ///   ring).
     ///
     /// Returns how many clusters changed, were added or were removed.
     pub fn reload(&self, new: Config) -> Result<usize, ConfigError> {
@@ -453,8 +454,9 @@ fn used_by<'a>(config: &'a Config, l: &'a Listener) -> impl Iterator<Item = &'a 
 
 /// What a reload from `old` to `new` (both validated) changes, or why it cannot be applied
 /// live: `threads`, `[admin]`, and a listener's protocol or limits on the same address need
-/// a restart; so do a ketama cluster's listed shards (open client connections keep the ring
-/// they started on, and the same key would go to two shards).
+/// a restart; so does what shapes a ketama ring — its listed shards, sources, hash and hash
+/// tag (open client connections keep the ring they started on, and the same key would go to
+/// two shards).
 fn plan(old: &Config, new: &Config) -> Result<Plan, ConfigError> {
     let restart = |field: String, what: &str| ConfigError {
         field,
@@ -510,15 +512,26 @@ fn plan(old: &Config, new: &Config) -> Result<Plan, ConfigError> {
         plan.clusters += 1;
         let mut same_endpoints = n.clone();
         same_endpoints.endpoints = o.endpoints.clone();
-        if o.endpoints != n.endpoints && (o.policy == Policy::Ketama || n.policy == Policy::Ketama)
-        {
-            return Err(ConfigError {
-                field: format!("cluster[{i}].endpoints"),
-                reason: "a ketama cluster's listed shards change only with a restart (open \
-                         connections would keep the old ring, and a key would live on two \
-                         shards); a file or etcd changes them live"
-                    .to_string(),
-            });
+        if o.policy == Policy::Ketama || n.policy == Policy::Ketama {
+            // What places keys on the ring: open connections would keep the old ring, and a
+            // key would live on two shards.
+            let ring = [
+                ("policy", o.policy != n.policy),
+                ("endpoints", o.endpoints != n.endpoints),
+                ("endpoints_file", o.endpoints_file != n.endpoints_file),
+                ("etcd", o.etcd != n.etcd),
+                ("hash", o.hash != n.hash),
+                ("hash_tag", o.hash_tag != n.hash_tag),
+            ];
+            if let Some((field, _)) = ring.iter().find(|(_, d)| *d) {
+                return Err(ConfigError {
+                    field: format!("cluster[{i}].{field}"),
+                    reason: "places keys on a ketama ring, which changes only with a restart \
+                             (open connections would keep the old ring, and a key would live \
+                             on two shards); the shards a file or etcd lists change live"
+                        .to_string(),
+                });
+            }
         }
         if same_endpoints == *o {
             plan.endpoints.push((n.name.clone(), n.endpoints.clone()));

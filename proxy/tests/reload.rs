@@ -536,3 +536,61 @@ fn a_reload_moves_a_listener_and_its_open_connections_finish_on_the_old_socket()
     assert_eq!(proxy.listeners().len(), 1);
     assert_eq!(open(moved).1, "a");
 }
+
+#[test]
+fn a_ketama_cluster_reloads_its_settings_but_not_its_ring() {
+    let have_redis = support::have("redis-server", "redis-server");
+    let shard = have_redis.then(support::RedisServer::start);
+    // Without redis the stacks are still built and swapped (they connect lazily).
+    let address = shard
+        .as_ref()
+        .map_or_else(|| "127.0.0.1:1".to_string(), |s| s.addr.to_string());
+    let config = |extra: &str| {
+        format!(
+            r#"
+            [[listener]]
+            name = "redis"
+            address = "127.0.0.1:0"
+            protocol = "resp"
+            cluster = "cache"
+
+            [[cluster]]
+            name = "cache"
+            endpoints = ["{address}"]
+            {extra}
+            "#
+        )
+    };
+    let proxy = support::proxy(&config(""));
+    let addr = proxy.addr("redis").unwrap();
+    let mut before = have_redis.then(|| support::Conn::open(addr));
+    for (extra, field) in [
+        ("hash = \"md5\"", "cluster[0].hash"),
+        ("hash_tag = \"{}\"", "cluster[0].hash_tag"),
+    ] {
+        let err = proxy
+            .reload(Config::parse(&config(extra)).unwrap())
+            .unwrap_err();
+        assert_eq!(err.field, field, "{err}");
+    }
+    let err = proxy
+        .reload(Config::parse(&config("").replace(&address, "127.0.0.1:2")).unwrap())
+        .unwrap_err();
+    assert_eq!(err.field, "cluster[0].endpoints", "{err}");
+    // Timeouts and limits rebuild the stack, for new connections.
+    let settings = "request_timeout = \"2s\"\ntry_timeout = \"1s\"\nconcurrency_limit = 64";
+    assert_eq!(
+        proxy
+            .reload(Config::parse(&config(settings)).unwrap())
+            .unwrap(),
+        1
+    );
+    if let Some(before) = &mut before {
+        let mut after = support::Conn::open(addr);
+        let ok = sheave_proto::resp::Frame::ok();
+        assert_eq!(after.cmd(&["SET", "k", "new"]), ok);
+        assert_eq!(before.cmd(&["GET", "k"]), support::bulk("new"));
+        assert_eq!(before.cmd(&["SET", "k", "old"]), ok);
+        assert_eq!(after.cmd(&["GET", "k"]), support::bulk("old"));
+    }
+}
