@@ -182,9 +182,10 @@ impl ClusterMetrics {
     /// Reports, at each scrape, the pool of an HTTP client of `endpoint` as `read` says it:
     /// `(idle, in use)`, until it says `None` (the client is gone).
     pub fn add_pool(&self, endpoint: &str, read: impl Fn() -> Option<(u64, u64)> + 'static) {
-        self.pools
-            .borrow_mut()
-            .push((endpoint.to_string(), PoolReader(Box::new(read))));
+        let mut pools = self.pools.borrow_mut();
+        // Those of clients gone (reconnected, or on a stack a reload replaced) are dropped.
+        pools.retain(|(_, reader)| (reader.0)().is_some());
+        pools.push((endpoint.to_string(), PoolReader(Box::new(read))));
     }
 
     /// Reports, at each scrape, the backups `sent` says a hedge of the cluster has sent.
@@ -200,9 +201,10 @@ impl ClusterMetrics {
         read: impl Fn(&B) -> Vec<BalancedState> + 'static,
     ) {
         let weak: Weak<B> = Rc::downgrade(balancer);
-        self.balancers
-            .borrow_mut()
-            .push(Probe(Box::new(move || weak.upgrade().map(|b| read(&b)))));
+        let mut balancers = self.balancers.borrow_mut();
+        // Those of balancers gone (on a stack a reload replaced) are dropped.
+        balancers.retain(|probe| (probe.0)().is_some());
+        balancers.push(Probe(Box::new(move || weak.upgrade().map(|b| read(&b)))));
     }
 
     /// Counts a request that took `latency` and failed with `failure`, if it did.
