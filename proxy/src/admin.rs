@@ -36,7 +36,6 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use sheave_core::Handle;
 use sheave_http::Body;
-use sheave_proto::ServerHandle;
 use sheave_service::{Error, Service};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,15 +44,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// is shared between threads; it is not on any request path).
 #[derive(Debug, Clone)]
 pub struct Admin {
-    listeners: Arc<Vec<ServerHandle>>,
+    listeners: crate::run::Listening,
     draining: Arc<AtomicBool>,
 }
 
 impl Admin {
-    /// The admin of a proxy whose listeners these handles stop.
-    pub fn new(listeners: Vec<ServerHandle>) -> Self {
+    /// The admin of a proxy whose running listeners `/drain` stops.
+    pub fn new(listeners: crate::run::Listening) -> Self {
         Admin {
-            listeners: Arc::new(listeners),
+            listeners,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -97,7 +96,7 @@ impl Service<Request<Body>> for Admin {
             },
             (&Method::POST, "/drain") => {
                 self.draining.store(true, Ordering::Release);
-                self.listeners.iter().for_each(ServerHandle::shutdown);
+                self.listeners.drain();
                 reply(StatusCode::ACCEPTED, TEXT, "draining\n".into())
             }
             (_, "/metrics" | "/endpoints" | "/healthz" | "/drain") => reply(

@@ -498,25 +498,36 @@ impl<S> Router<S> {
     }
 }
 
+/// A listener's router on one runtime thread, as the last reload left it: each request
+/// takes the router current when it starts and keeps it to its end, so a reload swaps in a
+/// new one for the next requests while requests in flight finish on the old one (dropped
+/// with its last request).
+pub type LiveRouter<S> = Rc<std::cell::RefCell<Rc<Router<S>>>>;
+
 /// The service of one downstream connection.
 #[derive(Debug)]
 pub struct HttpConnection<S> {
-    router: Rc<Router<S>>,
+    router: LiveRouter<S>,
+    listener: Rc<ListenerMetrics>,
     peer: SocketAddr,
 }
 
 impl<S> HttpConnection<S> {
     /// The service of a connection from `peer`; counted open until dropped.
-    pub fn new(router: Rc<Router<S>>, peer: SocketAddr) -> Self {
-        let l = &router.listener;
-        l.accepted.set(l.accepted.get() + 1);
-        HttpConnection { router, peer }
+    pub fn new(router: LiveRouter<S>, peer: SocketAddr) -> Self {
+        let listener = router.borrow().listener.clone();
+        listener.accepted.set(listener.accepted.get() + 1);
+        HttpConnection {
+            router,
+            listener,
+            peer,
+        }
     }
 }
 
 impl<S> Drop for HttpConnection<S> {
     fn drop(&mut self) {
-        let l = &self.router.listener;
+        let l = &self.listener;
         l.closed.set(l.closed.get() + 1);
     }
 }
@@ -565,13 +576,15 @@ where
             .and_then(|h| h.to_str().ok())
             .map(str::to_string)
             .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-        let Some(index) = self.router.route(host.as_deref(), parts.uri.path()) else {
+        // This request's router: the one current now, kept to the end (see LiveRouter).
+        let router = self.router.borrow().clone();
+        let Some(index) = router.route(host.as_deref(), parts.uri.path()) else {
             return Ok(answer(
                 StatusCode::NOT_FOUND,
                 format!("sheave-proxy: no route for {}", parts.uri.path()),
             ));
         };
-        let (stack, metrics) = &self.router.clusters[index];
+        let (stack, metrics) = &router.clusters[index];
         let version = parts.version;
         strip_hop_by_hop(&mut parts.headers);
         add_forwarded_for(&mut parts.headers, self.peer);

@@ -49,4 +49,4 @@ pub mod resp;
 mod run;
 pub mod tcp;
 
-pub use run::{Proxy, scrape};
+pub use run::{Listening, Proxy, scrape};

@@ -121,7 +121,8 @@ pub struct ClusterMetrics {
     /// Latency sum, in nanoseconds.
     latency_ns: Cell<u64>,
     /// The retry budgets of this thread's stacks of the cluster.
-    budgets: RefCell<Vec<Rc<Budget>>>,
+    /// Weak: a stack a reload replaced stops counting once its last request is done.
+    budgets: RefCell<Vec<Weak<Budget>>>,
     /// The balancers of this thread's stacks of the cluster (TCP and HTTP).
     balancers: RefCell<Vec<Probe>>,
     /// Backups sent by this thread's hedges of the cluster, read at scrape.
@@ -170,17 +171,21 @@ impl ClusterMetrics {
         }
     }
 
-    /// Reports `budget`'s retries available at each scrape.
+    /// Reports `budget`'s retries available at each scrape,
+    /// while its stack holds it (a stack a reload replaced stops counting when it goes).
     pub fn add_budget(&self, budget: Rc<Budget>) {
-        self.budgets.borrow_mut().push(budget);
+        let mut budgets = self.budgets.borrow_mut();
+        budgets.retain(|b| b.strong_count() > 0);
+        budgets.push(Rc::downgrade(&budget));
     }
 
     /// Reports, at each scrape, the pool of an HTTP client of `endpoint` as `read` says it:
     /// `(idle, in use)`, until it says `None` (the client is gone).
     pub fn add_pool(&self, endpoint: &str, read: impl Fn() -> Option<(u64, u64)> + 'static) {
-        self.pools
-            .borrow_mut()
-            .push((endpoint.to_string(), PoolReader(Box::new(read))));
+        let mut pools = self.pools.borrow_mut();
+        // Those of clients gone (reconnected, or on a stack a reload replaced) are dropped.
+        pools.retain(|(_, reader)| (reader.0)().is_some());
+        pools.push((endpoint.to_string(), PoolReader(Box::new(read))));
     }
 
     /// Reports, at each scrape, the backups `sent` says a hedge of the cluster has sent.
@@ -196,9 +201,10 @@ impl ClusterMetrics {
         read: impl Fn(&B) -> Vec<BalancedState> + 'static,
     ) {
         let weak: Weak<B> = Rc::downgrade(balancer);
-        self.balancers
-            .borrow_mut()
-            .push(Probe(Box::new(move || weak.upgrade().map(|b| read(&b)))));
+        let mut balancers = self.balancers.borrow_mut();
+        // Those of balancers gone (on a stack a reload replaced) are dropped.
+        balancers.retain(|probe| (probe.0)().is_some());
+        balancers.push(Probe(Box::new(move || weak.upgrade().map(|b| read(&b)))));
     }
 
     /// Counts a request that took `latency` and failed with `failure`, if it did.
@@ -323,6 +329,7 @@ impl Snapshot {
             .budgets
             .borrow()
             .iter()
+            .filter_map(Weak::upgrade)
             .map(|b| b.available())
             .sum::<u64>();
         t.hedges += m.hedges.borrow().iter().map(|sent| (sent.0)()).sum::<u64>();

@@ -1,10 +1,10 @@
 //! [`Proxy`]: starts every listener of a [`Config`] on its own runtime, and stops them.
 
-use crate::config::{Config, ConfigError, Endpoint, Policy, Protocol};
+use crate::config::{Config, ConfigError, Endpoint, Listener, Policy, Protocol, Route};
 use crate::metrics::{ClusterMetrics, ListenerMetrics, Snapshot};
 use crate::resp::{RespConnection, cluster_stack};
 use crate::tcp::{TcpDriver, cluster_dialer};
-use sheave_core::{Handle, Runtime};
+use sheave_core::{Handle, RemoteJoinHandle, Runtime};
 use sheave_proto::resp::RespCodec;
 use sheave_proto::{Server, ServerHandle};
 use sheave_service::Error;
@@ -83,15 +83,61 @@ pub async fn scrape(handle: &Handle) -> Snapshot {
     total
 }
 
+/// The listeners running now — a reload adds and removes them — shared by the proxy, its
+/// admin (`/drain`) and its signal handler.
+#[derive(Debug, Clone)]
+pub struct Listening(Arc<Mutex<ListeningInner>>);
+
+#[derive(Debug)]
+struct ListeningInner {
+    running: Vec<(String, SocketAddr, ServerHandle)>,
+    draining: bool,
+    /// Where a listener that a reload started sends its serving, for the runtime to wait
+    /// on before it stops.
+    added: mpsc::Sender<RemoteJoinHandle<()>>,
+}
+
+impl Listening {
+    fn new(added: mpsc::Sender<RemoteJoinHandle<()>>) -> Listening {
+        Listening(Arc::new(Mutex::new(ListeningInner {
+            running: Vec::new(),
+            draining: false,
+            added,
+        })))
+    }
+
+    /// Starts a graceful drain of every listener running now: each stops accepting,
+    /// answers what it took, and closes its connections. A reload adds none after it.
+    pub fn drain(&self) {
+        let mut inner = sheave_core::sync::lock(&self.0);
+        inner.draining = true;
+        inner.running.iter().for_each(|(_, _, h)| h.shutdown());
+    }
+
+    fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        let inner = sheave_core::sync::lock(&self.0);
+        inner
+            .running
+            .iter()
+            .map(|(n, a, _)| (n.clone(), *a))
+            .collect()
+    }
+
+    fn push(&self, name: String, addr: SocketAddr, handle: ServerHandle) {
+        sheave_core::sync::lock(&self.0)
+            .running
+            .push((name, addr, handle));
+    }
+}
+
 /// A running proxy: its runtime, listeners and admin endpoint. Dropping it shuts it down.
 #[derive(Debug)]
 pub struct Proxy {
     /// The running config, as the last reload left it.
     running: Arc<Mutex<Config>>,
     runtime: Handle,
-    listeners: Vec<(String, SocketAddr)>,
+    listening: Listening,
     admin: Option<SocketAddr>,
-    handles: Vec<ServerHandle>,
     stopped: Option<mpsc::Receiver<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -120,14 +166,31 @@ impl Proxy {
         Proxy::start_inner(config, true, Some((path, Some(every))))
     }
 
-    /// Applies `new` without dropping a connection: what a reload can change is the
-    /// endpoints of balanced (TCP and HTTP) clusters — each balancer on each thread gets the
-    /// inserts and removes, requests in flight finish where they are. A config that changes
-    /// anything else (a listener, a route, a cluster's policy or timeouts, a ketama
-    /// cluster's shards) is refused with the field, and nothing changes: that needs a
-    /// restart. Returns how many clusters changed.
+    /// Applies `new` without dropping a connection, or refuses it whole with the field
+    /// named (then nothing changes).
+    ///
+    /// - **Endpoints** of balanced (TCP and HTTP) clusters: each balancer on each thread gets
+    ///   the inserts and removes; requests in flight finish where they are.
+    /// - **Cluster settings** (policy, timeouts, retry and budget, limit, ejection, hedge,
+    ///   pool), **routes**, a listener's default `cluster`, and **added or removed
+    ///   clusters**: each listener that uses what changed builds new stacks on every
+    ///   runtime thread and swaps them in. New HTTP requests, and new TCP and RESP
+    ///   connections, take the new stacks; requests in flight and open connections finish
+    ///   on the stacks they started on, which are dropped when their last user goes. A
+    ///   cluster still used by a route or listener cannot be removed (`new` would not
+    ///   validate).
+    /// - **Listeners** added start (bound before anything else changes: one that cannot
+    ///   bind refuses the reload with `listener[i].address`); listeners removed stop
+    ///   accepting and drain their open connections; a listener whose address changed is
+    ///   both (its open connections finish on the old socket).
+    /// - **Refused, a restart is needed:** `threads`, `[admin]`, a listener's protocol or
+    ///   limits on the same address, and what shapes a ketama ring: its listed shards,
+    ///   `endpoints_file`, `etcd`, `hash` and `hash_tag` (open connections would keep the old
+    ///   ring).
+    ///
+    /// Returns how many clusters changed, were added or were removed.
     pub fn reload(&self, new: Config) -> Result<usize, ConfigError> {
-        futures::executor::block_on(reload(&self.running, &self.runtime, new))
+        futures::executor::block_on(reload(&self.running, &self.listening, &self.runtime, new))
     }
 
     fn start_inner(
@@ -137,6 +200,9 @@ impl Proxy {
     ) -> io::Result<Proxy> {
         let running = Arc::new(Mutex::new(config.clone()));
         let shared = running.clone();
+        let (added_tx, added) = mpsc::channel();
+        let listening = Listening::new(added_tx);
+        let live = listening.clone();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stopped_tx, stopped_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -148,14 +214,11 @@ impl Proxy {
                 };
                 rt.block_on(async move {
                     let mut serving = Vec::new();
-                    let mut bound = Vec::new();
-                    let mut handles = Vec::new();
                     let mut handles_for_admin = Vec::new();
                     for l in &config.listeners {
                         match start_listener(&config, l) {
                             Ok((addr, handle, serve)) => {
-                                bound.push((l.name.clone(), addr));
-                                handles.push(handle);
+                                live.push(l.name.clone(), addr, handle);
                                 serving.push(serve);
                             }
                             Err(e) => {
@@ -180,7 +243,7 @@ impl Proxy {
                             }
                         };
                         admin_addr = Some(server.local_addr());
-                        let service = crate::admin::Admin::new(handles.clone());
+                        let service = crate::admin::Admin::new(live.clone());
                         let admin_handle = server.handle();
                         sheave_core::spawn(server.serve_with(move || {
                             let service = service.clone();
@@ -198,52 +261,56 @@ impl Proxy {
                             Err(e) => return drop(ready_tx.send(Err(e))),
                         };
                         if let Some(every) = watch {
-                            let (path, shared) = (path.clone(), shared.clone());
-                            sheave_core::spawn(reload_on_change(path, every, shared));
+                            let (path, shared, live) = (path.clone(), shared.clone(), live.clone());
+                            sheave_core::spawn(reload_on_change(path, every, shared, live));
                         }
-                        sheave_core::spawn(reload_on_hangup(hangups, path, shared));
+                        sheave_core::spawn(reload_on_hangup(hangups, path, shared, live.clone()));
                     }
                     if on_signals {
                         let signals = match sheave_core::signal::Signals::new() {
                             Ok(signals) => signals,
                             Err(e) => return drop(ready_tx.send(Err(e))),
                         };
-                        let handles = handles.clone();
+                        let live = live.clone();
                         sheave_core::spawn(async move {
                             let mut signals = signals;
                             let signal = signals.recv().await;
                             log::info!("{signal}: draining");
-                            handles.iter().for_each(ServerHandle::shutdown);
+                            live.drain();
                         });
                     }
-                    let _ = ready_tx.send(Ok((bound, admin_addr, handles, Handle::current())));
+                    let _ = ready_tx.send(Ok((admin_addr, Handle::current())));
                     for serve in serving {
                         let _ = serve.await;
+                    }
+                    // Then the listeners reloads started (each ends when it has drained).
+                    while let Ok(more) = added.try_recv() {
+                        let _ = more.await;
                     }
                     handles_for_admin.iter().for_each(ServerHandle::shutdown);
                 });
                 let _ = stopped_tx.send(());
             })?;
-        let (listeners, admin, handles, runtime) = ready_rx
+        let (admin, runtime) = ready_rx
             .recv()
             .map_err(|_| io::Error::other("the proxy's runtime thread died"))??;
         Ok(Proxy {
             running,
             runtime,
-            listeners,
+            listening,
             admin,
-            handles,
             stopped: Some(stopped_rx),
             thread: Some(thread),
         })
     }
 
-    /// Where listener `name` listens (with the port picked, if the config said 0).
+    /// Where listener `name` listens now (with the port picked, if the config said 0).
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
+        self.listening
+            .addrs()
+            .into_iter()
             .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .map(|(_, a)| a)
     }
 
     /// Where the admin listener listens, if the config has one.
@@ -251,15 +318,15 @@ impl Proxy {
         self.admin
     }
 
-    /// Every listener and its address.
-    pub fn listeners(&self) -> &[(String, SocketAddr)] {
-        &self.listeners
+    /// Every listener running now and its address.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listening.addrs()
     }
 
     /// Starts a graceful drain: every listener stops accepting, answers what it took, and
     /// closes its connections.
     pub fn drain(&self) {
-        self.handles.iter().for_each(ServerHandle::shutdown);
+        self.listening.drain();
     }
 
     /// Waits until every listener has stopped (after [`drain`](Proxy::drain), or a signal).
@@ -289,16 +356,22 @@ async fn reload_on_hangup(
     mut hangups: sheave_core::signal::Signals,
     path: PathBuf,
     running: Arc<Mutex<Config>>,
+    listening: Listening,
 ) {
     loop {
         hangups.recv().await;
-        reload_file(&path, &running, Config::load(&path)).await;
+        reload_file(&path, &running, &listening, Config::load(&path)).await;
     }
 }
 
 /// Every `every`: re-reads `path`, and reloads it (as `SIGHUP` does) when its bytes differ
 /// from the last read. The first read is the baseline: the file the proxy started from.
-async fn reload_on_change(path: PathBuf, every: Duration, running: Arc<Mutex<Config>>) {
+async fn reload_on_change(
+    path: PathBuf,
+    every: Duration,
+    running: Arc<Mutex<Config>>,
+    listening: Listening,
+) {
     let mut last = std::fs::read(&path).ok();
     let mut ticks = sheave_core::time::interval(every);
     loop {
@@ -327,22 +400,24 @@ async fn reload_on_change(path: PathBuf, every: Duration, running: Arc<Mutex<Con
             }),
         };
         last = Some(bytes);
-        reload_file(&path, &running, parsed).await;
+        reload_file(&path, &running, &listening, parsed).await;
     }
 }
 
 /// Applies a re-read of `path` (how `SIGHUP` and `--watch` both reload), logging what
 /// happened.
-async fn reload_file(path: &Path, running: &Mutex<Config>, parsed: Result<Config, ConfigError>) {
+async fn reload_file(
+    path: &Path,
+    running: &Mutex<Config>,
+    listening: &Listening,
+    parsed: Result<Config, ConfigError>,
+) {
     let outcome = match parsed {
-        Ok(new) => reload(running, &Handle::current(), new).await,
+        Ok(new) => reload(running, listening, &Handle::current(), new).await,
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(n) => log::warn!(
-            "reloaded {}: the endpoints of {n} clusters changed",
-            path.display()
-        ),
+        Ok(n) => log::warn!("reloaded {}: {n} clusters changed", path.display()),
         Err(e) => log::error!(
             "reload of {} refused, the running config is kept: {e}",
             path.display()
@@ -350,75 +425,286 @@ async fn reload_file(path: &Path, running: &Mutex<Config>, parsed: Result<Config
     }
 }
 
-/// What a reload from `old` to `new` changes: the clusters whose endpoints differ, with
-/// their new endpoints; or why it cannot be applied live.
-fn plan(old: &Config, new: &Config) -> Result<Vec<(String, Vec<Endpoint>)>, ConfigError> {
-    let restart = |field: String| ConfigError {
+/// What a reload applies: the clusters whose endpoints alone changed (their balancers get
+/// the inserts and removes), the listeners whose stacks are rebuilt (a route or a used
+/// cluster's settings changed), and the clusters that are gone.
+#[derive(Debug, Default)]
+struct Plan {
+    endpoints: Vec<(String, Vec<Endpoint>)>,
+    rebuild: Vec<String>,
+    gone: Vec<String>,
+    /// Listeners to start (their index in the new config), and to drain (by name): a
+    /// listener whose address changed is both.
+    start: Vec<usize>,
+    stop: Vec<String>,
+    /// How many clusters changed, were added or removed.
+    clusters: usize,
+}
+
+/// Every cluster listener `l` of `config` sends to: its own, then its routes'.
+fn used_by<'a>(config: &'a Config, l: &'a Listener) -> impl Iterator<Item = &'a str> + 'a {
+    l.cluster.as_deref().into_iter().chain(
+        config
+            .routes
+            .iter()
+            .filter(move |r| r.listener == l.name)
+            .map(|r| r.cluster.as_str()),
+    )
+}
+
+/// What a reload from `old` to `new` (both validated) changes, or why it cannot be applied
+/// live: `threads`, `[admin]`, and a listener's protocol or limits on the same address need
+/// a restart; so does what shapes a ketama ring — its listed shards, sources, hash and hash
+/// tag (open client connections keep the ring they started on, and the same key would go to
+/// two shards).
+fn plan(old: &Config, new: &Config) -> Result<Plan, ConfigError> {
+    let restart = |field: String, what: &str| ConfigError {
         field,
-        reason: "changed, and a reload applies only the endpoints of tcp and http clusters \
-                 (restart for the rest)"
-            .to_string(),
+        reason: format!("changed, and {what} needs a restart (a reload keeps the running config)"),
     };
     if old.threads != new.threads {
-        return Err(restart("threads".into()));
+        return Err(restart("threads".into(), "the number of runtime threads"));
     }
     if old.admin != new.admin {
-        return Err(restart("admin".into()));
+        return Err(restart("admin".into(), "the admin listener"));
     }
-    if old.listeners.len() != new.listeners.len() {
-        return Err(restart("listener".into()));
+    let mut plan = Plan::default();
+    for (i, n) in new.listeners.iter().enumerate() {
+        let Some(o) = old.listeners.iter().find(|o| o.name == n.name) else {
+            plan.start.push(i);
+            continue;
+        };
+        if o.address != n.address {
+            // A new socket: the old listener drains, the new one starts.
+            plan.stop.push(o.name.clone());
+            plan.start.push(i);
+            continue;
+        }
+        let differs = [
+            ("protocol", o.protocol != n.protocol),
+            ("max_connections", o.max_connections != n.max_connections),
+            ("idle_timeout", o.idle_timeout != n.idle_timeout),
+            ("read_timeout", o.read_timeout != n.read_timeout),
+            ("max_in_flight", o.max_in_flight != n.max_in_flight),
+            ("buffer", o.buffer != n.buffer),
+        ];
+        if let Some((field, _)) = differs.iter().find(|(_, d)| *d) {
+            return Err(restart(
+                format!("listener[{i}].{field}"),
+                "a listener's socket on the same address (or a new address)",
+            ));
+        }
     }
-    if let Some(i) = (0..old.listeners.len()).find(|i| old.listeners[*i] != new.listeners[*i]) {
-        return Err(restart(format!("listener[{i}]")));
+    for o in &old.listeners {
+        if !new.listeners.iter().any(|n| n.name == o.name) {
+            plan.stop.push(o.name.clone());
+        }
     }
-    if old.routes != new.routes {
-        return Err(restart("route".into()));
-    }
-    if old.clusters.len() != new.clusters.len() {
-        return Err(restart("cluster".into()));
-    }
-    let mut changed = Vec::new();
-    for (i, (o, n)) in old.clusters.iter().zip(&new.clusters).enumerate() {
+    let mut changed: Vec<&str> = Vec::new();
+    for (i, n) in new.clusters.iter().enumerate() {
+        let Some(o) = old.cluster(&n.name) else {
+            plan.clusters += 1; // added: built by the listeners that now use it
+            continue;
+        };
+        if o == n {
+            continue;
+        }
+        plan.clusters += 1;
         let mut same_endpoints = n.clone();
         same_endpoints.endpoints = o.endpoints.clone();
-        if same_endpoints != *o {
-            return Err(restart(format!("cluster[{i}]")));
-        }
-        if o.endpoints != n.endpoints {
-            if o.policy == Policy::Ketama {
+        if o.policy == Policy::Ketama || n.policy == Policy::Ketama {
+            // What places keys on the ring: open connections would keep the old ring, and a
+            // key would live on two shards.
+            let ring = [
+                ("policy", o.policy != n.policy),
+                ("endpoints", o.endpoints != n.endpoints),
+                ("endpoints_file", o.endpoints_file != n.endpoints_file),
+                ("etcd", o.etcd != n.etcd),
+                ("hash", o.hash != n.hash),
+                ("hash_tag", o.hash_tag != n.hash_tag),
+            ];
+            if let Some((field, _)) = ring.iter().find(|(_, d)| *d) {
                 return Err(ConfigError {
-                    field: format!("cluster[{i}].endpoints"),
-                    reason: "a ketama cluster's shards change only with a restart (it moves keys)"
+                    field: format!("cluster[{i}].{field}"),
+                    reason: "places keys on a ketama ring, which changes only with a restart \
+                             (open connections would keep the old ring, and a key would live \
+                             on two shards); the shards a file or etcd lists change live"
                         .to_string(),
                 });
             }
-            changed.push((n.name.clone(), n.endpoints.clone()));
+        }
+        if same_endpoints == *o {
+            plan.endpoints.push((n.name.clone(), n.endpoints.clone()));
+        } else {
+            changed.push(&n.name);
         }
     }
-    Ok(changed)
+    for o in &old.clusters {
+        if new.cluster(&o.name).is_none() {
+            plan.clusters += 1;
+            plan.gone.push(o.name.clone());
+        }
+    }
+    for n in &new.listeners {
+        let Some(o) = old.listeners.iter().find(|o| o.name == n.name) else {
+            continue; // started from the new config
+        };
+        if o.address != n.address {
+            continue;
+        }
+        let routes = |c: &Config| -> Vec<Route> {
+            c.routes
+                .iter()
+                .filter(|r| r.listener == n.name)
+                .cloned()
+                .collect()
+        };
+        if o.cluster != n.cluster
+            || routes(old) != routes(new)
+            || used_by(new, n).any(|c| changed.contains(&c))
+        {
+            plan.rebuild.push(n.name.clone());
+        }
+    }
+    Ok(plan)
+}
+
+/// How one listener swaps in new stacks on this thread, given the reloaded config.
+type Rebuild = Rc<dyn Fn(&Config)>;
+
+thread_local! {
+    /// How each listener of this thread rebuilds its stacks from a reloaded config, by name.
+    static REBUILD: RefCell<HashMap<String, Rebuild>> = RefCell::new(HashMap::new());
+}
+
+/// Registers how listener `name` swaps in new stacks on this thread: `live` (weak, so a
+/// stopped listener's stacks are not kept) gets `build(config)` on each reload that
+/// rebuilds it. The old value is dropped when its last request or connection ends.
+fn on_rebuild<T: 'static>(
+    name: &str,
+    live: &Rc<RefCell<T>>,
+    build: impl Fn(&Config) -> T + 'static,
+) {
+    let live = Rc::downgrade(live);
+    let rebuild = move |config: &Config| {
+        if let Some(live) = live.upgrade() {
+            let next = build(config);
+            drop(live.replace(next));
+        }
+    };
+    REBUILD.with(|r| r.borrow_mut().insert(name.to_string(), Rc::new(rebuild)));
+}
+
+/// Applies `plan` to this runtime thread.
+async fn apply(plan: &Plan, config: &Config) {
+    for name in &plan.rebuild {
+        if let Some(rebuild) = REBUILD.with(|r| r.borrow().get(name).cloned()) {
+            rebuild(config);
+        }
+    }
+    for (name, endpoints) in &plan.endpoints {
+        crate::discovery::reload_endpoints(name, endpoints).await;
+    }
+    METRICS.with(|m| {
+        let mut m = m.borrow_mut();
+        for name in &plan.gone {
+            m.clusters.remove(name);
+        }
+    });
 }
 
 async fn reload(
     running: &Mutex<Config>,
+    listening: &Listening,
     runtime: &Handle,
     new: Config,
 ) -> Result<usize, ConfigError> {
-    let changed = {
+    let plan = {
         let old = sheave_core::sync::lock(running);
-        plan(&old, &new)?
+        Arc::new(plan(&old, &new)?)
     };
+    let config = Arc::new(new.clone());
+    // New listeners first: one that cannot bind refuses the reload, and the ones this
+    // reload bound before it are stopped again, so nothing has changed.
+    let mut started: Vec<(String, SocketAddr, ServerHandle)> = Vec::new();
+    for &i in &plan.start {
+        let outcome = if sheave_core::sync::lock(&listening.0).draining {
+            Err(io::Error::other("the proxy is draining"))
+        } else {
+            start_on_runtime(runtime, listening, &config, i).await
+        };
+        match outcome {
+            Ok((addr, handle)) => started.push((new.listeners[i].name.clone(), addr, handle)),
+            Err(e) => {
+                started.iter().for_each(|(_, _, h)| h.shutdown());
+                return Err(ConfigError {
+                    field: format!("listener[{i}].address"),
+                    reason: format!("{}: {e}", new.listeners[i].address),
+                });
+            }
+        }
+    }
     for thread in 0..runtime.threads() {
-        let changed = changed.clone();
+        let (plan, config) = (plan.clone(), config.clone());
         let _ = runtime
-            .spawn_with(thread, move || async move {
-                for (name, endpoints) in &changed {
-                    crate::discovery::reload_endpoints(name, endpoints).await;
-                }
-            })
+            .spawn_with(thread, move || async move { apply(&plan, &config).await })
             .await;
     }
+    {
+        let mut inner = sheave_core::sync::lock(&listening.0);
+        // The listeners going away drain: they stop accepting and finish what they took.
+        inner.running.retain(|(name, _, handle)| {
+            let stop = plan.stop.contains(name);
+            if stop {
+                handle.shutdown();
+            }
+            !stop
+        });
+        if inner.draining {
+            // A drain came meanwhile: the new listeners drain with the rest.
+            started.iter().for_each(|(_, _, h)| h.shutdown());
+        }
+        inner.running.extend(started);
+    }
     *sheave_core::sync::lock(running) = new;
-    Ok(changed.len())
+    Ok(plan.clusters)
+}
+
+/// Starts listener `i` of `config` from a runtime thread; its serving is handed to the
+/// runtime's main task, which waits for it before stopping.
+async fn start_on_runtime(
+    runtime: &Handle,
+    listening: &Listening,
+    config: &Arc<Config>,
+    i: usize,
+) -> io::Result<(SocketAddr, ServerHandle)> {
+    let (bound_tx, bound_rx) = futures::channel::oneshot::channel();
+    let config = config.clone();
+    let serving = runtime.spawn_with(0, move || async move {
+        match start_listener(&config, &config.listeners[i]) {
+            Ok((addr, handle, serve)) => {
+                let _ = bound_tx.send(Ok((addr, handle)));
+                let _ = serve.await;
+            }
+            Err(e) => drop(bound_tx.send(Err(e))),
+        }
+    });
+    let bound = bound_rx
+        .await
+        .map_err(|_| io::Error::other("the runtime is stopping"))??;
+    let _ = sheave_core::sync::lock(&listening.0).added.send(serving);
+    Ok(bound)
+}
+
+/// The cluster listener `name` of `config` sends to (a tcp or resp listener has one).
+fn cluster_of<'a>(config: &'a Config, name: &str) -> &'a crate::config::Cluster {
+    config
+        .listeners
+        .iter()
+        .find(|l| l.name == name)
+        .and_then(|l| l.cluster.as_deref())
+        .and_then(|c| config.cluster(c))
+        .expect("validated: the listener and its cluster exist")
 }
 
 type Serving = sheave_core::JoinHandle<io::Result<()>>;
@@ -428,15 +714,8 @@ fn start_listener(
     config: &Config,
     l: &crate::config::Listener,
 ) -> io::Result<(SocketAddr, ServerHandle, Serving)> {
-    let cluster = l.cluster.as_ref().map(|name| {
-        config
-            .cluster(name)
-            .expect("validated: the cluster exists")
-            .clone()
-    });
     match l.protocol {
         Protocol::Resp => {
-            let cluster = cluster.expect("validated: a resp listener has a cluster");
             let server = Server::bind(l.address)
                 .codec(RespCodec::new())
                 .threads(config.threads)
@@ -446,35 +725,48 @@ fn start_listener(
                 .read_timeout(l.read_timeout)
                 .build()?;
             let (addr, handle) = (server.local_addr(), server.handle());
-            let name = l.name.clone();
+            let (name, config) = (l.name.clone(), config.clone());
             let serve = sheave_core::spawn(server.serve_with(move || {
-                let metrics = cluster_metrics(&cluster);
                 let listener = listener_metrics(&name);
-                let (stack, ring) = cluster_stack(&cluster, metrics.clone());
+                let build = {
+                    let name = name.clone();
+                    move |config: &Config| {
+                        let cluster = cluster_of(config, &name);
+                        let metrics = cluster_metrics(cluster);
+                        let (stack, ring) = cluster_stack(cluster, metrics.clone());
+                        (stack, ring, metrics)
+                    }
+                };
+                // Each connection takes the stack current when it is accepted.
+                let live = Rc::new(RefCell::new(build(&config)));
+                on_rebuild(&name, &live, build);
                 move |_peer: SocketAddr| {
-                    let conn = RespConnection::new(
-                        stack.clone(),
-                        ring.clone(),
-                        metrics.clone(),
-                        listener.clone(),
-                    );
+                    let (stack, ring, metrics) = live.borrow().clone();
+                    let conn = RespConnection::new(stack, ring, metrics, listener.clone());
                     async move { Ok::<_, Error>(conn) }
                 }
             }));
             Ok((addr, handle, serve))
         }
         Protocol::Tcp => {
-            let cluster = cluster.expect("validated: a tcp listener has a cluster");
             let server = Server::bind(l.address)
                 .threads(config.threads)
                 .max_connections(l.max_connections)
                 .build()?;
             let (addr, handle) = (server.local_addr(), server.handle());
-            let listener = l.clone();
+            let (listener, config) = (l.clone(), config.clone());
             let serve = sheave_core::spawn(server.serve_driver(move || {
-                let metrics = cluster_metrics(&cluster);
-                let dialer = Rc::new(cluster_dialer(&cluster, metrics.clone()));
-                TcpDriver::new(dialer, &listener, listener_metrics(&listener.name), metrics)
+                let build = {
+                    let name = listener.name.clone();
+                    move |config: &Config| {
+                        let cluster = cluster_of(config, &name);
+                        let metrics = cluster_metrics(cluster);
+                        (Rc::new(cluster_dialer(cluster, metrics.clone())), metrics)
+                    }
+                };
+                let live = Rc::new(RefCell::new(build(&config)));
+                on_rebuild(&listener.name, &live, build);
+                TcpDriver::new(live, &listener, listener_metrics(&listener.name))
             }));
             Ok((addr, handle, serve))
         }
@@ -485,22 +777,36 @@ fn start_listener(
                 .header_read_timeout(l.read_timeout)
                 .build()?;
             let (addr, handle) = (server.local_addr(), server.handle());
-            let (config, listener) = (config.clone(), l.clone());
+            let (config, name) = (config.clone(), l.name.clone());
             let serve = sheave_core::spawn(server.serve_with(move || {
-                let router = Rc::new(crate::http::Router::new(
-                    &config,
-                    &listener,
-                    listener_metrics(&listener.name),
-                    |cluster| {
-                        let metrics = cluster_metrics(cluster);
-                        (
-                            crate::http::cluster_stack(cluster, metrics.clone()),
-                            metrics,
-                        )
-                    },
-                ));
+                let metrics = listener_metrics(&name);
+                let build = {
+                    let name = name.clone();
+                    move |config: &Config| {
+                        let listener = config
+                            .listeners
+                            .iter()
+                            .find(|l| l.name == name)
+                            .expect("validated: a reload keeps every listener");
+                        Rc::new(crate::http::Router::new(
+                            config,
+                            listener,
+                            metrics.clone(),
+                            |cluster| {
+                                let metrics = cluster_metrics(cluster);
+                                (
+                                    crate::http::cluster_stack(cluster, metrics.clone()),
+                                    metrics,
+                                )
+                            },
+                        ))
+                    }
+                };
+                // Each request takes the router current when it starts (LiveRouter).
+                let live = Rc::new(RefCell::new(build(&config)));
+                on_rebuild(&name, &live, build);
                 move |peer: SocketAddr| {
-                    let conn = crate::http::HttpConnection::new(router.clone(), peer);
+                    let conn = crate::http::HttpConnection::new(live.clone(), peer);
                     async move { Ok::<_, Error>(conn) }
                 }
             }));

@@ -59,7 +59,7 @@ use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma};
 use sheave_middleware::retry::{Budget, BudgetConfig, Retry, RetryConfig, RetryableFailures};
 use sheave_proto::Driver;
 use sheave_service::{Error, ErrorKind, Service, ServiceBuilder};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -199,30 +199,34 @@ pub fn cluster_dialer(
         ))
 }
 
+/// An L4 listener's dialer and its cluster's counters on one runtime thread, as the last
+/// reload left them: each connection takes the pair current when it is accepted and keeps
+/// it to its end, so a reload swaps in a new cluster stack for the next connections while
+/// the open ones stay spliced where they are.
+pub type LiveDialer<D> = Rc<RefCell<(Rc<D>, Rc<ClusterMetrics>)>>;
+
 /// Serves one L4 listener's connections on one runtime thread.
 #[derive(Debug)]
 pub struct TcpDriver<D> {
-    dialer: Rc<D>,
+    dialer: LiveDialer<D>,
     buffer: usize,
     idle_timeout: Duration,
     listener: Rc<ListenerMetrics>,
-    metrics: Rc<ClusterMetrics>,
 }
 
 impl<D> TcpDriver<D> {
-    /// A driver that splices each connection to a connection from `dialer`.
+    /// A driver that splices each connection to a connection from the dialer current in
+    /// `dialer` when it is accepted.
     pub fn new(
-        dialer: Rc<D>,
+        dialer: LiveDialer<D>,
         listener: &config::Listener,
         listener_metrics: Rc<ListenerMetrics>,
-        metrics: Rc<ClusterMetrics>,
     ) -> Self {
         TcpDriver {
             dialer,
             buffer: listener.buffer,
             idle_timeout: listener.idle_timeout,
             listener: listener_metrics,
-            metrics,
         }
     }
 }
@@ -235,13 +239,13 @@ where
         let l = &self.listener;
         l.accepted.set(l.accepted.get() + 1);
         let start = time::now();
+        let (dialer, metrics) = self.dialer.borrow().clone();
         let upstream = async {
-            let permit = self.dialer.ready().await?;
-            self.dialer.call(permit, ()).await
+            let permit = dialer.ready().await?;
+            dialer.call(permit, ()).await
         }
         .await;
-        self.metrics
-            .request(start.elapsed(), upstream.as_ref().err().map(Error::kind));
+        metrics.request(start.elapsed(), upstream.as_ref().err().map(Error::kind));
         match upstream {
             Ok(upstream) => {
                 let _ = client.set_nodelay(true);

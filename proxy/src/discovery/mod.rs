@@ -176,18 +176,24 @@ pub async fn reload_endpoints(name: &str, endpoints: &[config::Endpoint]) {
     });
     for (publisher, current) in targets {
         let before = current.borrow().clone();
-        // A send fails only when its balancer is gone (the proxy is stopping): nothing to do.
+        // A send fails only when its balancer is gone (a reload replaced its stack, or the
+        // proxy is stopping): then it is forgotten.
+        let mut gone = false;
         for label in before.keys().filter(|l| !next.contains_key(*l)) {
-            let _ = publisher.remove(label.clone()).await;
+            gone |= publisher.remove(label.clone()).await.is_err();
         }
         for (label, addr) in &next {
             if before.get(label) != Some(addr) {
-                let _ = publisher
+                gone |= publisher
                     .insert(label.clone(), (label.clone(), *addr))
-                    .await;
+                    .await
+                    .is_err();
             }
         }
         *current.borrow_mut() = next.clone();
+        if gone {
+            RELOADABLE.with(|r| r.borrow_mut().retain(|e| !Rc::ptr_eq(&e.current, &current)));
+        }
     }
 }
 
