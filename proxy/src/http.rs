@@ -54,14 +54,13 @@ use sheave_http::Body;
 use sheave_http::body::Replay;
 use sheave_http::classify::{HttpClassifier, HttpRetry};
 use sheave_http::client::{Client, Version};
-use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma};
+use sheave_middleware::balance::Balance;
 use sheave_middleware::hedge::{Hedge, HedgeConfig};
-use sheave_middleware::retry::{Budget, BudgetConfig, Retry, RetryConfig};
+use sheave_middleware::retry::{BudgetConfig, Retry};
 use sheave_middleware::{ConcurrencyLimitLayer, ServiceBuilderExt, TimeoutLayer};
 use sheave_service::{Error, ErrorKind, Service, ServiceBuilder};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
 
 /// What the proxy answers with: the upstream's body, or its own short text.
 pub type ProxyBody = Either<Body, Full<Bytes>>;
@@ -109,42 +108,10 @@ pub fn cluster_stack(
             })
         }
     };
-    let e = &cluster.ejection;
-    let builder = Balance::builder()
-        .classifier(HttpClassifier)
-        .reconnect(Backoff::exponential(
-            Duration::from_millis(10),
-            Duration::from_secs(1),
-        ))
-        .empty_wait(cluster.connect_timeout);
-    let builder = match e.consecutive_failures {
-        0 => builder.without_ejection(),
-        n => builder.ejection(Ejection {
-            consecutive_failures: n,
-            backoff: Backoff::exponential(e.base, e.max),
-            max_share: e.max_share,
-        }),
-    };
-    let builder = match cluster.policy {
-        config::Policy::RoundRobin => builder.round_robin(),
-        _ => builder.peak_ewma(PeakEwma {
-            decay: Duration::from_secs(1),
-            ..PeakEwma::default()
-        }),
-    };
+    let builder = crate::stack::balancer(cluster, Balance::builder().classifier(HttpClassifier));
     let balance = Rc::new(builder.build(endpoints, connect));
     probe_balancer(&probe_metrics, &balance);
-    let r = &cluster.retry;
-    let retry = RetryConfig::new()
-        .max_attempts(r.max_attempts)
-        .backoff(Backoff::exponential(r.backoff, r.max_backoff))
-        .budget(
-            BudgetConfig::new()
-                .ratio(r.budget_ratio)
-                .min_per_second(r.budget_min_per_second),
-        );
-    let budget = Rc::new(Budget::new(retry.get_budget()));
-    probe_metrics.add_budget(budget.clone());
+    let (retry, budget) = crate::stack::retry(cluster, &probe_metrics);
     let attempts = Rc::new(
         ServiceBuilder::new()
             .layer(TimeoutLayer::new(cluster.try_timeout))

@@ -47,6 +47,7 @@ pub mod md5;
 pub mod metrics;
 pub mod resp;
 mod run;
+mod stack;
 pub mod tcp;
 
 pub use run::{Listening, Proxy, scrape};

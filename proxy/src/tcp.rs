@@ -55,8 +55,8 @@ use crate::metrics::{ClusterMetrics, ListenerMetrics};
 use sheave_core::net::TcpStream;
 use sheave_core::time;
 use sheave_middleware::ServiceBuilderExt;
-use sheave_middleware::balance::{Backoff, Balance, Ejection, PeakEwma};
-use sheave_middleware::retry::{Budget, BudgetConfig, Retry, RetryConfig, RetryableFailures};
+use sheave_middleware::balance::Balance;
+use sheave_middleware::retry::{Retry, RetryableFailures};
 use sheave_proto::Driver;
 use sheave_service::{Error, ErrorKind, Service, ServiceBuilder};
 use std::cell::{Cell, RefCell};
@@ -154,41 +154,10 @@ pub fn cluster_dialer(
         };
         async move { Ok::<_, Error>(dialer) }
     };
-    let e = &cluster.ejection;
-    let builder = Balance::builder()
-        .reconnect(Backoff::exponential(
-            Duration::from_millis(10),
-            Duration::from_secs(1),
-        ))
-        .empty_wait(cluster.connect_timeout);
-    let builder = match e.consecutive_failures {
-        0 => builder.without_ejection(),
-        n => builder.ejection(Ejection {
-            consecutive_failures: n,
-            backoff: Backoff::exponential(e.base, e.max),
-            max_share: e.max_share,
-        }),
-    };
-    let builder = match cluster.policy {
-        config::Policy::RoundRobin => builder.round_robin(),
-        _ => builder.peak_ewma(PeakEwma {
-            decay: Duration::from_secs(1),
-            ..PeakEwma::default()
-        }),
-    };
+    let builder = crate::stack::balancer(cluster, Balance::builder());
     let balance = Rc::new(builder.build(crate::discovery::changes(cluster), connect));
     crate::http::probe_balancer(&probe_metrics, &balance);
-    let r = &cluster.retry;
-    let retry = RetryConfig::new()
-        .max_attempts(r.max_attempts)
-        .backoff(Backoff::exponential(r.backoff, r.max_backoff))
-        .budget(
-            BudgetConfig::new()
-                .ratio(r.budget_ratio)
-                .min_per_second(r.budget_min_per_second),
-        );
-    let budget = Rc::new(Budget::new(retry.get_budget()));
-    probe_metrics.add_budget(budget.clone());
+    let (retry, budget) = crate::stack::retry(cluster, &probe_metrics);
     ServiceBuilder::new()
         .timeout(cluster.request_timeout)
         .service(Retry::with_budget(

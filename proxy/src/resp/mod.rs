@@ -61,7 +61,7 @@ use shards::{Routed, Shards};
 use sheave_core::time;
 use sheave_middleware::balance::{Backoff, Balance};
 use sheave_middleware::discover;
-use sheave_middleware::retry::{Budget, BudgetConfig, Policy, Retry, RetryConfig};
+use sheave_middleware::retry::{Policy, Retry};
 use sheave_middleware::{ConcurrencyLimitLayer, ServiceBuilderExt};
 use sheave_proto::dispatch::ClientConfig;
 use sheave_proto::resp::{Client, Frame, Hello};
@@ -152,17 +152,7 @@ pub fn cluster_stack(
             }
         }));
     }
-    let r = &cluster.retry;
-    let retry = RetryConfig::new()
-        .max_attempts(r.max_attempts)
-        .backoff(Backoff::exponential(r.backoff, r.max_backoff))
-        .budget(
-            BudgetConfig::new()
-                .ratio(r.budget_ratio)
-                .min_per_second(r.budget_min_per_second),
-        );
-    let budget = Rc::new(Budget::new(retry.get_budget()));
-    metrics.add_budget(budget.clone());
+    let (retry, budget) = crate::stack::retry(cluster, &metrics);
     let attempts = ServiceBuilder::new()
         .layer(ConcurrencyLimitLayer::new(cluster.concurrency_limit).max_waiters(0))
         .service(shards.clone());
